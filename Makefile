@@ -1,0 +1,51 @@
+# hetbook: `make book` builds the whole book on the demo data, `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= params/demo.yml
+
+.PHONY: book notebooks html test check-site data vendor bench clean-book
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# MathJax, require.js and the widget manager served from the site itself (no CDN).
+_vendor/.done:
+	mkdir -p .npm-vendor _vendor
+	cd .npm-vendor && npm install --silent --no-audit --no-fund @jupyter-widgets/html-manager@1 requirejs@2 mathjax@3
+	mkdir -p _vendor/html-manager
+	cp -r .npm-vendor/node_modules/@jupyter-widgets/html-manager/dist/* _vendor/html-manager/
+	cp .npm-vendor/node_modules/requirejs/require.js _vendor/require.js
+	rm -rf _vendor/mathjax && cp -r .npm-vendor/node_modules/mathjax/es5 _vendor/mathjax
+	touch $@
+
+vendor: _vendor/.done
+
+data: $(VENV)/.installed
+	$(PY) -c "import sys; from helpers.run import load_params, ensure_data; ensure_data(load_params('$(PARAMS)'))"
+
+notebooks: $(VENV)/.installed
+	$(PY) -m helpers.run --params $(PARAMS)
+
+html: $(VENV)/.installed _vendor/.done
+	$(VENV)/bin/jupyter-book build . --path-output book --keep-going
+	@echo "book: $(CURDIR)/book/_build/html/index.html"
+
+book: notebooks html
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+check-site: $(VENV)/.installed
+	$(PY) tests/site_check.py book/_build/html
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_volume_metrics.py
+	$(PY) benchmarks/bench_image_search.py
+
+clean-book:
+	rm -rf book/_build book/executed

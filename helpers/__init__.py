@@ -1,0 +1,23 @@
+"""hetbook helpers: the kernels and I/O that the analysis notebooks call.
+
+One module per concern (see README "Where things live"):
+
+``backend``          device choice (CUDA when present, else CPU), memory-sized chunks, progress bars
+``paths``            repository-relative paths, atomic writes, result files
+``errors``           :class:`InputError`, the one exception for bad user input
+``mapset``           :class:`MapSet`, the one data model for a set of maps
+``io``               readers for the challenge formats (MRC, populations, configs, GT, STAR)
+``fourier``          centred FFTs, shells, power spectra, B-factors, resampling, filters
+``geometry``         Euler angles (RELION ZYZ), rotation grids, rotating volumes
+``preprocess``       crop/pad, resample, flip, normalise, equalise spectra
+``align``            global rotational alignment of a submission to a reference
+``volume_metrics``   batched FSC, resolution and GT x submission distance matrices
+``subspace``         PCA, percentage of captured variance, common subspace
+``distribution``     EMD / KL between GT and submitted or optimised populations
+``projection``       Fourier-slice projector and CTF
+``image_metrics``    pose search, image cross-correlation and marginal likelihood
+``simulate``         the adenylate-kinase demo data set
+``plots``/``widgets`` figures and kernel-free interactive widgets for the book
+``run``              the papermill runner (``python -m helpers.run``)
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,147 @@
+"""Rotations: RELION/cisTEM ZYZ Euler angles, uniform and grid sampling of SO(3), rotating maps.
+
+Conventions (``image-formation.md`` §3.1, checked against RELION and cisTEM):
+
+* ``euler_to_matrix(rot, tilt, psi)`` = scipy ``Rotation.from_euler('ZYZ', [rot, tilt, psi])``
+  (intrinsic, active) = Rz(rot) · Ry(tilt) · Rz(psi). A particle image is
+  ``I(x, y) = ∫ V(M (x, y, t)ᵀ) dt``; RELION's own matrix is Mᵀ.
+* Coordinates of a map (z, y, x) array: x = last axis, y = middle, z = first; the origin is
+  voxel N//2 on each axis. Vectors are (x, y, z).
+* ``rotate_volume(V, R)`` returns V'(r) = V(Rᵀ r): the object rotated *actively* by R about
+  the box centre.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fourier import as_tensor
+
+
+def _rz(a):
+    c, s = np.cos(a), np.sin(a)
+    z, o = np.zeros_like(a), np.ones_like(a)
+    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+
+
+def _ry(a):
+    c, s = np.cos(a), np.sin(a)
+    z, o = np.zeros_like(a), np.ones_like(a)
+    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
+
+
+def euler_to_matrix(rot, tilt, psi, degrees: bool = True) -> np.ndarray:
+    """ZYZ (RELION rot, tilt, psi) -> rotation matrices (..., 3, 3) float64."""
+    a, b, c = (np.asarray(v, dtype=np.float64) for v in (rot, tilt, psi))
+    if degrees:
+        a, b, c = np.deg2rad(a), np.deg2rad(b), np.deg2rad(c)
+    return _rz(a) @ _ry(b) @ _rz(c)
+
+
+def matrix_to_euler(R) -> np.ndarray:
+    """Inverse of :func:`euler_to_matrix`: (..., 3, 3) -> (..., 3) degrees, tilt in [0, 180]."""
+    R = np.asarray(R, dtype=np.float64)
+    tilt = np.arccos(np.clip(R[..., 2, 2], -1, 1))
+    rot = np.arctan2(R[..., 1, 2], R[..., 0, 2])
+    psi = np.arctan2(R[..., 2, 1], -R[..., 2, 0])
+    gimbal = np.abs(np.sin(tilt)) < 1e-9  # tilt 0 or 180: put everything in rot
+    rot = np.where(gimbal, np.arctan2(R[..., 1, 0], R[..., 0, 0]), rot)
+    psi = np.where(gimbal, 0.0, psi)
+    if np.any(gimbal):  # tilt = 180: Rz(a) Ry(pi) = [[-c, s..]] -> angle from R[1,0], R[1,1]
+        flip = gimbal & (R[..., 2, 2] < 0)
+        rot = np.where(flip, np.arctan2(R[..., 1, 0], -R[..., 1, 1]), rot)
+    return np.rad2deg(np.stack([rot, tilt, psi], -1))
+
+
+def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n Haar-uniform rotation matrices (n, 3, 3) from normalised Gaussian quaternions."""
+    q = rng.standard_normal((n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return quaternion_to_matrix(q)
+
+
+def quaternion_to_matrix(q) -> np.ndarray:
+    """Unit quaternions (..., 4) as (w, x, y, z) -> rotation matrices (..., 3, 3)."""
+    q = np.asarray(q, dtype=np.float64)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def axis_angle_to_matrix(axis, angle_deg: float) -> np.ndarray:
+    """Rotation by ``angle_deg`` about ``axis`` (x, y, z), right-handed."""
+    axis = np.asarray(axis, dtype=np.float64)
+    axis = axis / np.linalg.norm(axis)
+    h = np.deg2rad(angle_deg) / 2
+    return quaternion_to_matrix(np.concatenate([[np.cos(h)], np.sin(h) * axis]))
+
+
+def rotation_angle(R1, R2=None) -> np.ndarray:
+    """Geodesic angle (degrees) between rotations: angle of R1 R2ᵀ (of R1 if R2 is None)."""
+    R = np.asarray(R1, dtype=np.float64)
+    if R2 is not None:
+        R = R @ np.swapaxes(np.asarray(R2, dtype=np.float64), -1, -2)
+    tr = np.trace(R, axis1=-2, axis2=-1)
+    return np.rad2deg(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
+
+
+def sphere_directions(n: int) -> np.ndarray:
+    """n quasi-uniform unit vectors (Fibonacci lattice), (n, 3) as (x, y, z)."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = math.pi * (1 + 5 ** 0.5) * i
+    r = np.sqrt(1 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], -1)
+
+
+def pose_grid(n_directions: int, n_inplane: int):
+    """A quasi-uniform grid of poses: ``n_directions`` viewing directions (Fibonacci sphere)
+    × ``n_inplane`` equally spaced in-plane angles.
+
+    Returns (euler (n, 3) degrees (rot, tilt, psi), matrices (n, 3, 3), weights (n,) summing
+    to 1: equal, since the Fibonacci cells have equal area). ``n = n_directions * n_inplane``.
+    The typical spacing is ``sqrt(4π/n_directions)`` rad between directions, 360/n_inplane°
+    in plane.
+    """
+    d = sphere_directions(n_directions)
+    tilt = np.rad2deg(np.arccos(np.clip(d[:, 2], -1, 1)))
+    rot = np.rad2deg(np.arctan2(d[:, 1], d[:, 0]))
+    psi = np.arange(n_inplane) * 360.0 / n_inplane
+    eul = np.stack(np.broadcast_arrays(rot[:, None], tilt[:, None], psi[None, :]), -1).reshape(-1, 3)
+    R = euler_to_matrix(eul[:, 0], eul[:, 1], eul[:, 2])
+    w = np.full(len(eul), 1.0 / len(eul))
+    return eul, R, w
+
+
+def grid_spacing_deg(n_directions: int, n_inplane: int) -> float:
+    """Nominal angular spacing of :func:`pose_grid` (degrees): the larger of the two spacings."""
+    return max(np.rad2deg(math.sqrt(4 * math.pi / n_directions)), 360.0 / n_inplane)
+
+
+def rotate_volume(maps, R, order: str = "bilinear") -> torch.Tensor:
+    """Rotate maps (..., N, N, N) actively by R (3×3, or (B,3,3) for B maps): V'(r) = V(Rᵀ r).
+
+    Trilinear interpolation about voxel N//2; voxels sampled from outside the box are 0.
+    """
+    x = as_tensor(maps)
+    n = x.shape[-1]
+    lead = x.shape[:-3]
+    x5 = x.reshape(-1, 1, n, n, n)
+    b = x5.shape[0]
+    Rt = torch.as_tensor(np.asarray(R), dtype=torch.float32, device=x.device)
+    Rt = Rt.expand(b, 3, 3) if Rt.dim() == 2 else Rt
+    c = torch.arange(n, dtype=torch.float32, device=x.device) - n // 2
+    zz, yy, xx = torch.meshgrid(c, c, c, indexing="ij")
+    r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)  # (n³, 3) as (x, y, z)
+    src = torch.einsum("pj,bji->bpi", r, Rt)  # Rᵀ r for row vectors: r @ R
+    idx = src + n // 2
+    norm = 2 * idx / (n - 1) - 1  # align_corners=True: -1 -> 0, 1 -> n-1
+    grid = norm.reshape(b, n, n, n, 3)
+    out = F.grid_sample(x5, grid, mode=order, padding_mode="zeros", align_corners=True)
+    return out.reshape(*lead, n, n, n)

@@ -1,0 +1,443 @@
+"""Readers (and a few writers) for the challenge's real file formats.
+
+Every reader raises :class:`~helpers.errors.InputError` naming the file and the fix; none
+modifies its input. Formats (``challenge-metrics.md`` §1):
+
+* raw submission: a folder of ``*.mrc`` maps (natural sort; names containing "mask" are
+  skipped) + ``populations.txt`` (one float per line);
+* challenge config: ``submission_config.json`` (key ``"gt"`` first, then ``"0"``, ``"1"``, …)
+  or a YAML file with ``gt:`` and ``submissions:`` (a list of the same entries);
+* preprocessed submission: a torch-pickled dict ``{volumes, populations, id}`` (``.pt``);
+* GT: ``.npy``/``.pt`` stack (N, n³) or (N, n, n, n) (memory-mapped), or a folder of MRCs,
+  + ``metadata.csv`` (index, volumes, populations_count, pc1, populations) + a mask ``.mrc``;
+* particles: an ``.mrcs`` stack + RELION 3.1 ``.star`` (optics + particles blocks).
+
+Populations that do not sum to 1 (within 1e-6) but are otherwise valid are **renormalised**
+and the fact is recorded in the provenance (the challenge's own code renormalises too).
+Soft masks: values are clipped to [0, 1] and used as weights; where a metric needs a voxel
+selection, voxels with weight > 0.5 are selected (the published code's ``mask != 0`` is
+available as ``mask_rule="nonzero"``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .mapset import MapSet, slug
+
+GT_METADATA_COLUMNS = ["index", "volumes", "populations_count", "pc1", "populations"]
+
+
+def natural_key(name: str):
+    """Sort key that orders ``2.mrc`` before ``10.mrc``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(name))]
+
+
+# ----------------------------------------------------------------------------------- MRC
+def read_mrc(path, allow_2d: bool = False):
+    """Read an MRC map. Returns (data float32 (N, N, N) — or (n, N, N) if ``allow_2d`` —,
+    voxel size Å or None when the header says 0).
+
+    Leading singleton axes are dropped ((1, N, N, N) masks). Refuses non-cubic maps,
+    NaN/Inf voxels and unreadable or truncated files.
+    """
+    path = Path(path)
+    try:
+        with mrcfile.open(path, mode="r", permissive=False) as m:
+            data = np.array(m.data, dtype=np.float32)
+            vs = float(m.voxel_size.x)
+            vs_all = (float(m.voxel_size.x), float(m.voxel_size.y), float(m.voxel_size.z))
+    except Exception as exc:  # mrcfile raises ValueError / OSError on bad headers and sizes
+        raise InputError(path, f"cannot be read as MRC ({exc}).",
+                         "Check that the file is a complete MRC map (re-export or re-copy it).") from None
+    while data.ndim > 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 3 or (not allow_2d and len(set(data.shape)) != 1):
+        raise InputError(path, f"map is not cubic: shape {data.shape}.",
+                         "Pad or crop the map to a cubic box (e.g. relion_image_handler --new_box).")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(path, f"{bad} voxels are NaN or Inf.",
+                         "Fix the map in the method that produced it (or replace them by 0 yourself).")
+    if len({round(v, 4) for v in vs_all}) > 1:
+        raise InputError(path, f"anisotropic voxel size {vs_all}.", "Resample to isotropic voxels.")
+    return data, (vs if vs > 0 else None)
+
+
+def write_mrc(path, data, voxel_size: float, overwrite: bool = False) -> Path:
+    """Write a float32 map (or 2D stack) with its voxel size, atomically; refuse to overwrite
+    an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(path, "exists already; hetbook never overwrites data.",
+                         "Delete it yourself or write elsewhere.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_name(f".{path.name}.writing")  # mrcfile needs a path: write, then rename
+    with mrcfile.new(tmp_path, overwrite=True) as m:
+        m.set_data(np.ascontiguousarray(data, dtype=np.float32))
+        m.voxel_size = voxel_size
+    tmp_path.replace(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- populations
+def check_populations(p, n_maps: int, where, provenance: dict | None = None) -> np.ndarray:
+    """Validate populations for ``n_maps`` maps; renormalise if they do not sum to 1."""
+    p = np.asarray(p, dtype=np.float64).ravel()
+    if p.size != n_maps:
+        raise InputError(where, f"{p.size} populations for {n_maps} maps.",
+                         "Give exactly one population per map, in the maps' natural-sort order.")
+    if not np.isfinite(p).all():
+        raise InputError(where, "populations contain NaN or Inf.", "Write finite numbers.")
+    if (p < 0).any():
+        raise InputError(where, f"{int((p < 0).sum())} negative populations (min {p.min():.3g}).",
+                         "Populations are probabilities: make them non-negative.")
+    s = p.sum()
+    if s <= 0:
+        raise InputError(where, "populations are all zero.", "Give each map its population.")
+    if abs(s - 1) > 1e-6:
+        warnings.warn(f"{where}: populations sum to {s:.6g}; renormalised to 1.", stacklevel=3)
+        if provenance is not None:
+            provenance["populations_renormalised_from_sum"] = float(s)
+    return p / s
+
+
+def read_populations(path, n_maps: int, provenance: dict | None = None) -> np.ndarray:
+    """Read ``populations.txt`` (one float per line, no header) for ``n_maps`` maps."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "populations file not found.",
+                         "Write populations.txt next to the maps (one number per line).")
+    try:
+        p = np.loadtxt(path, dtype=np.float64, ndmin=1)
+    except ValueError as exc:
+        raise InputError(path, f"not a column of numbers ({exc}).",
+                         "Write one population per line, no header.") from None
+    return check_populations(p, n_maps, path, provenance)
+
+
+# ---------------------------------------------------------------------- raw submissions
+def list_map_files(folder) -> list[Path]:
+    """The ``*.mrc`` files of a folder in natural order, skipping files named like masks."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "folder not found.", "Point the config's path at the submission folder.")
+    files = [f for f in folder.iterdir() if f.suffix.lower() == ".mrc" and "mask" not in f.name.lower()]
+    if not files:
+        raise InputError(folder, "contains no .mrc maps.", "Put the submission's maps (*.mrc) in it.")
+    return sorted(files, key=lambda f: natural_key(f.name))
+
+
+def read_submission_folder(folder, populations_file=None, voxel_size: float | None = None,
+                           label: str | None = None, extra: dict | None = None) -> MapSet:
+    """Read a raw submission folder into a :class:`MapSet`.
+
+    The voxel size comes from the MRC headers; ``voxel_size`` (the config's value) is used when
+    the headers say 0 and must agree with them otherwise. All maps must share box and voxel size.
+    """
+    folder = Path(folder)
+    files = list_map_files(folder)
+    maps, sizes = [], set()
+    first_shape = None
+    for f in files:
+        data, vs = read_mrc(f)
+        if first_shape is None:
+            first_shape = data.shape
+        elif data.shape != first_shape:
+            raise InputError(f, f"box {data.shape} differs from {files[0].name}'s {first_shape}.",
+                             "All maps of a submission must share one box size.")
+        if not np.any(data):
+            raise InputError(f, "map is all zeros.", "Remove it (and its population) or fix it.")
+        sizes.add(None if vs is None else round(vs, 4))
+        maps.append(data)
+    known = {s for s in sizes if s is not None}
+    if len(known) > 1:
+        raise InputError(folder, f"maps have different voxel sizes {sorted(known)} Å.",
+                         "Resample all maps of a submission to one voxel size.")
+    if known:
+        vs = known.pop()
+        if voxel_size is not None and abs(vs - voxel_size) > 1e-3 * voxel_size:
+            raise InputError(folder, f"MRC headers say {vs} Å but the config says {voxel_size} Å.",
+                             "Correct the config's pixel_size/voxel_size.")
+    elif voxel_size is None:
+        raise InputError(folder, "voxel size is 0 in every MRC header and not given in the config.",
+                         "Add pixel_size (or voxel_size) in Å to the submission config.")
+    else:
+        vs = voxel_size
+    prov = {"source": str(folder), "files": [f.name for f in files], "steps": []}
+    if extra:
+        prov.update(extra)
+    pop_path = Path(populations_file) if populations_file else folder / "populations.txt"
+    pops = read_populations(pop_path, len(maps), prov)
+    return MapSet(np.stack(maps), pops, vs, label or folder.name, prov)
+
+
+# ------------------------------------------------------------------------------ configs
+@dataclasses.dataclass
+class SubmissionEntry:
+    """One submission of a config, in one schema whatever the config's format."""
+    label: str
+    path: Path
+    populations_file: Path
+    box_size: int | None
+    voxel_size: float | None
+    flip: bool = False
+    align: bool = False
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def read(self) -> MapSet:
+        return read_submission_folder(self.path, self.populations_file, self.voxel_size,
+                                      self.label, {"config": self.extra})
+
+
+def _locate(p, base: Path, what: str, config: Path) -> Path:
+    """Resolve a config path: as written relative to the config folder, else by its last
+    component(s) next to the config (the challenge's configs hold repo-relative paths)."""
+    p = Path(p)
+    if p.is_absolute():
+        cands = [p]
+    else:
+        cands = [base / p, base.parent / p]
+        if base.name == p.name:
+            cands.append(base)
+        cands += [base / p.name, base.parent / p.name]
+    for c in cands:
+        if c.exists():
+            return c
+    raise InputError(config, f"{what} {p} not found (tried {', '.join(str(c) for c in cands)}).",
+                     "Fix the path in the config (absolute, or relative to the config's folder).")
+
+
+def read_config(path):
+    """Read a challenge submission config (JSON with ``gt`` first, or YAML).
+
+    Returns ``(gt, entries)``: ``gt`` a dict (path, box_size, voxel_size, ref_align_fname) and
+    ``entries`` a list of :class:`SubmissionEntry`. Duplicate labels are refused.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "config file not found.", "Give the path of submission_config.json/.yaml.")
+    try:
+        text = path.read_text()
+        cfg = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except Exception as exc:
+        raise InputError(path, f"cannot be parsed ({exc}).", "Fix the JSON/YAML syntax.") from None
+    base = path.parent
+    if not isinstance(cfg, dict) or "gt" not in cfg:
+        raise InputError(path, "has no 'gt' entry.", "Start the config with the GT entry (key 'gt').")
+    gt = dict(cfg["gt"])
+    if isinstance(cfg.get("submissions"), list):  # YAML flavour
+        raw = cfg["submissions"]
+    else:
+        keys = list(cfg.keys())
+        if keys[0] != "gt":
+            raise InputError(path, "key 'gt' is not first (the challenge code takes it as first).",
+                             "Move the 'gt' entry to the top of the JSON.")
+        raw = [cfg[k] for k in keys[1:]]
+    gt["voxel_size"] = gt.get("voxel_size", gt.get("pixel_size"))
+    entries, seen = [], set()
+    for i, e in enumerate(raw):
+        name = e.get("label") or e.get("flavor_name") or e.get("submission_name") or e.get("name") or f"submission {i}"
+        version = str(e.get("submission_version", "") or "")
+        label = f"{name} {version}".strip() if version not in ("", "0") else name
+        if label in seen:
+            raise InputError(path, f"duplicate submission label {label!r}.",
+                             "Give every submission a unique flavor_name/submission_version.")
+        seen.add(label)
+        folder = _locate(e.get("path") or e.get("path_to_volumes"), base, "submission folder", path)
+        pop = e.get("populations_file") or e.get("path_to_populations_file") or folder / "populations.txt"
+        pop = _locate(pop, base, "populations file", path) if not Path(pop).is_file() else Path(pop)
+        entries.append(SubmissionEntry(
+            label=label, path=folder, populations_file=pop, box_size=e.get("box_size"),
+            voxel_size=e.get("voxel_size", e.get("pixel_size")),
+            flip=bool(int(e.get("flip", e.get("flip_handedness", 0)) or 0)),
+            align=bool(int(e.get("align", 0) or 0)), extra=dict(e)))
+    return gt, entries
+
+
+# ---------------------------------------------------------------------- preprocessed .pt
+def _safe_numpy_globals():
+    """numpy array reconstruction helpers: data only, no code execution; allowed by default."""
+    import numpy.core.multiarray as ma  # noqa: PLC0415
+    out = [ma._reconstruct, np.ndarray, np.dtype]
+    out += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32")]
+    return out
+
+
+def read_preprocessed_pt(path, voxel_size: float, allow_unsafe_pickle: bool = False) -> MapSet:
+    """Read a preprocessed challenge submission ``.pt`` (dict with volumes, populations, id).
+
+    Loaded with ``torch.load(weights_only=True)`` plus numpy's array types (data only). Files
+    that need arbitrary pickled objects are refused unless ``allow_unsafe_pickle=True`` — a
+    pickle can run code, so only opt in for files you trust. The ``.pt`` holds no voxel size:
+    pass the GT's (preprocessed submissions are on the GT grid).
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        if allow_unsafe_pickle:
+            d = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_safe_numpy_globals()):
+                d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise InputError(path, "needs unsafe unpickling (it stores Python objects, which can run code).",
+                             "If you trust the file, pass allow_unsafe_pickle=True.") from None
+        raise InputError(path, f"cannot be read by torch.load ({exc}).", "Re-save the submission.") from None
+    if not isinstance(d, dict) or "volumes" not in d or "populations" not in d:
+        raise InputError(path, "is not a dict with 'volumes' and 'populations'.",
+                         "Save the submission as {'volumes': ..., 'populations': ..., 'id': ...}.")
+    vols = np.asarray(d["volumes"].numpy() if hasattr(d["volumes"], "numpy") else d["volumes"], dtype=np.float32)
+    if vols.ndim == 2:
+        n = round(vols.shape[1] ** (1 / 3))
+        vols = vols.reshape(-1, n, n, n)
+    if not np.isfinite(vols).all():
+        raise InputError(path, "volumes contain NaN or Inf.", "Fix the maps.")
+    pops = d["populations"]
+    pops = np.asarray(pops.numpy() if hasattr(pops, "numpy") else pops, dtype=np.float64)
+    prov = {"source": str(path), "steps": []}
+    pops = check_populations(pops, vols.shape[0], path, prov)
+    label = str(d.get("id", path.stem))
+    if "rotation_matrix" in d:
+        prov["rotation_matrix"] = np.asarray(d["rotation_matrix"]).tolist()
+    return MapSet(vols, pops, voxel_size, label, prov)
+
+
+# ---------------------------------------------------------------------------------- GT
+def read_gt_maps(path, box: int | None = None, mmap: bool = True) -> np.ndarray:
+    """GT map stack (N, n, n, n) float32 from ``.npy`` (memory-mapped), ``.pt`` or an MRC folder."""
+    path = Path(path)
+    if path.is_dir():
+        return np.stack([read_mrc(f)[0] for f in list_map_files(path)])
+    if not path.is_file():
+        raise InputError(path, "GT maps not found.", "Point gt_maps at the .npy/.pt stack or MRC folder.")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(path, f"cannot be read as .npy ({exc}).", "Re-save it with numpy.save.") from None
+    elif path.suffix == ".pt":
+        import torch
+        try:
+            t = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception as exc:
+            raise InputError(path, f"cannot be read as a tensor ({exc}).", "Save a plain tensor.") from None
+        arr = t.numpy()
+    else:
+        raise InputError(path, "unknown GT format.", "Use .npy, .pt or a folder of .mrc maps.")
+    if arr.ndim == 2:
+        n = round(arr.shape[1] ** (1 / 3))
+        if n ** 3 != arr.shape[1]:
+            raise InputError(path, f"rows of length {arr.shape[1]} are not cubes.", "Give (N, n³) or (N, n, n, n).")
+        arr = arr.reshape(-1, n, n, n)
+    if arr.ndim != 4 or len(set(arr.shape[1:])) != 1:
+        raise InputError(path, f"shape {arr.shape} is not (N, n, n, n).", "Give (N, n³) or (N, n, n, n).")
+    if box is not None and arr.shape[-1] != box:
+        raise InputError(path, f"box {arr.shape[-1]} but the config says {box}.", "Fix the config's box_size.")
+    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+
+def read_gt_metadata(path, n_maps: int | None = None) -> pd.DataFrame:
+    """GT ``metadata.csv``; checks the columns and, if given, the number of rows."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        raise InputError(path, f"cannot be read as CSV ({exc}).", "Give the GT metadata.csv.") from None
+    missing = [c for c in ("pc1", "populations") if c not in df.columns]
+    if missing:
+        raise InputError(path, f"missing columns {missing}.", f"Columns must include {GT_METADATA_COLUMNS}.")
+    if n_maps is not None and len(df) != n_maps:
+        raise InputError(path, f"{len(df)} rows for {n_maps} GT maps.", "Use the metadata of this GT stack.")
+    return df
+
+
+def read_gt(maps_path, metadata_path, voxel_size: float, label: str = "ground truth") -> MapSet:
+    """The GT as a MapSet: maps in file order, populations renormalised, ``pc1`` attached."""
+    maps = read_gt_maps(maps_path)
+    meta = read_gt_metadata(metadata_path, maps.shape[0])
+    prov = {"source": str(maps_path), "metadata": str(metadata_path), "steps": []}
+    pops = check_populations(meta["populations"].to_numpy(), maps.shape[0], metadata_path, None)
+    return MapSet(maps, pops, voxel_size, label, prov, pc1=meta["pc1"].to_numpy())
+
+
+def read_mask(path, box: int | None = None, mask_rule: str = "weight") -> np.ndarray:
+    """Mask (N, N, N) float32 from MRC.
+
+    ``mask_rule``: ``"weight"`` (default) clips to [0, 1] (a soft mask stays soft);
+    ``"binary"`` = weight > 0.5; ``"nonzero"`` = the published code's ``astype(bool)``.
+    """
+    data, _ = read_mrc(path)
+    if box is not None and data.shape != (box,) * 3:
+        raise InputError(path, f"mask shape {data.shape} does not match the maps' box {box}.",
+                         "Use the mask made for this GT grid (or resample it).")
+    if mask_rule == "weight":
+        return np.clip(data, 0, 1).astype(np.float32)
+    if mask_rule == "binary":
+        return (data > 0.5).astype(np.float32)
+    if mask_rule == "nonzero":
+        return (data != 0).astype(np.float32)
+    raise ValueError(f"unknown mask_rule {mask_rule!r}")
+
+
+# ---------------------------------------------------------------------------- particles
+@dataclasses.dataclass
+class ParticleStack:
+    """Particle images with their optics and CTF parameters.
+
+    images: (n, N, N) float32 (memory map when possible); pixel_size Å; table: the RELION
+    particles block (rlnDefocusU/V Å, rlnDefocusAngle °, true-pose columns if simulated);
+    optics: dict with voltage (kV), cs (mm), amplitude_contrast.
+    """
+    images: np.ndarray
+    pixel_size: float
+    table: pd.DataFrame
+    optics: dict
+
+
+def read_particles(star_path) -> ParticleStack:
+    """Read a RELION 3.1 STAR file (optics + particles blocks) and its ``.mrcs`` stack."""
+    import starfile
+
+    star_path = Path(star_path)
+    try:
+        blocks = starfile.read(star_path, always_dict=True)
+    except Exception as exc:
+        raise InputError(star_path, f"cannot be parsed as STAR ({exc}).", "Give a RELION 3.1 STAR file.") from None
+    if "optics" not in blocks or "particles" not in blocks:
+        raise InputError(star_path, "needs 'optics' and 'particles' blocks (RELION 3.1).",
+                         "Convert with relion_convert_star.")
+    optics = blocks["optics"].iloc[0]
+    parts = blocks["particles"]
+    names = parts["rlnImageName"].str.split("@")
+    stack_files = names.str[1].unique()
+    if len(stack_files) != 1:
+        raise InputError(star_path, "refers to several image stacks.", "Use one .mrcs per STAR file.")
+    stack = star_path.parent / stack_files[0]
+    try:
+        with mrcfile.mmap(stack, mode="r") as m:
+            images = np.array(m.data, dtype=np.float32)
+    except Exception as exc:
+        raise InputError(stack, f"cannot be read ({exc}).", "Check the .mrcs stack.") from None
+    idx = names.str[0].astype(int).to_numpy() - 1
+    return ParticleStack(images=images[idx], pixel_size=float(optics["rlnImagePixelSize"]), table=parts,
+                         optics={"voltage": float(optics["rlnVoltage"]),
+                                 "cs": float(optics["rlnSphericalAberration"]),
+                                 "amplitude_contrast": float(optics["rlnAmplitudeContrast"])})
+
+
+def mapset_path(folder, label: str) -> Path:
+    """Where the preprocessed MapSet of ``label`` lives in a results folder."""
+    return Path(folder) / f"{slug(label)}.npz"

@@ -1,0 +1,128 @@
+"""The one data model for a set of maps: :class:`MapSet`.
+
+A MapSet is what every notebook passes around: a submission (80 maps + populations), the
+ground truth (thousands of maps + populations), a mock. On disk a MapSet is an ``.npz`` with
+
+===============  ===================================================================
+key              content
+===============  ===================================================================
+``maps``         float32 (n_maps, N, N, N), MRC axis order (z, y, x), voxel N//2 = centre
+``populations``  float64 (n_maps,), non-negative, sums to 1
+``voxel_size``   float, Å per voxel
+``label``        str, unique name of the set (e.g. ``"averaged_gt"``)
+``provenance``   JSON str: where the maps came from and every step applied to them
+``pc1``          optional float64 (n_maps,): coordinate of each map along the motion
+                 (the GT's ``metadata.csv`` column ``pc1``); absent for submissions
+===============  ===================================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .paths import atomic_write
+
+
+def slug(label: str) -> str:
+    """File-name-safe version of a label: lower case, runs of other characters -> ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "unnamed"
+
+
+@dataclasses.dataclass
+class MapSet:
+    """A set of cubic density maps with populations.
+
+    maps: (n_maps, N, N, N) float32 array (may be a read-only memory map), axes (z, y, x).
+    populations: (n_maps,) float64, non-negative, summing to 1.
+    voxel_size: Å per voxel. label: unique name. provenance: free-form dict (JSON-able).
+    """
+
+    maps: np.ndarray
+    populations: np.ndarray
+    voxel_size: float
+    label: str
+    provenance: dict = dataclasses.field(default_factory=dict)
+    pc1: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.pc1 is not None:
+            self.pc1 = np.asarray(self.pc1, dtype=np.float64)
+        self.populations = np.asarray(self.populations, dtype=np.float64)
+        self.voxel_size = float(self.voxel_size)
+        where = self.provenance.get("source", self.label)
+        if self.maps.ndim != 4 or len(set(self.maps.shape[1:])) != 1:
+            raise InputError(where, f"maps must have shape (n, N, N, N), got {self.maps.shape}.",
+                             "Give cubic maps of one box size.")
+        if self.populations.shape != (self.maps.shape[0],):
+            raise InputError(where, f"{self.maps.shape[0]} maps but {self.populations.size} "
+                             "populations.", "Give exactly one population per map.")
+        if not self.voxel_size > 0:
+            raise InputError(where, f"voxel size {self.voxel_size} Å is not positive.",
+                             "Set the voxel size (Å) in the submission config.")
+
+    @property
+    def n_maps(self) -> int:
+        return int(self.maps.shape[0])
+
+    @property
+    def box(self) -> int:
+        return int(self.maps.shape[1])
+
+    @property
+    def box_length(self) -> float:
+        """Physical edge of the box in Å."""
+        return self.box * self.voxel_size
+
+    def subset(self, index) -> "MapSet":
+        """The maps ``index`` (array of ints or booleans) with renormalised populations."""
+        index = np.asarray(index)
+        p = self.populations[index]
+        return MapSet(maps=self.maps[index], populations=p / p.sum(), voxel_size=self.voxel_size,
+                      label=self.label, provenance=dict(self.provenance),
+                      pc1=None if self.pc1 is None else self.pc1[index])
+
+    def with_maps(self, maps: np.ndarray, step: str | None = None, **changes) -> "MapSet":
+        """A copy with new maps (and optionally other fields); ``step`` is appended to the
+        provenance's list of processing steps."""
+        prov = json.loads(json.dumps(self.provenance, default=str))
+        if step:
+            prov.setdefault("steps", []).append(step)
+        fields = dict(maps=np.ascontiguousarray(maps, dtype=np.float32), populations=self.populations,
+                      voxel_size=self.voxel_size, label=self.label, provenance=prov, pc1=self.pc1)
+        fields.update(changes)
+        return MapSet(**fields)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the set as an ``.npz`` (see module docstring), atomically."""
+        path = Path(path)
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, maps=np.asarray(self.maps, dtype=np.float32), populations=self.populations,
+                     voxel_size=np.float64(self.voxel_size), label=np.str_(self.label),
+                     provenance=np.str_(json.dumps(self.provenance, default=str)),
+                     **({} if self.pc1 is None else {"pc1": self.pc1}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MapSet":
+        """Read a set written by :meth:`save`."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(maps=z["maps"], populations=z["populations"],
+                           voxel_size=float(z["voxel_size"]), label=str(z["label"]),
+                           provenance=json.loads(str(z["provenance"])),
+                           pc1=z["pc1"] if "pc1" in z.files else None)
+        except (OSError, KeyError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(path, f"not a hetbook map-set file ({exc}).",
+                             "Re-run the preprocessing notebook to regenerate it.") from None
+
+    def __repr__(self) -> str:
+        return (f"MapSet({self.label!r}, {self.n_maps} maps of {self.box}³ at "
+                f"{self.voxel_size:.3f} Å)")

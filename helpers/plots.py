@@ -1,0 +1,51 @@
+"""Figures shared by the chapters: map slices and projections, colour conventions.
+
+Palettes are colour-blind safe (seaborn "colorblind"); diverging maps use "RdBu_r" centred at 0.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+PALETTE = "colorblind"
+
+
+def set_style() -> None:
+    """The book's figure style (call once per notebook)."""
+    sns.set_theme(context="notebook", style="ticks", palette=PALETTE)
+    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": "medium"})
+
+
+def colors(labels) -> dict:
+    """A fixed colour per label, in the order given (colour-blind palette, cycled)."""
+    pal = sns.color_palette(PALETTE, max(10, len(labels)))
+    return {lab: pal[i % len(pal)] for i, lab in enumerate(labels)}
+
+
+def central_slices(vol: np.ndarray):
+    """The three central sections (z, y, x) of a (N, N, N) map."""
+    c = vol.shape[0] // 2
+    return vol[c], vol[:, c], vol[:, :, c]
+
+
+def show_map(vol: np.ndarray, voxel_size: float, title: str = "", axes=None, vmax=None):
+    """Central z-section and the z-projection of a map, axes in Å."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(6, 3))
+    n = vol.shape[0]
+    ext = np.array([-(n // 2), n - n // 2]) * voxel_size
+    extent = (ext[0], ext[1], ext[0], ext[1])
+    sl = vol[n // 2]
+    pr = vol.sum(0)
+    axes[0].imshow(sl, cmap="gray", origin="lower", extent=extent, vmax=vmax)
+    axes[0].set_title(f"{title} z-section".strip())
+    axes[1].imshow(pr, cmap="gray", origin="lower", extent=extent)
+    axes[1].set_title(f"{title} projection".strip())
+    for a in axes:
+        a.set_xlabel("x (Å)")
+        a.set_ylabel("y (Å)")
+    return axes

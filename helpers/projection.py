@@ -1,0 +1,126 @@
+"""Image formation: Fourier-slice projection of maps and the CTF (``image-formation.md`` §3).
+
+* Projection convention: ``I(x, y) = Σ_t V(M (x, y, t)ᵀ)`` — the **line sum** over voxels
+  (multiply by the voxel size for a physical line integral), with M the ZYZ Euler matrix of
+  :func:`helpers.geometry.euler_to_matrix`. Computed by the Fourier-slice theorem: the map is
+  zero-padded by ``pad`` (default 2), optionally pre-divided by the trilinear-interpolation
+  kernel's transform (sinc² per axis, "gridding correction"), Fourier transformed once, and each
+  image's central slice ``M (kx, ky, 0)`` is read by trilinear interpolation.
+* Images are (n, n) with the origin at pixel n//2; their transforms are on the rfft half grid
+  (n, n//2+1) in unshifted order (:func:`image_freqs`).
+* CTF, RELION sign: ``CTF = +sin χ · exp(-B k²/4)`` with
+  ``χ = π λ Δf(θ) k² − (π/2) Cs λ³ k⁴ + φ + arcsin(A)``; ``Δf(θ) = ½[(dU+dV) + (dU−dV) cos 2(θ−θ_ast)]``;
+  underfocus positive; k in Å⁻¹; CTF(0) = +A. Wavelength: RELION's formula.
+* A shift (sx, sy) pixels moves the object by +sx columns, +sy rows: transform × exp(−2πi k·s/n).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fourier import as_tensor, crop_or_pad
+
+
+def electron_wavelength(voltage_kv: float) -> float:
+    """Relativistic electron wavelength in Å (RELION's constant)."""
+    v = voltage_kv * 1e3
+    return 12.2643247 / math.sqrt(v * (1 + 0.978466e-6 * v))
+
+
+def image_freqs(n: int, dev=None):
+    """Integer frequency indices (kx, ky) of the (n, n//2+1) rfft2 grid, float64 tensors."""
+    ky = torch.fft.fftfreq(n, d=1.0 / n, device=dev, dtype=torch.float64)
+    kx = torch.arange(n // 2 + 1, device=dev, dtype=torch.float64)
+    return kx[None, :].expand(n, -1), ky[:, None].expand(-1, n // 2 + 1)
+
+
+def ctf(n: int, pixel_size: float, defocus_u, defocus_v, defocus_angle, voltage: float = 300.0,
+        cs: float = 2.7, amplitude_contrast: float = 0.1, phase_shift: float = 0.0,
+        bfactor: float = 0.0, dev=None) -> torch.Tensor:
+    """CTF on the rfft2 grid: (B, n, n//2+1) float64 for B defocus triples (Å, Å, degrees).
+
+    voltage kV, cs mm, amplitude contrast A in [0, 1), phase shift degrees, B-factor Å².
+    RELION sign (+A at k = 0).
+    """
+    du = torch.as_tensor(np.atleast_1d(defocus_u), dtype=torch.float64, device=dev)[:, None, None]
+    dv = torch.as_tensor(np.atleast_1d(defocus_v), dtype=torch.float64, device=dev)[:, None, None]
+    ang = torch.deg2rad(torch.as_tensor(np.atleast_1d(defocus_angle), dtype=torch.float64, device=dev))[:, None, None]
+    kx, ky = image_freqs(n, dev)
+    kx, ky = kx / (n * pixel_size), ky / (n * pixel_size)
+    k2 = kx ** 2 + ky ** 2
+    theta = torch.atan2(ky, kx)
+    lam = electron_wavelength(voltage)
+    dfz = 0.5 * ((du + dv) + (du - dv) * torch.cos(2 * (theta - ang)))
+    cs_a = cs * 1e7
+    chi = (math.pi * lam * dfz * k2 - 0.5 * math.pi * cs_a * lam ** 3 * k2 ** 2
+           + math.radians(phase_shift) + math.asin(amplitude_contrast))
+    return torch.sin(chi) * torch.exp(-bfactor * k2 / 4.0)
+
+
+def shift_phase(n: int, shifts, dev=None) -> torch.Tensor:
+    """Phase factors (B, n, n//2+1) complex128 that move an image by ``shifts`` (B, 2) = (sx, sy) px."""
+    s = torch.as_tensor(np.asarray(shifts, dtype=np.float64).reshape(-1, 2), device=dev)
+    kx, ky = image_freqs(n, dev)
+    ph = -2 * math.pi * (kx[None] * s[:, 0, None, None] + ky[None] * s[:, 1, None, None]) / n
+    return torch.polar(torch.ones_like(ph), ph)
+
+
+def image_rfft(images) -> torch.Tensor:
+    """rfft2 of images (..., n, n) with pixel n//2 moved to the origin."""
+    x = as_tensor(images, dtype=torch.float64) if not isinstance(images, torch.Tensor) else images
+    return torch.fft.rfft2(torch.fft.ifftshift(x, dim=(-2, -1)))
+
+
+def image_irfft(f: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`image_rfft`."""
+    return torch.fft.fftshift(torch.fft.irfft2(f, s=(n, n)), dim=(-2, -1))
+
+
+class FourierSliceProjector:
+    """Project maps (M, N, N, N) at many poses by the Fourier-slice theorem.
+
+    The padded transforms of all maps are computed once at construction (``pad``² × N³ × 8
+    bytes per map). :meth:`project_ft` returns slice transforms on the rfft2 grid; :meth:`project`
+    real-space line-sum projections.
+    """
+
+    def __init__(self, maps, pad: int = 2, gridding_correction: bool = True, dev=None):
+        x = as_tensor(maps, dev)
+        if x.dim() == 3:
+            x = x[None]
+        self.n = n = x.shape[-1]
+        self.pad = pad
+        self.P = P = pad * n
+        self.device = x.device
+        if gridding_correction:
+            c = (torch.arange(n, device=x.device, dtype=torch.float32) - n // 2) / P
+            s2 = torch.sinc(c) ** 2
+            x = x / (s2[:, None, None] * s2[None, :, None] * s2[None, None, :])
+        xp = crop_or_pad(x, P)
+        f = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(xp, dim=(-3, -2, -1)), dim=(-3, -2, -1)),
+                               dim=(-3, -2, -1))
+        self.ft = torch.stack([f.real, f.imag], 1).contiguous()  # (M, 2, P, P, P) float32
+        self.n_maps = x.shape[0]
+        kx, ky = image_freqs(n, x.device)
+        self._k = torch.stack([kx, ky, torch.zeros_like(kx)], -1).to(torch.float32)  # (n, n/2+1, 3)
+
+    def project_ft(self, rotations, maps=None) -> torch.Tensor:
+        """Slice transforms for every selected map at every rotation.
+
+        rotations: (B, 3, 3). maps: indices (default all). Returns complex64 (M_sel, B, n, n//2+1).
+        """
+        R = torch.as_tensor(np.asarray(rotations), dtype=torch.float32, device=self.device).reshape(-1, 3, 3)
+        idx = torch.arange(self.n_maps, device=self.device) if maps is None else torch.as_tensor(np.atleast_1d(maps), device=self.device)
+        q = torch.einsum("bij,hwj->bhwi", R, self._k) * self.pad  # (B, n, n/2+1, 3) padded-index units
+        grid = 2 * (q + self.P // 2) / (self.P - 1) - 1
+        vol = self.ft[idx]  # (M, 2, P, P, P)
+        g = grid[None].expand(vol.shape[0], -1, -1, -1, -1)
+        out = F.grid_sample(vol, g, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return torch.complex(out[:, 0], out[:, 1])  # (M, B, n, n/2+1)
+
+    def project(self, rotations, maps=None) -> torch.Tensor:
+        """Real-space line-sum projections (M_sel, B, n, n) float32."""
+        return image_irfft(self.project_ft(rotations, maps), self.n).to(torch.float32)

@@ -1,0 +1,165 @@
+"""Run the analysis notebooks in order with papermill: ``python -m helpers.run``.
+
+Example usage::
+
+    python -m helpers.run --params params/demo.yml            # data (if missing) + every notebook
+    python -m helpers.run --params params/tiny.yml --only 03   # one notebook (name or number prefix)
+    python -m helpers.run --params my.yml --out /tmp/executed  # executed copies elsewhere
+
+The parameters file (YAML) has ``dataset`` (options of :func:`helpers.simulate.make_dataset`;
+``generate: false`` for your own data), ``common`` (parameters passed to every notebook that
+declares them) and ``notebooks`` (``{stem: {name: value}}`` per notebook). Notebooks are the
+jupytext ``py:percent`` files ``notebooks/NN_*.py``; executed copies (``.ipynb``) go to
+``executed_dir`` (the book reads ``book/executed``). The run stops at the first failing notebook
+and prints its name, the failing cell and the error.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .paths import REPO_ROOT, resolve
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def list_notebooks() -> list[Path]:
+    """The pipeline's notebooks in order (``notebooks/NN_name.py``)."""
+    return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def declared_parameters(nb) -> dict:
+    """Names and default values assigned in the notebook's ``parameters`` cell."""
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            out = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign):
+                    for t in node.targets:
+                        if isinstance(t, ast.Name):
+                            try:
+                                out[t.id] = ast.literal_eval(node.value)
+                            except ValueError:
+                                out[t.id] = None
+            return out
+    raise ValueError("no cell tagged 'parameters'")
+
+
+def load_params(path) -> dict:
+    with open(resolve(path)) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    cfg.setdefault("common", {})
+    cfg.setdefault("notebooks", {})
+    cfg.setdefault("dataset", {})
+    cfg.setdefault("executed_dir", "book/executed")
+    return cfg
+
+
+def parameters_for(nb, stem: str, cfg: dict) -> dict:
+    """The parameters passed to one notebook: the ``common`` ones it declares + its own section."""
+    declared = declared_parameters(nb)
+    params = {k: v for k, v in cfg["common"].items() if k in declared}
+    own = cfg["notebooks"].get(stem, {}) or {}
+    unknown = set(own) - set(declared)
+    if unknown:
+        raise SystemExit(f"{stem}: parameters {sorted(unknown)} are not declared in its parameters cell")
+    params.update(own)
+    return params
+
+
+def ensure_data(cfg: dict) -> None:
+    """Generate the demo data set if the parameters ask for it and it is missing."""
+    ds = dict(cfg["dataset"])
+    if not ds.pop("generate", False):
+        return
+    from .simulate import make_dataset
+
+    out = resolve(ds.pop("out_dir"))
+    adk = resolve(ds.pop("adk_npz", "data/adk/adk_paths.npz"))
+    if all((out / p).exists() for p in ("gt", "submissions", "particles", "manifest.json")):
+        print(f"data: {out} present, nothing to generate")
+        return
+    t = time.time()
+    print(f"data: generating missing parts of {out} ...", flush=True)
+    make_dataset(out, adk, **ds)
+    print(f"data: done in {time.time() - t:.0f} s", flush=True)
+
+
+def _tag_injected(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
+    nbformat.write(nb, path)
+
+
+def run_notebook(path: Path, cfg: dict, out_dir: Path) -> Path:
+    """Execute one text notebook with its parameters; returns the executed ``.ipynb`` path."""
+    import jupytext
+    import papermill as pm
+
+    nb = jupytext.read(path)
+    params = parameters_for(nb, path.stem, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{path.stem}.ipynb"
+    tmp = out_dir / f".{path.stem}.running.ipynb"
+    env_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # kernel = this Python
+    try:
+        pm.execute_notebook(nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
+                            progress_bar=False, request_save_on_cell_execute=False)
+    finally:
+        os.environ["PATH"] = env_path
+    _tag_injected(tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m helpers.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params/demo.yml", help="parameters file (YAML)")
+    ap.add_argument("--only", action="append", help="run only notebooks whose name starts with this (repeatable)")
+    ap.add_argument("--out", help="folder for executed notebooks (default: executed_dir of the params)")
+    ap.add_argument("--no-data", action="store_true", help="do not generate the demo data")
+    args = ap.parse_args(argv)
+    import papermill as pm
+
+    cfg = load_params(args.params)
+    out_dir = resolve(args.out or cfg["executed_dir"])
+    if not args.no_data:
+        ensure_data(cfg)
+    nbs = list_notebooks()
+    if args.only:
+        nbs = [p for p in nbs if any(p.stem.startswith(o) for o in args.only)]
+        if not nbs:
+            print(f"no notebook matches {args.only}", file=sys.stderr)
+            return 2
+    os.environ.setdefault("HETBOOK_QUIET", "1")
+    t0 = time.time()
+    for i, path in enumerate(nbs, 1):
+        t = time.time()
+        print(f"[{i}/{len(nbs)}] {path.stem} ...", end=" ", flush=True)
+        try:
+            run_notebook(path, cfg, out_dir)
+        except pm.PapermillExecutionError as exc:
+            print("FAILED")
+            print(f"\nnotebook {path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}",
+                  file=sys.stderr)
+            print(f"(the partly executed notebook is {out_dir / ('.' + path.stem + '.running.ipynb')})", file=sys.stderr)
+            return 1
+        print(f"done in {time.time() - t:.0f} s", flush=True)
+    print(f"all {len(nbs)} notebooks done in {time.time() - t0:.0f} s -> {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+data_dir = "data/demo"  # folder with gt/, submissions/, particles/ (repo-relative or absolute)
+results_dir = "results/demo"  # where this run's result files go
+voxel_size = 2.146  # Å; the GT's voxel size
+n_browse = 24  # number of GT maps in the slice browser
+
+# %% [markdown]
+# # 1. The demo data set: adenylate kinase opening
+#
+# **Question.** What does the ground truth (GT) look like — the motion, its population, the
+# particle images — that every later chapter scores submissions against?
+#
+# **Inputs.** `gt/maps_gt.npy`, `gt/metadata.csv`, `gt/mask.mrc`, `particles/particles.star`
+# (made by `helpers.simulate` from real AdK transition paths; see {doc}`../data`).
+# **Outputs.** `results/…/data_summary.json`. **Run time.** Seconds.
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from helpers import io, plots, widgets
+from helpers.paths import resolve, save_json
+
+plots.set_style()
+data = resolve(data_dir)
+out = resolve(results_dir)
+gt = io.read_gt(data / "gt/maps_gt.npy", data / "gt/metadata.csv", voxel_size)
+mask = io.read_mask(data / "gt/mask.mrc", gt.box)
+manifest = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").exists() else {}
+print(gt, "| mask voxels with weight > 0.5:", int((mask > 0.5).sum()))
+
+# %% [markdown]
+# ## The motion along MD-PC1
+# The GT maps are ordered by their coordinate on the first principal component of the atomic
+# motion (MD-PC1, Å). Closed AdK is at negative PC1, open at positive PC1.
+
+# %%
+order = np.argsort(gt.pc1)
+picks = order[[0, len(order) // 2, -1]]
+fig, axes = plt.subplots(2, 3, figsize=(9, 6))
+for j, i in enumerate(picks):
+    plots.show_map(np.asarray(gt.maps[i]), gt.voxel_size, f"PC1={gt.pc1[i]:.0f} Å", axes=axes[:, j])
+fig.suptitle("GT maps at the closed end, the middle and the open end of the motion")
+fig.tight_layout()
+
+# %% [markdown]
+# Move the slider to browse GT maps along MD-PC1 (central z-section and z-projection).
+
+# %%
+browse = order[np.linspace(0, len(order) - 1, min(n_browse, len(order))).astype(int)]
+
+
+def draw(k):
+    i = browse[k]
+    fig, ax = plt.subplots(1, 2, figsize=(6, 3))
+    plots.show_map(np.asarray(gt.maps[i]), gt.voxel_size, axes=ax)
+    fig.suptitle(f"GT map {i}: PC1 = {gt.pc1[i]:.1f} Å, population = {gt.populations[i]:.4f}")
+    return fig
+
+
+widgets.slider_browser(widgets.render_frames(len(browse), draw), description="along PC1")
+
+# %% [markdown]
+# ## The population along the motion
+# Three Gaussian modes along MD-PC1, the middle one less populated — the challenge's design.
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(gt.pc1[order], gt.populations[order], ".-")
+ax.set_xlabel("MD-PC1 (Å)")
+ax.set_ylabel("population per GT map")
+ax.set_title(f"GT population ({gt.n_maps} maps)")
+fig.tight_layout()
+
+# %% [markdown]
+# ## Particle images
+# Projections of GT maps drawn by population, with random (Haar) orientations, a CTF (RELION
+# sign) and white noise at the stated SNR.
+
+# %%
+parts = io.read_particles(data / "particles/particles.star")
+clean, _ = io.read_mrc(data / "particles/clean_examples.mrcs", allow_2d=True)
+sim = json.loads((data / "particles/simulation.json").read_text())
+k = min(6, len(clean))
+fig, axes = plt.subplots(2, k, figsize=(1.6 * k, 3.4))
+for j in range(k):
+    axes[0, j].imshow(clean[j], cmap="gray")
+    axes[1, j].imshow(parts.images[j], cmap="gray")
+    for a in axes[:, j]:
+        a.set_xticks([]), a.set_yticks([])
+axes[0, 0].set_ylabel("clean")
+axes[1, 0].set_ylabel(f"SNR {sim['snr']}")
+fig.suptitle(f"{len(parts.images)} particle images, {parts.images.shape[-1]}² px at {parts.pixel_size} Å")
+
+# %%
+tab = parts.table
+summary = {
+    "n_gt_maps": gt.n_maps, "box": gt.box, "voxel_size_A": gt.voxel_size,
+    "pc1_range_A": [float(gt.pc1.min()), float(gt.pc1.max())],
+    "n_particles": int(len(tab)), "snr": sim["snr"],
+    "defocus_range_A": [float(tab.rlnDefocusU.min()), float(tab.rlnDefocusU.max())],
+    "md_pc1_variance_fraction": manifest.get("md_pc1_variance_fraction"),
+}
+save_json(out / "data_summary.json", summary)
+pd.Series(summary)
