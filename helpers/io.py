@@ -267,9 +267,16 @@ def read_config(path):
 
 # ---------------------------------------------------------------------- preprocessed .pt
 def _safe_numpy_globals():
-    """numpy array reconstruction helpers: data only, no code execution; allowed by default."""
-    import numpy.core.multiarray as ma  # noqa: PLC0415
-    out = [ma._reconstruct, np.ndarray, np.dtype]
+    """numpy array reconstruction helpers: data only, no code execution; allowed by default.
+
+    Files written with numpy 1 name ``numpy.core.multiarray._reconstruct``; numpy 2 moved it to
+    ``numpy._core``, so both names are registered."""
+    try:
+        from numpy._core import multiarray as ma
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray as ma
+    out = [(ma._reconstruct, "numpy.core.multiarray._reconstruct"),
+           (ma._reconstruct, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype]
     out += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32")]
     return out
 

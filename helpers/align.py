@@ -1,0 +1,117 @@
+"""Global rotational alignment of a submission to a reference map (one rotation for the series).
+
+Method: the submission's maps are averaged (one rotation for all of them preserves the motion),
+both maps are Fourier-downsampled to ``box_ds`` voxels, thresholded at a percentile (voxels below
+set to 0, as the challenge does for its alignment) and normalised. The score of a rotation R is
+the correlation Σ_r ref(r)·sub(Rᵀ r) over the reference's support, evaluated for all candidate
+rotations at once by trilinear sampling (torch). Search: a quasi-uniform SO(3) grid
+(``n_directions`` × ``n_inplane``), then local refinement around the best candidates with
+shrinking random perturbations. Optionally the mirror image is searched too (hand test) and an
+integer translation is found by FFT cross-correlation.
+
+Result convention: ``rotate_volume(sub, R)`` ≈ ``ref`` (see :mod:`helpers.geometry`).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fourier import as_tensor, fourier_resample
+from .geometry import axis_angle_to_matrix, pose_grid, random_rotations, sphere_directions
+
+
+def _prepare(vol, box_ds: int, percentile: float) -> torch.Tensor:
+    v = fourier_resample(as_tensor(vol)[None], box_ds)[0] if vol.shape[-1] != box_ds else as_tensor(vol).clone()
+    thr = torch.quantile(v.flatten().double(), percentile / 100).float()
+    v = torch.where(v >= thr, v, torch.zeros_like(v))
+    return v / v.norm().clamp_min(1e-30)
+
+
+def _scores(sub: torch.Tensor, ref: torch.Tensor, R: np.ndarray, chunk: int = 2048) -> torch.Tensor:
+    """Σ_r ref(r) sub(Rᵀ r) for each rotation in R (B, 3, 3)."""
+    n = ref.shape[-1]
+    idx = torch.nonzero(ref > 0)  # (K, 3) as (z, y, x)
+    w = ref[idx[:, 0], idx[:, 1], idx[:, 2]]
+    r = idx.flip(1).to(torch.float32) - n // 2  # (x, y, z) about the centre
+    Rt = torch.as_tensor(R, dtype=torch.float32)
+    out = []
+    vol = sub[None, None]
+    for s in range(0, len(Rt), chunk):
+        src = torch.einsum("kj,bji->bki", r, Rt[s:s + chunk]) + n // 2  # r @ R = (Rᵀ r)ᵀ
+        grid = (2 * src / (n - 1) - 1)[None, :, :, None, :]  # (1, B, K, 1, 3)
+        val = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        out.append((val[0, 0, :, :, 0] * w).sum(1))
+    return torch.cat(out)
+
+
+def _local(R0: np.ndarray, n: int, step_deg: float, rng: np.random.Generator) -> np.ndarray:
+    axes = sphere_directions(n) if n > 1 else np.array([[0, 0, 1.0]])
+    angles = rng.uniform(-step_deg, step_deg, n)
+    dR = np.stack([axis_angle_to_matrix(a, t) for a, t in zip(axes, angles)])
+    return np.concatenate([R0[None], dR @ R0])
+
+
+def search_rotation(sub, ref, n_directions: int = 300, n_inplane: int = 24, n_refine: int = 5,
+                    refine_rounds: int = 6, refine_samples: int = 120, seed: int = 0):
+    """Best rotation of ``sub`` onto ``ref`` (both prepared (n, n, n) tensors). Returns (R, score)."""
+    rng = np.random.default_rng(seed)
+    _, R, _ = pose_grid(n_directions, n_inplane)
+    s = _scores(sub, ref, R)
+    top = torch.topk(s, min(n_refine, len(s))).indices.numpy()
+    best_R, best_s = R[top[0]], float(s[top[0]])
+    step = 360.0 / n_inplane
+    for start in R[top]:
+        cur, cur_s = start, None
+        st = step
+        for _ in range(refine_rounds):
+            cand = _local(cur, refine_samples, st, rng)
+            sc = _scores(sub, ref, cand)
+            k = int(torch.argmax(sc))
+            cur, cur_s = cand[k], float(sc[k])
+            st /= 2
+        if cur_s > best_s:
+            best_R, best_s = cur, cur_s
+    return best_R, best_s
+
+
+def fft_translation(moving, ref) -> np.ndarray:
+    """Integer shift (dz, dy, dx) that maximises the cross-correlation of ``moving`` with ``ref``."""
+    a, b = as_tensor(moving), as_tensor(ref)
+    cc = torch.fft.ifftn(torch.fft.fftn(b) * torch.conj(torch.fft.fftn(a))).real
+    k = np.unravel_index(int(torch.argmax(cc)), cc.shape)
+    n = np.array(cc.shape)
+    return np.where(np.array(k) > n // 2, np.array(k) - n, np.array(k))
+
+
+def align_to_reference(maps, reference, box_ds: int = 32, percentile: float = 93.0,
+                       test_hand: bool = False, translate: bool = False, seed: int = 0, **search):
+    """Estimate one rotation that brings the series ``maps`` (n, N, N, N) onto ``reference``.
+
+    Returns a dict: rotation (3×3, apply with ``rotate_volume``), score (correlation of the
+    prepared maps, ≤ 1), flipped (True if the mirror image fits better; only with test_hand —
+    then flip the maps before rotating), shift (integer voxels (dz, dy, dx) at full size, with
+    translate), seconds.
+    """
+    t0 = time.time()
+    mean = as_tensor(maps).mean(0)
+    n_full = mean.shape[-1]
+    box_ds = min(box_ds, n_full)
+    sub = _prepare(mean, box_ds, percentile)
+    ref = _prepare(as_tensor(reference), box_ds, percentile)
+    R, score = search_rotation(sub, ref, seed=seed, **search)
+    out = {"rotation": R, "score": score, "flipped": False}
+    if test_hand:
+        Rm, score_m = search_rotation(sub.flip(-1), ref, seed=seed, **search)
+        out["score_mirror"] = score_m
+        if score_m > score:
+            out.update(rotation=Rm, score=score_m, flipped=True)
+    if translate:
+        from .geometry import rotate_volume
+
+        m = mean.flip(-1) if out["flipped"] else mean
+        out["shift"] = fft_translation(rotate_volume(m, out["rotation"]), as_tensor(reference)).tolist()
+    out["seconds"] = time.time() - t0
+    return out

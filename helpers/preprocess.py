@@ -1,0 +1,136 @@
+"""Bring submissions onto the GT grid and frame, and normalise them. Each step is a function
+taking and returning a :class:`~helpers.mapset.MapSet` (or arrays), recorded in the provenance.
+
+Order used by :func:`preprocess_submission`: crop/pad to the GT's physical box → Fourier
+resample to the GT box → optional handedness flip → optional global rotational alignment
+(:mod:`helpers.align`). Normalisations (z-score, unit norm, B-factor, spectrum equalisation)
+are applied by the metric chapters, which state which they use.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .fourier import (apply_bfactor, apply_radial_filter, as_tensor, crop_or_pad, fourier_resample,
+                      radial_power_spectrum)
+from .mapset import MapSet
+
+
+def to_gt_grid(ms: MapSet, gt_box: int, gt_voxel: float, allow_coarser: bool = True,
+               tolerance: float = 0.01) -> MapSet:
+    """Crop/pad to the GT's physical box, then Fourier-resample to ``gt_box``.
+
+    With the submission's voxel p and box N: target box T = round(gt_box · gt_voxel / p);
+    centre-crop or zero-pad N → T (voxel N//2 → T//2; odd differences handled), then
+    Fourier-resample T → gt_box (values preserved). A coarser submission (p > gt_voxel) is
+    upsampled (no information is invented: frequencies beyond its Nyquist stay 0) with a warning,
+    or refused with ``allow_coarser=False``. Refuses if the box lengths still differ by more
+    than ``tolerance`` (relative) after rounding T.
+    """
+    p, n = ms.voxel_size, ms.box
+    if abs(p - gt_voxel) <= 1e-6 * gt_voxel and n == gt_box:
+        return ms
+    where = ms.provenance.get("source", ms.label)
+    if p > gt_voxel * (1 + 1e-6):
+        if not allow_coarser:
+            raise InputError(where, f"voxel {p:.4f} Å is coarser than the GT's {gt_voxel:.4f} Å.",
+                             "Resample the maps to the GT voxel size, or allow upsampling (allow_coarser=True).")
+        warnings.warn(f"{ms.label}: voxel {p:.4f} Å coarser than GT {gt_voxel:.4f} Å; Fourier-upsampled "
+                      "(its resolution cannot exceed its own Nyquist).", stacklevel=2)
+    T = int(round(gt_box * gt_voxel / p))
+    if abs(T * p - gt_box * gt_voxel) > tolerance * gt_box * gt_voxel:
+        raise InputError(where, f"box {T}×{p:.4f} Å cannot match the GT box {gt_box}×{gt_voxel} Å.",
+                         "Check the voxel sizes in the config.")
+    maps = crop_or_pad(ms.maps, T)
+    maps = fourier_resample(maps, gt_box)
+    return ms.with_maps(maps.numpy(), step=f"crop/pad {n}->{T} at {p:.4f} Å, Fourier-resample {T}->{gt_box}",
+                        voxel_size=gt_voxel)
+
+
+def flip_hand(ms: MapSet) -> MapSet:
+    """Mirror every map by reversing the last array axis (x), the challenge's ``flip``."""
+    return ms.with_maps(np.ascontiguousarray(np.asarray(ms.maps)[..., ::-1]), step="flip hand (reverse x)")
+
+
+def median_zscore(maps, mask=None, convention: str = "numpy") -> torch.Tensor:
+    """Per-map (x − median)/std over the voxels with mask > 0.5 (all voxels if no mask).
+
+    ``convention="numpy"``: median averages the two middle values, std with n−1;
+    ``"published"``: torch's lower median (the challenge code), std with n−1. Voxels outside
+    the mask are returned unchanged.
+    """
+    x = as_tensor(maps)
+    flat = x.reshape(x.shape[0], -1)
+    sel = flat if mask is None else flat[:, as_tensor(mask).flatten() > 0.5]
+    if convention == "published":
+        med = sel.median(dim=1).values
+    elif convention == "numpy":
+        med = torch.quantile(sel.double(), 0.5, dim=1).float() if sel.shape[1] < 16_000_000 else sel.median(1).values
+    else:
+        raise ValueError(f"unknown convention {convention!r}")
+    sd = sel.std(dim=1, unbiased=True)
+    return ((flat - med[:, None]) / sd[:, None]).reshape(x.shape)
+
+
+def unit_norm(maps, mask=None) -> torch.Tensor:
+    """Multiply by the mask weights (if given) and scale each map to unit L2 norm."""
+    x = as_tensor(maps)
+    if mask is not None:
+        x = x * as_tensor(mask)
+    n = x.reshape(x.shape[0], -1).norm(dim=1).clamp_min(1e-30)
+    return x / n.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def bfactor(maps, b: float, voxel_size: float) -> torch.Tensor:
+    """B-factor filter ``exp(−B k²/4)``, B in Å² (B > 0 blurs, B < 0 sharpens)."""
+    return apply_bfactor(maps, b, voxel_size)
+
+
+def mean_power_spectrum(maps) -> np.ndarray:
+    """Mean over maps of their radially averaged power spectra, shells 0 .. N//2."""
+    return radial_power_spectrum(maps)[1].mean(0)
+
+
+def equalise_spectra(map_sets: dict, floor: float = 1e-12) -> tuple[dict, np.ndarray]:
+    """Equalise power spectra to a common one (the paper's fix for resolution differences).
+
+    ``map_sets``: {label: maps (n, N, N, N)}. Each set's mean radial power spectrum P_i is
+    computed; the common spectrum is the element-wise **minimum** over sets (the most
+    pessimistic, as in the challenge's dev branch); every map of set i is filtered by
+    sqrt(P_common / P_i) per shell. Returns ({label: filtered maps}, P_common).
+    """
+    spectra = {k: mean_power_spectrum(v) for k, v in map_sets.items()}
+    common = np.min(np.stack(list(spectra.values())), axis=0)
+    out = {}
+    for k, v in map_sets.items():
+        prof = np.sqrt(common / np.maximum(spectra[k], floor))
+        prof = np.append(prof, 0.0)  # corners beyond Nyquist
+        out[k] = apply_radial_filter(v, torch.as_tensor(prof))
+    return out, common
+
+
+def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool = False,
+                          align: bool = False, reference=None, align_kwargs: dict | None = None):
+    """Grid → flip → align. Returns (MapSet on the GT grid and frame, report dict)."""
+    from .align import align_to_reference
+
+    report = {"label": ms.label, "input_box": ms.box, "input_voxel_A": ms.voxel_size,
+              "flip": bool(flip), "align": bool(align)}
+    out = to_gt_grid(ms, gt_box, gt_voxel)
+    if flip:
+        out = flip_hand(out)
+    if align:
+        if reference is None:
+            raise InputError(ms.label, "alignment asked for but no reference map given.",
+                             "Set ref_align_fname in the GT entry of the config.")
+        res = align_to_reference(out.maps, reference, **(align_kwargs or {}))
+        from .geometry import rotate_volume
+        out = out.with_maps(rotate_volume(out.maps, res["rotation"]).numpy(),
+                            step=f"rotate by the alignment rotation (score {res['score']:.4f})")
+        out.provenance["rotation_matrix"] = np.asarray(res["rotation"]).tolist()
+        report.update({k: v for k, v in res.items() if k != "rotation"})
+        report["rotation_matrix"] = np.asarray(res["rotation"]).tolist()
+    return out, report
