@@ -156,7 +156,7 @@ def render_maps(coords: np.ndarray, elements, box: int, voxel_size: float, sigma
 
 
 def soft_mask(mean_map: np.ndarray, voxel_size: float, threshold: float = 0.05,
-              dilate_A: float = 6.0, edge_A: float = 6.0) -> np.ndarray:
+              dilate_A: float = 6.0, edge_A: float = 10.0) -> np.ndarray:
     """Soft mask (values 0..1): voxels of ``mean_map`` above ``threshold``·max, dilated by
     ``dilate_A`` Å, with a Gaussian soft edge of ``edge_A`` Å."""
     from scipy import ndimage
@@ -238,7 +238,7 @@ def simulate_particles(maps, pops, n_images: int, pixel_size: float, rng: np.ran
 DEFAULTS = dict(box=64, voxel_size=2.146, n_gt=400, n_maps=80, n_small=20, coord_noise=0.3,
                 bfactor=30.0, n_images=2000, snr=0.05, max_shift=2.0, seed=0,
                 rotation_axis=(1.0, 2.0, 3.0), rotation_deg=40.0, other_voxel_factor=1.5,
-                noise_fraction=0.5, lowpass_range=(10.0, 18.0))
+                noise_fraction=1.5, lowpass_range=(10.0, 18.0))
 
 
 def _partial(folder: Path) -> Path:

@@ -7,7 +7,8 @@ Everything is computed from batched matrix products, never pair by pair:
   Each map is Fourier transformed once (real FFT; half-spectrum multiplicities applied), the
   voxels are grouped by shell, and the numerator of all pairs for one shell is one real GEMM of
   [Re G, Im G] with [Re S, Im S]. The GT is streamed in chunks sized to free memory.
-  Maps are multiplied by the mask weights in real space first.
+  Maps are multiplied by the mask weights in real space first (not z-scored: an offset times
+  the mask would add the mask's own shape to both maps and inflate the FSC).
 * **Resolution** (Å) from each FSC curve at a threshold (0.5, 0.143): the first shell whose
   FSC drops below the threshold, with the crossing linearly interpolated in frequency between
   it and the previous shell (FSC at DC taken as 1); a curve that never drops below the
@@ -211,8 +212,11 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
         weight = sel3 if (ref or mask is None) else as_tensor(mask, dev).clamp(0, 1)
 
         def prep(x):
+            # The FSC is scale invariant but not offset invariant: z-scoring before masking
+            # would stamp the mask's own shape (times the subtracted median) into both maps and
+            # inflate the FSC at every frequency, so by default the maps are only masked.
             x = as_tensor(x, dev)
-            if normalise == "median_zscore":
+            if ref and normalise == "median_zscore":
                 x = median_zscore(x, sel3, convention)
             return x * weight
         curves = _fsc_prepared(gt_maps, prep(sub_maps), prep, dev, gt_chunk)

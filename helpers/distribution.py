@@ -1,0 +1,154 @@
+"""Distribution metrics: how well a submission's maps *and populations* reproduce the GT
+distribution along the motion (``challenge-metrics.md`` §7).
+
+Inputs: a GT × submission **cost** matrix C (n_gt, n_sub) (similarities such as correlation
+must be turned into costs first: :func:`to_cost`), GT populations p and pc1, submitted
+populations q.
+
+* Replicates (:func:`replicate_windows`): a seeded subsample of a fraction of the GT maps,
+  ordered by pc1, pooled into windows of ``n_pool`` neighbouring maps (``array_split``).
+  P_r = pooled GT population; D_rl = **mean** cost of window r to map l (the published code sums
+  ranks; with equal windows only a scale, see ``pool="sum"``). Optional per-row rank
+  normalisation of C first (ranks 1..n_sub, ties averaged; most similar = rank 1).
+* EMD with submitted populations: exact OT between P and q (POT ``ot.emd2``).
+* EMD with optimised populations: the LP min_{q∈Δ, T≥0, T1=P, Tᵀ1=q} ⟨D, T⟩ solved by cvxpy
+  (solver HiGHS by default; explicit C-order layout), cross-checked with its closed form
+  Σ_r P_r min_l D_rl (:func:`emd_optimised_closed_form`).
+* KL: A (windows × maps) assigns each window to its cheapest map, columns normalised (unused
+  columns uniform); q* maximises F(q) = Σ_r P_r log (A q)_r by EM multiplicative updates
+  q ← q ⊙ ∇F(q), stopped when the increase of F falls below ``tol`` (F increases monotonically).
+  Reported: KL(P‖Aq) and KL(Aq‖P) for submitted q and for q*.
+"""
+from __future__ import annotations
+
+import numpy as np
+import ot
+from scipy.stats import rankdata
+
+SIMILARITIES = {"corr"}
+
+
+def to_cost(matrix: np.ndarray, metric: str) -> np.ndarray:
+    """Costs from a metric matrix: similarities (``corr``) become 1 − similarity (the published
+    code ranks correlations ascending, putting the most similar map last — its defect §10.9)."""
+    return 1.0 - matrix if metric in SIMILARITIES else np.asarray(matrix, dtype=np.float64)
+
+
+def rank_rows(cost: np.ndarray) -> np.ndarray:
+    """Per-row ranks 1..n (ties averaged): the cheapest map of each GT row gets rank 1."""
+    return rankdata(cost, axis=1)
+
+
+def replicate_windows(n_gt: int, pc1: np.ndarray, fraction: float, n_pool: int, seed: int):
+    """Sorted subsample of GT rows and its pooling windows.
+
+    Returns (rows (m',) GT indices ordered by pc1, windows: list of arrays of positions in rows).
+    """
+    rng = np.random.default_rng(seed)
+    m = max(1, int(np.floor(fraction * n_gt)))
+    rows = rng.choice(n_gt, size=m, replace=False)
+    rows = rows[np.argsort(pc1[rows], kind="stable")]
+    n_win = max(1, m // n_pool)
+    return rows, np.array_split(np.arange(m), n_win)
+
+
+def pool(cost: np.ndarray, p: np.ndarray, rows, windows, how: str = "mean"):
+    """Pooled GT distribution P (n_win,) (renormalised) and window cost D (n_win, n_sub)."""
+    c, pr = cost[rows], p[rows]
+    D = np.stack([c[w].mean(0) if how == "mean" else c[w].sum(0) for w in windows])
+    P = np.array([pr[w].sum() for w in windows])
+    return P / P.sum(), D
+
+
+def emd_submitted(P: np.ndarray, q: np.ndarray, D: np.ndarray):
+    """Exact EMD between window distribution P and submitted q with cost D. Returns (value, plan)."""
+    T = ot.emd(P, q, D, numItermax=1_000_000)
+    return float((T * D).sum()), T
+
+
+def emd_optimised_closed_form(P: np.ndarray, D: np.ndarray):
+    """Closed form of the EMD with free populations: Σ_r P_r min_l D_rl; q puts each window's
+    mass on its cheapest map. Returns (value, q)."""
+    best = D.argmin(1)
+    q = np.bincount(best, weights=P, minlength=D.shape[1])
+    return float((P * D.min(1)).sum()), q
+
+
+def emd_optimised_lp(P: np.ndarray, D: np.ndarray, solver: str = "HIGHS"):
+    """The LP for the EMD with optimised populations (cvxpy). Returns (value, q, plan)."""
+    import cvxpy as cp
+
+    m, n = D.shape
+    T = cp.Variable((m, n), nonneg=True)
+    q = cp.Variable(n, nonneg=True)
+    cons = [cp.sum(T, axis=1) == P, cp.sum(T, axis=0) == q, cp.sum(q) == 1]
+    prob = cp.Problem(cp.Minimize(cp.sum(cp.multiply(D, T))), cons)
+    prob.solve(solver=solver)
+    return float(prob.value), np.asarray(q.value).clip(0), np.asarray(T.value)
+
+
+def assignment_matrix(D: np.ndarray) -> np.ndarray:
+    """A (n_win, n_sub): window r → its cheapest map, columns normalised; unused columns uniform."""
+    m, n = D.shape
+    A = np.zeros((m, n))
+    A[np.arange(m), D.argmin(1)] = 1.0
+    s = A.sum(0)
+    A[:, s == 0] = 1.0 / m
+    return A / A.sum(0, keepdims=True)
+
+
+def kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-300) -> float:
+    """KL(p‖q) = Σ p log(p/q) (0 log 0 = 0)."""
+    p, q = np.asarray(p, float), np.asarray(q, float)
+    nz = p > 0
+    return float(np.sum(p[nz] * (np.log(p[nz]) - np.log(np.maximum(q[nz], eps)))))
+
+
+def em_weights(P: np.ndarray, A: np.ndarray, q0=None, max_iter: int = 100_000, tol: float = 1e-12,
+               return_trace: bool = False):
+    """Maximise F(q) = Σ_r P_r log (A q)_r over the simplex by EM (multiplicative) updates
+    q ← q ⊙ Aᵀ(P / A q). Stops when F increases by less than ``tol``. Works for any non-negative
+    A with normalised columns (window assignment here; the likelihood matrix in image metrics).
+    Returns (q, n_iter[, trace of F])."""
+    n = A.shape[1]
+    q = np.full(n, 1.0 / n) if q0 is None else np.asarray(q0, float).copy()
+    f_old = -np.inf
+    trace = []
+    for it in range(max_iter):
+        Aq = np.maximum(A @ q, 1e-300)
+        f = float(P @ np.log(Aq))
+        trace.append(f)
+        if f - f_old < tol:
+            break
+        f_old = f
+        q = q * (A.T @ (P / Aq))
+        q /= q.sum()
+    return (q, it, np.array(trace)) if return_trace else (q, it)
+
+
+def evaluate(cost: np.ndarray, p_gt: np.ndarray, pc1: np.ndarray, q_sub: np.ndarray, n_pool: int = 5,
+             fraction: float = 0.9, n_replicates: int = 10, rank_normalise: bool = True, seed: int = 0,
+             lp_check: bool = False, pool_how: str = "mean") -> list[dict]:
+    """All distribution metrics for one submission and one cost matrix, per replicate.
+
+    Returns a list of dicts (one per replicate) with EMD_submitted, EMD_opt (closed form; LP
+    value too when ``lp_check``), KL_pq/KL_qp submitted and optimised, q_opt_emd, q_opt_kl (per
+    submitted map), P and window pc1 (mean pc1 of each window).
+    """
+    C = rank_rows(cost) if rank_normalise else np.asarray(cost, float)
+    out = []
+    for k in range(n_replicates):
+        rows, wins = replicate_windows(len(p_gt), pc1, fraction, n_pool, seed + k)
+        P, D = pool(C, p_gt, rows, wins, pool_how)
+        e_sub, _ = emd_submitted(P, q_sub, D)
+        e_opt, q_emd = emd_optimised_closed_form(P, D)
+        A = assignment_matrix(D)
+        q_kl, it = em_weights(P, A)
+        rec = dict(replicate=k, EMD_submitted=e_sub, EMD_opt=e_opt, KL_pq_submitted=kl(P, A @ q_sub),
+                   KL_qp_submitted=kl(A @ q_sub, P), KL_pq_opt=kl(P, A @ q_kl), KL_qp_opt=kl(A @ q_kl, P),
+                   em_iterations=it, q_opt_emd=q_emd, q_opt_kl=q_kl, P=P,
+                   window_pc1=np.array([pc1[rows][w].mean() for w in wins]), n_windows=len(wins))
+        if lp_check:
+            rec["EMD_opt_lp"] = emd_optimised_lp(P, D)[0]
+        out.append(rec)
+    return out

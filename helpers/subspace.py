@@ -1,0 +1,111 @@
+"""Subspace metrics: PCA of each map set, percentage of captured variance, common subspace
+(``challenge-metrics.md`` §4–§5).
+
+Per set (a submission, the GT, a mock): maps × mask → optional Fourier downsampling → flatten →
+unit L2 norm per map → optional power-spectrum equalisation to a common spectrum (done by the
+caller with :func:`helpers.preprocess.equalise_spectra`) → centre → SVD X̃ = U S Vᵀ, keeping
+rank r (exact SVD, or seeded randomised SVD for large sets).
+
+* PCV(i, j) = ‖V_jᵀ V_i S_i‖²_F / ‖S_i‖²_F: the fraction of set i's rank-r variance lying in the
+  span of set j's top-r directions (squared, asymmetric, in [0, 1]; ×100 for percent). The
+  published main-branch variant ½[cv(i,j) + cv(j,i)] with cv unsquared is ``variant="published_main"``.
+* Common subspace: SVD of the stacked [S_i V_iᵀ] of all submissions (column-mean removed);
+  embedding of set i = U_i S_i V_iᵀ V_E (its centred rank-r maps in the common basis).
+* Projection onto the GT axes: U_i S_i (V_iᵀ V_gt).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .fourier import as_tensor, fourier_resample
+
+
+@dataclass
+class PCA:
+    """PCA of one set: mean (D,), U (n, r), S (r,), V (D, r) (columns = principal directions)."""
+    mean: torch.Tensor
+    U: torch.Tensor
+    S: torch.Tensor
+    V: torch.Tensor
+
+    @property
+    def variance_fraction(self) -> np.ndarray:
+        s2 = (self.S.double() ** 2).numpy()
+        return s2 / s2.sum()
+
+
+def prepare(maps, mask=None, box_ds: int | None = None) -> torch.Tensor:
+    """maps (n, N, N, N) → (n, D) float64 rows: mask weights, downsample, unit norm per map."""
+    x = as_tensor(maps)
+    if mask is not None:
+        x = x * as_tensor(mask)
+    if box_ds and box_ds != x.shape[-1]:
+        x = fourier_resample(x, box_ds)
+    x = x.reshape(x.shape[0], -1).double()
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def pca(X: torch.Tensor, rank: int, randomized: bool = False, seed: int = 0, n_iter: int = 4) -> PCA:
+    """PCA of rows X (n, D): centre, then exact (or seeded randomised) SVD truncated to ``rank``."""
+    X = X.double()
+    mean = X.mean(0)
+    Xc = X - mean
+    r = min(rank, X.shape[0] - 1, X.shape[1])
+    if randomized:
+        g = torch.Generator().manual_seed(seed)
+        omega = torch.randn(X.shape[1], r + 10, generator=g, dtype=X.dtype)
+        Y = Xc @ omega
+        for _ in range(n_iter):
+            Y = Xc @ (Xc.T @ Y)
+            Y, _ = torch.linalg.qr(Y)
+        Q, _ = torch.linalg.qr(Y)
+        Ub, S, Vt = torch.linalg.svd(Q.T @ Xc, full_matrices=False)
+        U = Q @ Ub
+    else:
+        U, S, Vt = torch.linalg.svd(Xc, full_matrices=False)
+    # deterministic signs: largest-|.| entry of each direction positive
+    V = Vt[:r].T
+    sgn = torch.sign(V.gather(0, V.abs().argmax(0, keepdim=True)))[0]
+    sgn[sgn == 0] = 1
+    return PCA(mean, U[:, :r] * sgn, S[:r], V * sgn)
+
+
+def pcv(a: PCA, b: PCA) -> float:
+    """Fraction of a's rank-r variance captured by b's subspace: ‖V_bᵀ V_a S_a‖² / ‖S_a‖²."""
+    M = b.V.T @ (a.V * a.S)
+    return float((M ** 2).sum() / (a.S ** 2).sum())
+
+
+def pcv_matrix(pcas: dict, variant: str = "squared") -> tuple[np.ndarray, list]:
+    """PCV between all sets: M[i, j] = fraction of i's variance captured by j (rows = reference,
+    columns = capturing set). ``variant="published_main"``: symmetric mean of unsquared ratios."""
+    labels = list(pcas)
+    n = len(labels)
+    M = np.eye(n)
+    for i, a in enumerate(labels):
+        for j, b in enumerate(labels):
+            if i != j:
+                M[i, j] = pcv(pcas[a], pcas[b])
+    if variant == "published_main":
+        R = np.sqrt(M)
+        M = 0.5 * (R + R.T)
+    elif variant != "squared":
+        raise ValueError(variant)
+    return M, labels
+
+
+def common_subspace(pcas: dict, rank: int):
+    """Common basis from the stacked weighted directions [S_i V_iᵀ] (column mean removed).
+    Returns (V_E (D, rank), singular values)."""
+    E = torch.cat([(p.V * p.S).T for p in pcas.values()], 0)
+    E = E - E.mean(0)
+    _, S, Vt = torch.linalg.svd(E, full_matrices=False)
+    return Vt[:rank].T, S[:rank]
+
+
+def embed(p: PCA, basis: torch.Tensor) -> np.ndarray:
+    """Coordinates (n, k) of a set's centred rank-r maps U S Vᵀ in an orthonormal basis (D, k)."""
+    return ((p.U * p.S) @ (p.V.T @ basis)).numpy()
