@@ -1,0 +1,138 @@
+"""Batched volume metrics against float64 numpy pair-by-pair references, closed forms and the
+published code's own test artefact."""
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from helpers import fourier as Fo
+from helpers import io
+from helpers import volume_metrics as vm
+
+
+def fsc_numpy(a, b):
+    n = a.shape[0]
+    A, B = np.fft.fftn(np.fft.ifftshift(a)), np.fft.fftn(np.fft.ifftshift(b))
+    k = np.fft.fftfreq(n) * n
+    s = np.floor(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) + 0.5).astype(int)
+    return np.array([np.real(np.sum(A[s == i] * np.conj(B[s == i])))
+                     / np.sqrt(np.sum(np.abs(A[s == i]) ** 2) * np.sum(np.abs(B[s == i]) ** 2))
+                     for i in range(1, n // 2 + 1)])
+
+
+@pytest.mark.parametrize("n", [16, 17])
+def test_batched_fsc_equals_pairwise_numpy(n):
+    rng = np.random.default_rng(n)
+    g = rng.standard_normal((4, n, n, n)).astype(np.float32)
+    s = rng.standard_normal((3, n, n, n)).astype(np.float32)
+    s[0] += 2 * g[2]
+    mask = (rng.uniform(size=(n, n, n)) > 0.2).astype(np.float32)
+    got = vm.fsc_matrix(g, s, mask, gt_chunk=3)
+    ref = np.array([[fsc_numpy(g[i].astype(float) * mask, s[j].astype(float) * mask) for j in range(3)] for i in range(4)])
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_identical_maps_give_fsc_one_and_nyquist():
+    v = np.random.default_rng(0).standard_normal((2, 16, 16, 16)).astype(np.float32)
+    c = vm.fsc_matrix(v, v)
+    np.testing.assert_allclose(np.diagonal(c, axis1=0, axis2=1).T, 1.0, atol=1e-6)
+    res = vm.resolution(c, 2.0)
+    assert res[0, 0] == pytest.approx(4.0) and res[1, 1] == pytest.approx(4.0)
+    # the published rule returns the worst value for a curve that never fails
+    assert vm.resolution(c, 2.0, rule="published")[0, 0] == pytest.approx(32.0)
+
+
+def test_low_pass_cutoff_recovered_within_one_shell():
+    n, px, cut = 48, 1.0, 6.0
+    v = np.random.default_rng(1).standard_normal((1, n, n, n)).astype(np.float32)
+    lp = Fo.lowpass(v, cut, px).numpy()
+    res = vm.resolution(vm.fsc_matrix(v, lp), px)[0, 0]
+    shell = 1 / (n * px)
+    assert abs(1 / res - 1 / cut) <= shell
+
+
+def test_interpolated_crossing_closed_form():
+    # FSC 1, 0.8, 0.4, 0.2 on shells 1..4 of a box of 8 at 1 Å: crosses 0.5 between shells 2 and 3
+    curve = np.array([1.0, 0.8, 0.4, 0.2])
+    f2, f3 = 2 / 8, 3 / 8
+    expect = 1 / (f2 + (0.8 - 0.5) / (0.8 - 0.4) * (f3 - f2))
+    assert vm.resolution(curve, 1.0) == pytest.approx(expect)
+    assert vm.resolution(curve, 1.0, rule="published") == pytest.approx(8 / 3)
+
+
+def numpy_distances(g, s, N):
+    """float64 pair-by-pair reference of l2, Pearson corr and BioEM (correct constant)."""
+    l2 = ((g - s) ** 2).sum()
+    corr = np.corrcoef(g, s)[0, 1]
+    Co, Cc, Coo, Ccc, Coc = g.sum(), s.sum(), (g * g).sum(), (s * s).sum(), (g * s).sum()
+    T2 = N * (Ccc * Coo - Coc ** 2) + 2 * Co * Coc * Cc - Ccc * Co ** 2 - Coo * Cc ** 2
+    T3 = (N - 2) * (N * Ccc - Cc ** 2)
+    logp = 0.5 * math.log(math.pi) + (1 - N / 2) * math.log(2 * math.pi * math.e) + (1.5 - N / 2) * math.log(T2) + (N / 2 - 2) * math.log(T3)
+    return l2, corr, -logp
+
+
+def test_distances_match_numpy_pairwise():
+    rng = np.random.default_rng(2)
+    n = 12
+    g = rng.standard_normal((5, n, n, n)).astype(np.float32)
+    s = (0.5 * g[:3] + rng.standard_normal((3, n, n, n))).astype(np.float32)
+    mask = (rng.uniform(size=(n, n, n)) > 0.3).astype(np.float32)
+    r = vm.distance_matrices(g, s, mask, metrics=["l2", "corr", "bioem"], gt_chunk=2)
+    sel = mask.ravel() > 0.5
+    N = int(sel.sum())
+
+    def z(v):
+        x = v.astype(np.float64).ravel()[sel]
+        return (x - np.median(x)) / x.std(ddof=1)
+    for i in range(5):
+        for j in range(3):
+            l2, corr, bio = numpy_distances(z(g[i]), z(s[j]), N)
+            assert r["l2"][i, j] == pytest.approx(l2, rel=1e-5)
+            assert r["corr"][i, j] == pytest.approx(corr, rel=1e-5)
+            assert r["bioem"][i, j] == pytest.approx(bio, rel=1e-5)
+
+
+def test_bioem_is_asymmetric_and_published_constant_offsets():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((2, 10, 10, 10)).astype(np.float32)
+    b = (a * np.array([1.0, 3.0])[:, None, None, None] + rng.standard_normal((2, 10, 10, 10))).astype(np.float32)
+    ab = vm.distance_matrices(a, b, metrics=["bioem"], normalise=None)["bioem"]
+    ba = vm.distance_matrices(b, a, metrics=["bioem"], normalise=None)["bioem"]
+    assert not np.allclose(ab, ba.T, rtol=1e-3)
+    pub = vm.distance_matrices(a, b, metrics=["bioem"], normalise=None, mode="reference")["bioem"]
+    np.testing.assert_allclose(ab - pub, math.pi / 2 - 0.5 * math.log(math.pi), rtol=1e-6)
+
+
+def test_reference_mode_reproduces_published_l2_anchor(fixtures):
+    d = pickle.load(open(fixtures / "data_for_dist_to_dist/test_map_to_map_distance_matrix_submission_0.pkl", "rb"))
+    sub = io.read_preprocessed_pt(fixtures / "dataset_2_submissions/submission_1000.pt", 30.044)
+    gt = io.read_gt_maps(fixtures / "Ground_truth/test_maps_gt_flat_10.pt")
+    mask, _ = io.read_mrc(fixtures / "Ground_truth/test_mask_dilated_wide.mrc")
+    r = vm.distance_matrices(gt, sub.maps, mask, metrics=["l2"], mode="reference", voxel_size=30.044)
+    ref = d["l2"]["cost_matrix"].to_numpy()
+    np.testing.assert_allclose(r["l2"], ref, rtol=1e-5)
+    assert r["n_voxels"] == 4096  # the soft mask binarised by != 0 selects every voxel
+
+
+def test_sliced_wasserstein_closed_form_for_a_shift():
+    """Two identical point masses 3 voxels apart along x: W1 along direction d is 3|d_x|."""
+    n = 16
+    a = np.zeros((1, n, n, n), np.float32)
+    b = np.zeros((1, n, n, n), np.float32)
+    a[0, 8, 8, 5] = 1
+    b[0, 8, 8, 8] = 1
+    d = vm.sliced_wasserstein(a, b, voxel_size=1.0, n_directions=2000, seed=0)[0, 0]
+    # E|d_x| = 1/2 for uniform directions; one-voxel binning adds at most ±1 per direction
+    assert d == pytest.approx(1.5, abs=0.25)
+    assert vm.sliced_wasserstein(a, a, n_directions=16)[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_demo_maps_pairwise(tiny_data):
+    gt = io.read_gt(tiny_data / "gt/maps_gt.npy", tiny_data / "gt/metadata.csv", 5.7)
+    mask = io.read_mask(tiny_data / "gt/mask.mrc", gt.box)
+    g, s = np.asarray(gt.maps[:4]), np.asarray(gt.maps[10:13])
+    c = vm.fsc_matrix(g, s, mask)
+    for i in range(4):
+        for j in range(3):
+            np.testing.assert_allclose(c[i, j], fsc_numpy(g[i].astype(float) * mask, s[j].astype(float) * mask), atol=2e-6)
