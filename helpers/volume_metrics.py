@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backend import chunk_size, device, progress
+from .backend import available_bytes, chunk_size, device, progress
 from .fourier import as_tensor, rfft_weights, rfftn3, shell_frequencies, shell_index
 from .preprocess import median_zscore
 
@@ -160,13 +160,17 @@ def bioem_logp(N, Co, Cc, Coo, Ccc, Coc, constant: str = "correct"):
 def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str = "default",
                       voxel_size: float = 1.0, fsc_cutoff_A: float | None = None,
                       normalise: str | None = "median_zscore", dev=None, gt_chunk: int | None = None,
-                      sw_directions: int = 64, seed: int = 0) -> dict:
+                      sw_directions: int = 64, seed: int = 0, cache: dict | None = None) -> dict:
     """GT × submission matrices for ``metrics`` (subset of l2, corr, bioem, fsc, res, sw).
 
     Returns {metric: (n_gt, n_sub) float64 array, "fsc_curves": (n_gt, n_sub, N//2) if fsc/res
     asked, "n_voxels": N}. ``corr`` is a similarity (use ``1 − corr`` as cost; in reference mode
     it is Σ g·s). Both sets are normalised the same way (the published code forgets the GT in
     its default mode).
+
+    ``cache``: pass the same dict for every submission scored against one GT (same mask and
+    options) and the GT's statistics (normalised masked vectors, FSC spectra when they fit in a
+    quarter of free memory, sliced-Wasserstein CDFs) are computed once, not once per submission.
     """
     dev = dev or device()
     n = sub_maps.shape[-1]
@@ -188,8 +192,15 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
         if gt_chunk is None:
             gt_chunk = chunk_size(n ** 3 * 8 * 3, dev, maximum=2048)
         res = {k: np.empty((n_gt, s.shape[0])) for k in want & {"l2", "corr", "bioem"}}
-        for a in progress(range(0, n_gt, gt_chunk), desc="distances (GT chunks)"):
-            g, Cg, Cgg = _stats(gt_maps[a:a + gt_chunk], sel_mask, normalise, convention, dev, dtype)
+        key = ("stats", mode, normalise)
+        cached = cache is not None and key in cache
+        if cache is not None and not cached and n_gt * N * 8 < 0.25 * available_bytes(dev):
+            cache[key] = [_stats(gt_maps[a:a + gt_chunk], sel_mask, normalise, convention, dev, dtype)
+                          for a in range(0, n_gt, gt_chunk)]
+            cached = True
+        for ci, a in enumerate(progress(range(0, n_gt, gt_chunk), desc="distances (GT chunks)")):
+            g, Cg, Cgg = cache[key][ci] if cached else _stats(gt_maps[a:a + gt_chunk], sel_mask, normalise,
+                                                              convention, dev, dtype)
             Cgs = g @ s.T
             if "l2" in want:
                 res["l2"][a:a + len(g)] = (Cgg[:, None] + Css[None] - 2 * Cgs).cpu().numpy()
@@ -219,7 +230,7 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
             if ref and normalise == "median_zscore":
                 x = median_zscore(x, sel3, convention)
             return x * weight
-        curves = _fsc_prepared(gt_maps, prep(sub_maps), prep, dev, gt_chunk)
+        curves = _fsc_prepared(gt_maps, prep(sub_maps), prep, dev, gt_chunk, cache, ("fsc", mode, normalise))
         out["fsc_curves"] = curves
         if "fsc" in want:
             use = np.ones(n // 2, bool)
@@ -229,52 +240,71 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
         if "res" in want:
             out["res"] = resolution(curves, voxel_size, 0.5, "published" if ref else "interpolated")
     if "sw" in want:
-        out["sw"] = sliced_wasserstein(gt_maps, sub_maps, voxel_size, sw_directions, seed, mask, dev)
+        out["sw"] = sliced_wasserstein(gt_maps, sub_maps, voxel_size, sw_directions, seed, mask, dev, cache)
     return out
 
 
-def _fsc_prepared(gt_maps, sub_prepared, prep, dev, gt_chunk):
+def _fsc_prepared(gt_maps, sub_prepared, prep, dev, gt_chunk, cache=None, key=None):
     n_gt = gt_maps.shape[0]
     n = sub_prepared.shape[-1]
     gt_chunk = gt_chunk or chunk_size(n ** 3 * 4 * 6, dev, maximum=1024)
-    parts = [fsc_matrix(prep(gt_maps[a:a + gt_chunk]), sub_prepared, None, dev, gt_chunk)
-             for a in range(0, n_gt, gt_chunk)]
-    return np.concatenate(parts, 0)
+    layout = ShellLayout.make(n, dev)
+    fs, ps = _spectra(sub_prepared, None, layout, dev)
+    K = layout.order.numel()
+    fits = n_gt * 2 * K * 4 < 0.25 * available_bytes(dev)
+    if cache is not None and key not in cache and fits:
+        cache[key] = [_spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev) for a in range(0, n_gt, gt_chunk)]
+    out = np.empty((n_gt, fs.shape[0], n // 2), dtype=np.float32)
+    for ci, a in enumerate(progress(range(0, n_gt, gt_chunk), desc="FSC (GT chunks)")):
+        fg, pg = cache[key][ci] if (cache is not None and key in cache) else _spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev)
+        num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
+                           for lo, hi in layout.bounds], -1).double()
+        den = torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
+        out[a:a + len(fg)] = (num / den).float().cpu().numpy()
+    return out
 
 
 def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions: int = 64,
-                       seed: int = 0, mask=None, dev=None) -> np.ndarray:
-    """Sliced W1 distance (Å) between every GT and submitted map (see module docstring)."""
+                       seed: int = 0, mask=None, dev=None, cache: dict | None = None) -> np.ndarray:
+    """Sliced W1 distance (Å) between every GT and submitted map (see module docstring).
+
+    Only voxels with mask weight > 0 enter (all voxels without a mask); the mass along each
+    direction is binned by one sparse matrix product; GT CDFs are cached in ``cache``."""
     dev = dev or device()
     n = sub_maps.shape[-1]
     rng = np.random.default_rng(seed)
     d = rng.standard_normal((n_directions, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
+    w = torch.ones(n ** 3, device=dev) if mask is None else as_tensor(mask, dev).flatten().clamp(0, 1)
+    sel = torch.nonzero(w > 0).flatten()
     c = torch.arange(n, dtype=torch.float32, device=dev) - n // 2
     zz, yy, xx = torch.meshgrid(c, c, c, indexing="ij")
-    r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)
+    r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)[sel]
     t = r @ torch.as_tensor(d.T, dtype=torch.float32, device=dev)  # (V, L)
     half = math.ceil(math.sqrt(3) * n / 2) + 1
-    bins = (torch.round(t) + half).long()  # one-voxel bins
     B = 2 * half + 1
-    offs = (torch.arange(n_directions, device=dev) * B)[None]
-    flat_bins = (bins + offs).flatten()
-    w = None if mask is None else as_tensor(mask, dev).flatten()
+    cols = (torch.round(t).long() + half + torch.arange(n_directions, device=dev)[None] * B).flatten()
+    rows = torch.arange(len(sel), device=dev).repeat_interleave(n_directions)
+    binning = torch.sparse_coo_tensor(torch.stack([cols, rows]), w[sel].repeat_interleave(n_directions),
+                                      (n_directions * B, len(sel)), check_invariants=False).coalesce()
 
     def cdfs(maps):
-        x = as_tensor(maps, dev).reshape(maps.shape[0], -1).clamp_min(0)
-        if w is not None:
-            x = x * w
-        x = x / x.sum(1, keepdim=True).clamp_min(1e-30)
-        h = torch.zeros(x.shape[0], n_directions * B, device=dev)
-        h.index_add_(1, flat_bins, x[:, :, None].expand(-1, -1, n_directions).reshape(x.shape[0], -1))
-        return torch.cumsum(h.reshape(x.shape[0], n_directions, B), -1)
+        x = as_tensor(maps, dev).reshape(maps.shape[0], -1)[:, sel].clamp_min(0)
+        h = torch.sparse.mm(binning, x.T).T  # (maps, L·B): mass per bin and direction
+        h = h.reshape(x.shape[0], n_directions, B)
+        h = h / h.sum(-1, keepdim=True).clamp_min(1e-30)
+        return torch.cumsum(h, -1)
 
+    key = ("sw", n_directions, seed, gt_maps.shape)
+    if cache is not None and key in cache:
+        cg_all = cache[key]
+    else:
+        cg_all = torch.cat([cdfs(gt_maps[a:a + 256]) for a in range(0, gt_maps.shape[0], 256)])
+        if cache is not None:
+            cache[key] = cg_all
     cs = cdfs(sub_maps)
     out = np.empty((gt_maps.shape[0], sub_maps.shape[0]))
-    step = 64
-    for a in range(0, gt_maps.shape[0], step):
-        cg = cdfs(gt_maps[a:a + step])
-        dist = torch.cdist(cg.permute(1, 0, 2), cs.permute(1, 0, 2), p=1)  # (L, g, s)
-        out[a:a + step] = (dist.mean(0) * voxel_size).cpu().numpy()
+    for a in range(0, len(cg_all), 64):
+        dist = torch.cdist(cg_all[a:a + 64].permute(1, 0, 2), cs.permute(1, 0, 2), p=1)  # (L, g, s)
+        out[a:a + 64] = (dist.mean(0) * voxel_size).cpu().numpy()
     return out

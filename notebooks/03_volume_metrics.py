@@ -55,10 +55,10 @@ order = np.argsort(gt.pc1)
 print(gt, "|", len(subs), "submissions")
 
 # %%
-results, rows = {}, []
+results, rows, gt_cache = {}, [], {}  # the GT's statistics are computed once, reused for every submission
 for label, s in subs.items():
     r = vm.distance_matrices(gt.maps, s.maps, mask, metrics=metrics, voxel_size=voxel_size,
-                             sw_directions=sw_directions)
+                             sw_directions=sw_directions, cache=gt_cache)
     results[label] = r
     arrays = {k: v for k, v in r.items() if isinstance(v, np.ndarray)}
     save_npz(out / "volume_metrics" / f"{slug(label)}.npz", gt_pc1=gt.pc1, **arrays)

@@ -1,0 +1,119 @@
+"""The demo data set: deterministic, populations follow the mixture, mocks verifiably transformed,
+files readable; alignment recovers the rotated mock's rotation."""
+import json
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from helpers import align, io, preprocess, simulate
+from helpers.fourier import lowpass
+from helpers.geometry import rotate_volume, rotation_angle
+from helpers.paths import REPO_ROOT
+
+
+def test_adk_superposition_and_pc1():
+    adk = simulate.load_adk(REPO_ROOT / "data/adk/adk_paths.npz")
+    adk.pop("elements")
+    assert adk["dims"].shape == (98, 1656, 3) and adk["dims2"].shape == (102, 1656, 3)
+    sup = simulate.superpose(adk)
+    # the superposition is a rigid motion: internal distances unchanged
+    d0 = np.linalg.norm(adk["tmd"][5, 0] - adk["tmd"][5, 100])
+    assert np.linalg.norm(sup["tmd"][5, 0] - sup["tmd"][5, 100]) == pytest.approx(d0, abs=1e-9)
+    # closed (first frame) vs open (last frame) CA-free heavy-atom RMSD is several Å (6.9 Å CA in the reference)
+    rmsd = np.sqrt(((sup["dims"][0] - sup["dims"][-1]) ** 2).sum(1).mean())
+    assert 5.0 < rmsd < 9.0
+    mean, v, frac = simulate.motion_pca(np.concatenate([sup["dims"], sup["tmd"]]), sup["dims"][0])
+    p = simulate.project_pc1(sup["dims"], mean, v)
+    assert p[0] < 0 < p[-1] and frac > 0.5
+
+
+def test_population_histogram_follows_the_mixture():
+    pc1 = np.linspace(-100, 100, 2001)
+    p = simulate.three_gaussian_populations(pc1, -100, 100)
+    rng = np.random.default_rng(0)
+    draws = rng.choice(pc1, size=200_000, p=p)
+    hist, edges = np.histogram(draws, bins=20, range=(-100, 100))
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    # expected mass per bin from the closed-form mixture (same weights 1 : 1/2 : 1)
+    from scipy.stats import norm
+    mus, sds, ws = [-62, 0, 62], [11.5, 9.5, 11.5], [1, 0.5, 1]
+    cdf = lambda x: sum(w * norm.cdf(x, m, s) for w, m, s in zip(ws, mus, sds))  # noqa: E731
+    expect = np.diff(cdf(edges)) / (cdf(100) - cdf(-100)) * len(draws)
+    assert np.abs(hist - expect).max() < 5 * np.sqrt(expect.max())
+    mid = p[np.abs(pc1) < 5].mean()
+    side = p[np.abs(pc1 - 62) < 5].mean()
+    assert 0.45 < mid / side * (9.5 / 11.5) < 0.55  # middle mode has half the weight
+
+
+def test_rendered_map_integrates_to_atomic_number():
+    m = simulate.render_maps(np.zeros((1, 1, 3)), ["O"], 32, 1.0)
+    assert m.sum() == pytest.approx(8.0, rel=1e-4)
+    assert np.unravel_index(m[0].argmax(), m[0].shape) == (16, 16, 16)
+
+
+def test_dataset_is_deterministic_and_never_overwrites(tiny_data, tmp_path):
+    again = tmp_path / "again"
+    simulate.make_dataset(again, REPO_ROOT / "data/adk/adk_paths.npz", box=24, voxel_size=5.7, n_gt=24,
+                          n_maps=6, n_small=3, n_images=24, seed=0)
+    np.testing.assert_array_equal(np.load(again / "gt/maps_gt.npy"), np.load(tiny_data / "gt/maps_gt.npy"))
+    np.testing.assert_array_equal(mrcfile.read(again / "particles/particles.mrcs"),
+                                  mrcfile.read(tiny_data / "particles/particles.mrcs"))
+    # a second call regenerates nothing: the user's (here: modified) files stay as they are
+    np.save(again / "gt/maps_gt.npy", np.zeros((24, 24, 24, 24), np.float32))
+    simulate.make_dataset(again, REPO_ROOT / "data/adk/adk_paths.npz", box=24, voxel_size=5.7, n_gt=24,
+                          n_maps=6, n_small=3, n_images=24, seed=0)
+    assert not np.load(again / "gt/maps_gt.npy").any()
+
+
+def test_gt_files_in_challenge_format(tiny_data):
+    meta = pd.read_csv(tiny_data / "gt/metadata.csv")
+    assert list(meta.columns[:5]) == io.GT_METADATA_COLUMNS
+    assert meta.populations.sum() == pytest.approx(1.0) and np.all(np.diff(meta.pc1) > 0)
+    assert np.load(tiny_data / "gt/maps_gt.npy").shape == (24, 24, 24, 24)
+    with mrcfile.open(tiny_data / "gt/mask.mrc") as m:
+        assert m.data.min() >= 0 and m.data.max() <= 1 and float(m.voxel_size.x) == pytest.approx(5.7, abs=1e-4)
+    star = starfile.read(tiny_data / "particles/particles.star", always_dict=True)
+    assert set(star) == {"optics", "particles"} and len(star["particles"]) == 24
+
+
+def test_mocks_are_what_their_truth_says(tiny_data):
+    gt_maps = np.load(tiny_data / "gt/maps_gt.npy")
+    meta = pd.read_csv(tiny_data / "gt/metadata.csv")
+    cfg = json.loads((tiny_data / "submissions/submission_config.json").read_text())
+    assert list(cfg)[0] == "gt"
+    read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
+    avg, p_avg, _ = simulate.averaged_gt(gt_maps, meta.populations.to_numpy(), meta.pc1.to_numpy(), 6)
+    np.testing.assert_allclose(read["Averaged GT"].read().maps, avg, atol=1e-6)
+    rot = read["Rotated"]
+    R = np.array(rot.extra["hetbook_truth"]["rotation_matrix"])
+    np.testing.assert_allclose(rot.read().maps, rotate_volume(avg, R).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(read["Flipped hand"].read().maps, avg[..., ::-1])
+    other = read["Other grid"].read()
+    assert other.box != 24 and other.voxel_size < 5.7
+    back = preprocess.to_gt_grid(other, 24, 5.7)
+    # exact below Nyquist (an even box's Nyquist plane has no unique resampling)
+    lp = lambda v: lowpass(v, 2 * 5.7 / 0.95, 5.7).numpy()  # noqa: E731
+    np.testing.assert_allclose(lp(back.maps), lp(avg), atol=1e-4 * np.abs(avg).max())
+    bi = read["Bimodal"].read().populations
+    assert bi[2:4].sum() < 0.1 * bi.sum()  # the middle of 6 maps is (nearly) empty
+    assert read["3 maps"].read().n_maps == 3
+
+
+def test_alignment_recovers_the_rotated_mock_within_3_degrees(tiny_data):
+    read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
+    ref, _ = io.read_mrc(tiny_data / "gt/reference.mrc")
+    rot = read["Rotated"]
+    R_true = np.array(rot.extra["hetbook_truth"]["rotation_matrix"])
+    res = align.align_to_reference(rot.read().maps, ref, box_ds=24, n_directions=200, n_inplane=18)
+    assert rotation_angle(res["rotation"] @ R_true) < 3.0
+
+
+def test_hand_test_detects_the_mirror(tiny_data):
+    read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
+    ref, _ = io.read_mrc(tiny_data / "gt/reference.mrc")
+    res = align.align_to_reference(read["Flipped hand"].read().maps, ref, box_ds=24, n_directions=150,
+                                   n_inplane=12, test_hand=True)
+    assert res["flipped"] and res["score_mirror"] > 0.95
