@@ -32,6 +32,7 @@ notebooks: $(VENV)/.installed
 	$(PY) -m helpers.run --params $(PARAMS)
 
 html: $(VENV)/.installed _vendor/.done
+	rm -rf book/_build/html
 	$(VENV)/bin/jupyter-book build . --path-output book --keep-going
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
@@ -41,6 +42,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 check-site: $(VENV)/.installed
+	test -x /usr/bin/chromium || (apt-get install -y chromium || sudo apt-get install -y chromium)
 	$(PY) tests/site_check.py book/_build/html
 
 bench: $(VENV)/.installed

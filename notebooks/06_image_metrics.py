@@ -12,9 +12,9 @@
 data_dir = "data/demo"  # folder with gt/ and particles/
 results_dir = "results/demo"  # reads preprocessed/, writes image_metrics/
 voxel_size = 2.146  # Å
-n_images = 150  # particle images used (the first n of the stack)
+n_images = 80  # particle images used (the first n of the stack)
 box_ds = 24  # images and maps Fourier-downsampled to this box (pixels)
-n_directions = 200  # viewing directions of the pose grid
+n_directions = 100  # viewing directions of the pose grid
 n_inplane = 12  # in-plane angles of the pose grid
 max_shift = 1  # translations searched: ±max_shift pixels (at the downsampled size)
 n_gt_maps = 80  # GT maps used as the reference ensemble (evenly spaced along MD-PC1)

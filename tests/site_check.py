@@ -1,0 +1,90 @@
+"""Check the built book offline in headless Chromium (``make check-site``).
+
+For every HTML page of the site: load it from disk with every non-``file:`` request aborted
+(proving the page needs no network), require no notebook error output and no JavaScript error,
+then move every slider and dropdown of every ipywidget and require the picture to change
+(screenshot of the widget before vs after). Needs Debian's ``chromium`` and the ``playwright``
+Python package (which drives the system browser; it never downloads one).
+
+Usage: python tests/site_check.py [book/_build/html]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+
+
+def check_site(root: Path) -> list[str]:
+    from playwright.sync_api import sync_playwright
+
+    problems: list[str] = []
+    pages = sorted(p for p in root.rglob("*.html") if "_static" not in p.parts and p.name not in ("genindex.html", "search.html"))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        for path in pages:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            external, errors = [], []
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else (external.append(r.request.url), r.abort())[1])
+            # sphinx-thebe declares THEBE_JS_URL twice on every JB1 page: a known, harmless duplicate
+            page.on("pageerror", lambda e: None if "THEBE_JS_URL" in str(e) else errors.append(str(e)))
+            page.goto(path.as_uri(), wait_until="load")
+            page.wait_for_timeout(1500)
+            name = str(path.relative_to(root))
+            if external:
+                problems.append(f"{name}: external requests {external[:3]}")
+            if errors:
+                problems.append(f"{name}: JavaScript errors {errors[:3]}")
+            if page.locator(".output.traceback, .output.error").count():
+                problems.append(f"{name}: a cell shows an error")
+            n_views = page.locator("script[type='application/vnd.jupyter.widget-view+json']").count()
+            if n_views:
+                page.wait_for_selector(".widget-slider, .widget-dropdown", timeout=15000)
+            sliders = page.locator(".widget-slider")
+            for i in range(sliders.count()):
+                box = sliders.nth(i).locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+                before = box.screenshot()
+                handle = sliders.nth(i).locator(".noUi-handle, .slider-handle, [role=slider]").first
+                handle.focus()
+                for _ in range(3):
+                    handle.press("ArrowRight")
+                page.wait_for_timeout(300)
+                if box.screenshot() == before:
+                    problems.append(f"{name}: slider {i} did not change the picture")
+            dropdowns = page.locator(".widget-dropdown select")
+            for i in range(dropdowns.count()):
+                sel = dropdowns.nth(i)
+                if not sel.is_visible() or sel.locator("option").count() < 2:
+                    continue
+                box = sel.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+                before = box.screenshot()
+                sel.select_option(index=1)
+                page.wait_for_timeout(300)
+                if box.screenshot() == before:
+                    problems.append(f"{name}: dropdown {i} did not change the picture")
+            print(f"{name}: {sliders.count()} sliders, {dropdowns.count()} dropdowns checked", flush=True)
+            page.close()
+        browser.close()
+    return problems
+
+
+def main(argv):
+    root = Path(argv[1] if len(argv) > 1 else "book/_build/html").resolve()
+    if not (root / "index.html").exists():
+        print(f"no built site at {root}: run `make book` first", file=sys.stderr)
+        return 2
+    if not Path(CHROMIUM).exists():
+        print(f"{CHROMIUM} not found: apt-get install chromium", file=sys.stderr)
+        return 2
+    problems = check_site(root)
+    for p in problems:
+        print("PROBLEM:", p, file=sys.stderr)
+    print("site OK" if not problems else f"{len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
