@@ -171,9 +171,17 @@ fig.suptitle("First eigen-map of each set (central z-section)")
 fig.tight_layout()
 
 # %% [markdown]
-# **Reading the demo.** The Averaged and Sampled GT controls, and the mocks that share the GT
-# maps (bimodal, middle mode, re-gridded, rotated, flipped — once preprocessed), capture nearly
-# all of the GT's first component: populations do not change a subspace. The DIMS2-path mock
-# found a slightly different motion and captures less; the noisy mock's variance is spread over
-# noise directions (low in its row), and the low-pass mock, after spectrum equalisation,
-# captures about as much as the controls — equalisation removes the penalty for blur alone.
+# **Reading the demo.** The table puts every set against the GT in both directions:
+# `GT captured by set` (row GT of the PCV matrix) asks whether the set spans the true motion;
+# `set captured by GT` (column GT) asks whether the set's own variability is true motion.
+# The Averaged and Sampled GT controls, and the mocks that share their maps (bimodal, middle
+# mode, re-gridded, rotated and flipped once preprocessed), score near 100 % both ways:
+# populations do not change a subspace. The DIMS2-path mock found a slightly different motion
+# and captures less of the GT's variance. The low-pass mock, whose maps are filtered to
+# different resolutions one by one, carries variance that is not motion (low `set captured by
+# GT`) even after spectrum equalisation. Noise spreads a set's variance over noise directions;
+# the demo's noisy mock is mild, so its loss is small. The 20-map mock spans less of the GT's
+# minor components than the 80-map controls.
+
+# %%
+pd.DataFrame({"GT captured by set (%)": pcv.loc["GT"], "set captured by GT (%)": pcv["GT"]}).drop("GT").round(1)

@@ -100,3 +100,16 @@ def test_flip_hand_reverses_x():
     v = blob_volume(16, [((3, 1, -2), 1.0)])[None].astype(np.float32)
     out = pp.flip_hand(MapSet(v, [1.0], 1.0, "x")).maps[0]
     np.testing.assert_array_equal(out, v[0][:, :, ::-1])
+
+
+def test_coarser_submission_is_upsampled_with_a_warning_or_refused():
+    from helpers.errors import InputError
+
+    base = Fo.lowpass(np.random.default_rng(3).standard_normal((1, 16, 16, 16)), 8.0, 3.0).numpy()
+    ms = MapSet(base, [1.0], 3.0, "coarse")  # 48 Å box at 3 Å; the GT grid is 24 × 2 Å
+    with pytest.warns(UserWarning, match="coarser"):
+        out = pp.to_gt_grid(ms, 24, 2.0)
+    assert out.box == 24 and out.voxel_size == 2.0
+    np.testing.assert_allclose(Fo.fourier_resample(out.maps, 16).numpy(), base, atol=1e-4 * np.abs(base).max())
+    with pytest.raises(InputError, match="coarser"):
+        pp.to_gt_grid(ms, 24, 2.0, allow_coarser=False)
