@@ -49,3 +49,15 @@ def show_map(vol: np.ndarray, voxel_size: float, title: str = "", axes=None, vma
         a.set_xlabel("x (Å)")
         a.set_ylabel("y (Å)")
     return axes
+
+
+def panel_grid(labels, ncols: int = 4, panel=(3.0, 2.5), **subplot_kw):
+    """One panel per label on a grid of ``ncols`` columns; unused panels hidden.
+
+    Returns (fig, {label: axis}, axes (rows, cols) array)."""
+    n = len(labels)
+    nr = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nr, ncols, figsize=(panel[0] * ncols, panel[1] * nr), squeeze=False, **subplot_kw)
+    for a in axes.flat[n:]:
+        a.axis("off")
+    return fig, dict(zip(labels, axes.flat)), axes

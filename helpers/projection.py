@@ -45,9 +45,9 @@ def ctf(n: int, pixel_size: float, defocus_u, defocus_v, defocus_angle, voltage:
     voltage kV, cs mm, amplitude contrast A in [0, 1), phase shift degrees, B-factor Å².
     RELION sign (+A at k = 0).
     """
-    du = torch.as_tensor(np.atleast_1d(np.asarray(defocus_u, dtype=np.float64)), dtype=torch.float64, device=dev)[:, None, None]
-    dv = torch.as_tensor(np.atleast_1d(np.asarray(defocus_v, dtype=np.float64)), dtype=torch.float64, device=dev)[:, None, None]
-    ang = torch.deg2rad(torch.as_tensor(np.atleast_1d(np.asarray(defocus_angle, dtype=np.float64)), dtype=torch.float64, device=dev))[:, None, None]
+    du = torch.as_tensor(np.atleast_1d(np.array(defocus_u, dtype=np.float64)), dtype=torch.float64, device=dev)[:, None, None]
+    dv = torch.as_tensor(np.atleast_1d(np.array(defocus_v, dtype=np.float64)), dtype=torch.float64, device=dev)[:, None, None]
+    ang = torch.deg2rad(torch.as_tensor(np.atleast_1d(np.array(defocus_angle, dtype=np.float64)), dtype=torch.float64, device=dev))[:, None, None]
     kx, ky = image_freqs(n, dev)
     kx, ky = kx / (n * pixel_size), ky / (n * pixel_size)
     k2 = kx ** 2 + ky ** 2

@@ -61,6 +61,18 @@ def load_params(path) -> dict:
     return cfg
 
 
+def apply_override(cfg: dict, item: str) -> None:
+    """Set ``a.b.c=value`` (value parsed as YAML) in the nested parameters dict."""
+    if "=" not in item:
+        raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
+    key, value = item.split("=", 1)
+    *path, last = key.split(".")
+    node = cfg
+    for k in path:
+        node = node.setdefault(k, {})
+    node[last] = yaml.safe_load(value)
+
+
 def parameters_for(nb, stem: str, cfg: dict) -> dict:
     """The parameters passed to one notebook: the ``common`` ones it declares + its own section."""
     declared = declared_parameters(nb)
@@ -130,10 +142,15 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", help="run only notebooks whose name starts with this (repeatable)")
     ap.add_argument("--out", help="folder for executed notebooks (default: executed_dir of the params)")
     ap.add_argument("--no-data", action="store_true", help="do not generate the demo data")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a parameter, e.g. common.data_dir=/data/x or notebooks.03_volume_metrics.voxel_size=1.1 "
+                         "(VALUE is read as YAML; repeatable)")
     args = ap.parse_args(argv)
     import papermill as pm
 
     cfg = load_params(args.params)
+    for item in args.set:
+        apply_override(cfg, item)
     out_dir = resolve(args.out or cfg["executed_dir"])
     if not args.no_data:
         ensure_data(cfg)

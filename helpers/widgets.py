@@ -63,3 +63,14 @@ def two_level_browser(outer: Sequence[str], inner: Sequence[str], frame: Callabl
     dd = W.Dropdown(options=[(o, i) for i, o in enumerate(outer)], value=0, description=outer_label)
     W.jslink((dd, "index"), (stack, "selected_index"))
     return W.VBox([dd, stack])
+
+
+def nested_browser(outer: Sequence[str], frames: Sequence[Sequence[bytes]], outer_label: str = "submission",
+                   inner_label: str = "map") -> W.VBox:
+    """Pick an item with a dropdown, then flip through its own frames with a slider
+    (e.g. a submission, then its maps along the series). Works in the static page."""
+    pages = [slider_browser(fr, inner_label) for fr in frames]
+    stack = W.Stack(pages, selected_index=0)
+    dd = W.Dropdown(options=[(o, i) for i, o in enumerate(outer)], value=0, description=outer_label)
+    W.jslink((dd, "index"), (stack, "selected_index"))
+    return W.VBox([dd, stack])

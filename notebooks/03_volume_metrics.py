@@ -134,16 +134,12 @@ widgets.two_level_browser(cost_names, list(results), lambda i, j: matrix_png(cos
 
 # %%
 labs = list(results)
-nc = 4
-nr = int(np.ceil(len(labs) / nc))
-fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.6 * nr), squeeze=False)
+fig, panels, _ = plots.panel_grid(labs, panel=(3, 2.6))
 vmax = np.percentile(np.concatenate([results[lab]["l2"].ravel() for lab in labs]), 95)
-for a, lab in zip(axes.flat, labs):
+for lab, a in panels.items():
     a.imshow(results[lab]["l2"][order], aspect="auto", cmap="viridis", vmax=vmax)
     a.set_title(lab, fontsize=9)
     a.set_xticks([]), a.set_yticks([])
-for a in axes.flat[len(labs):]:
-    a.axis("off")
 fig.suptitle("L2 distance, GT (rows, by MD-PC1) × submitted maps (columns)")
 fig.tight_layout()
 

@@ -113,15 +113,11 @@ allz = np.concatenate([emb[k] for k in subs])
 allw = np.concatenate([pops[k] for k in subs])
 col = plots.colors(list(sets))
 labs = list(sets)
-nc = 4
-nr = int(np.ceil(len(labs) / nc))
-fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.8 * nr), sharex=True, sharey=True, squeeze=False)
-for a, lab in zip(axes.flat, labs):
+fig, panels, axes = plots.panel_grid(labs, panel=(3, 2.8), sharex=True, sharey=True)
+for lab, a in panels.items():
     sns.kdeplot(x=allz[:, 0], y=allz[:, 1], weights=allw, ax=a, fill=True, cmap="Greys", levels=6, thresh=0.05)
     a.scatter(emb[lab][:, 0], emb[lab][:, 1], s=4 + 800 * pops[lab], color=col[lab], edgecolor="k", lw=0.3)
     a.set_title(lab, fontsize=9)
-for a in axes.flat[len(labs):]:
-    a.axis("off")
 for a in axes[-1]:
     a.set_xlabel("Z1")
 for a in axes[:, 0]:
@@ -135,17 +131,15 @@ fig.tight_layout()
 # three modes; a submission that recovers the distribution shows them too.
 
 # %%
-fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.2 * nr), sharex=True, squeeze=False)
+fig, panels, axes = plots.panel_grid(labs, panel=(3, 2.2), sharex=True)
 g = gtax["GT"][:, 0]
 go = np.argsort(g)
-for a, lab in zip(axes.flat, labs):
+for lab, a in panels.items():
     a.plot(g[go], pops["GT"][go] / pops["GT"].max(), c="0.6", lw=1)
     z = gtax[lab][:, 0]
     o = np.argsort(z)
     a.plot(z[o], pops[lab][o] / pops[lab].max(), ".-", color=col[lab], ms=3)
     a.set_title(lab, fontsize=9)
-for a in axes.flat[len(labs):]:
-    a.axis("off")
 for a in axes[-1]:
     a.set_xlabel("GT PC1 coordinate")
 fig.suptitle("Population (scaled) along the GT's first principal axis; grey = GT")
@@ -158,15 +152,13 @@ fig.tight_layout()
 # arbitrary.
 
 # %%
-fig, axes = plt.subplots(nr, nc, figsize=(2.4 * nc, 2.4 * nr), squeeze=False)
-for a, lab in zip(axes.flat, labs):
+fig, panels, _ = plots.panel_grid(labs, panel=(2.4, 2.4))
+for lab, a in panels.items():
     v = pcas[lab].V[:, 0].reshape(box_ds, box_ds, box_ds).numpy()
     lim = np.abs(v).max()
     a.imshow(v[box_ds // 2], cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
     a.set_title(lab, fontsize=9)
     a.set_xticks([]), a.set_yticks([])
-for a in axes.flat[len(labs):]:
-    a.axis("off")
 fig.suptitle("First eigen-map of each set (central z-section)")
 fig.tight_layout()
 

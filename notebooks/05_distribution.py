@@ -113,18 +113,14 @@ fig.tight_layout()
 
 # %%
 labs = list(subs)
-nc = 4
-nr = int(np.ceil(len(labs) / nc))
-fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.3 * nr), sharex=True, squeeze=False)
-for a, lab in zip(axes.flat, labs):
+fig, panels, axes = plots.panel_grid(labs, panel=(3, 2.3), sharex=True)
+for lab, a in panels.items():
     where = pc1[np.argmin(mats[lab]["l2"], axis=0)]
     o = np.argsort(where)
     a.plot(where[o], subs[lab].populations[o], ".-", ms=3, label="submitted")
     a.plot(where[o], qopt[f"{slug(lab)}__l2"][o], ".-", ms=3, label="optimised (EMD)")
     a.set_title(lab, fontsize=9)
 axes.flat[0].legend(fontsize=7)
-for a in axes.flat[len(labs):]:
-    a.axis("off")
 for a in axes[-1]:
     a.set_xlabel("MD-PC1 of best GT match (Å)")
 fig.suptitle("Submitted vs optimised populations (L2 cost)")

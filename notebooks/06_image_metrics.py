@@ -124,16 +124,12 @@ fig.tight_layout()
 
 # %%
 labs = list(sets)
-nc = 4
-nr = int(np.ceil(len(labs) / nc))
-fig, axes = plt.subplots(nr, nc, figsize=(3 * nc, 2.2 * nr), squeeze=False)
-for a, lab in zip(axes.flat, labs):
+fig, panels, axes = plots.panel_grid(labs, panel=(3, 2.2))
+for lab, a in panels.items():
     a.plot(sets[lab].populations, ".-", ms=3, label="submitted")
     a.plot(res[lab]["w_opt"], ".-", ms=3, label="likelihood-optimised")
     a.set_title(lab, fontsize=9)
 axes.flat[0].legend(fontsize=7)
-for a in axes.flat[len(labs):]:
-    a.axis("off")
 fig.suptitle("Populations: submitted vs optimised on the images")
 fig.tight_layout()
 

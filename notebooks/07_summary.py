@@ -1,0 +1,197 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+data_dir = "data/demo"  # folder with gt/
+results_dir = "results/demo"  # reads every chapter's results, writes summary/
+voxel_size = 2.146  # Å
+distance_metric = "l2"  # cost metric whose EMD/KL enter the leaderboard
+n_browse = 16  # maps per submission in the map browser
+n_bootstrap = 200  # bootstrap resamples of the particle images for likelihood error bars
+seed = 0  # seed of the bootstrap
+
+# %% [markdown]
+# # 7. Summary: a leaderboard across metrics
+#
+# **Question.** How does each submission fare on every metric family at once, and do the
+# metrics agree?
+#
+# **Inputs.** The result files of chapters 3–6. **Outputs.** `summary/leaderboard.csv` (one row
+# per submission: each metric's value, its error (std over replicates, or over bootstrap
+# resamples of the images), its rank (1 = best) and the mean rank) and
+# `summary/rank_correlation.csv` (Spearman correlation between the metrics' rankings).
+# **Run time.** Seconds.
+#
+# | column | chapter | better | error bar |
+# |---|---|---|---|
+# | `resolution_A` — median over submitted maps of the best FSC=0.5 resolution against the GT (Å) | 3 | lower | spread (10th percentile) in its own column |
+# | `pcv_gt_captured` — % of the GT's variance captured by the submission's subspace | 4 | higher | — |
+# | `pcv_set_in_gt` — % of the submission's variance lying in the GT's subspace | 4 | higher | — |
+# | `emd_submitted`, `emd_optimised` — EMD with submitted / optimised populations (rank cost) | 5 | lower | std over GT subsamples and window sizes |
+# | `kl_submitted` — KL(P‖A q_sub) | 5 | lower | std over replicates |
+# | `loglik_per_image` — ensemble log-likelihood per image relative to the GT ensemble (nats) | 6 | higher | std over bootstrap resamples of the images |
+# | `best_cc` — median best cross-correlation of the images | 6 | higher | — |
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from helpers import io, plots, widgets
+from helpers.mapset import MapSet, slug
+from helpers.paths import resolve, save_csv
+
+plots.set_style()
+data, out = resolve(data_dir), resolve(results_dir)
+subs = {s.label: s for s in (MapSet.load(p) for p in sorted((out / "preprocessed").glob("*.npz")))}
+labels = list(subs)
+
+vol = pd.read_csv(out / "volume_metrics/summary.csv", index_col="label")
+pcv = pd.read_csv(out / "subspace/pcv.csv", index_col=0)
+rep = pd.read_csv(out / "distribution/replicates.csv")
+rep = rep[rep.metric == distance_metric]
+img = pd.read_csv(out / "image_metrics/summary.csv", index_col="label")
+
+rng = np.random.default_rng(seed)
+gt_ll = np.load(out / "image_metrics" / "gt_ensemble.npz")
+from scipy.special import logsumexp  # noqa: E402
+
+
+def per_image_ll(z):
+    with np.errstate(divide="ignore"):
+        return logsumexp(z["logp_integrated"] + np.log(z["populations"])[None], axis=1)
+
+
+ref_ll = per_image_ll(gt_ll)
+boot = rng.integers(0, len(ref_ll), (n_bootstrap, len(ref_ll)))
+rows = []
+for lab in labels:
+    d = rep[rep.label == lab]
+    z = np.load(out / "image_metrics" / f"{slug(lab)}.npz")
+    diff = per_image_ll(z) - ref_ll
+    rows.append({
+        "label": lab,
+        "resolution_A": vol.loc[lab, "best_res_median_A"], "resolution_p10_A": vol.loc[lab, "best_res_p10_A"],
+        "pcv_gt_captured": pcv.loc["GT", lab], "pcv_set_in_gt": pcv.loc[lab, "GT"],
+        "emd_submitted": d.EMD_submitted.mean(), "emd_submitted_err": d.EMD_submitted.std(),
+        "emd_optimised": d.EMD_opt.mean(), "emd_optimised_err": d.EMD_opt.std(),
+        "kl_submitted": d.KL_pq_submitted.mean(), "kl_submitted_err": d.KL_pq_submitted.std(),
+        "loglik_per_image": diff.mean(), "loglik_per_image_err": diff[boot].mean(1).std(),
+        "best_cc": img.loc[lab, "median_best_cc"],
+    })
+board = pd.DataFrame(rows).set_index("label")
+better = {"resolution_A": "low", "pcv_gt_captured": "high", "pcv_set_in_gt": "high", "emd_submitted": "low",
+          "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
+ranks = pd.DataFrame({m: board[m].rank(ascending=(b == "low"), method="min") for m, b in better.items()})
+board = board.join(ranks.add_prefix("rank_"))
+board["mean_rank"] = ranks.mean(1)
+board = board.sort_values("mean_rank")
+save_csv(out / "summary" / "leaderboard.csv", board)
+
+# %% [markdown]
+# ## The leaderboard
+# Colour = rank on each metric (dark = best); the last column is the mean rank. A submission
+# can lead on one family and trail on another — that is the point of scoring on all of them.
+
+# %%
+show = board[list(better) + ["mean_rank"]]
+pal = sns.color_palette("cividis", len(board)).as_hex()  # colour-blind safe; dark = rank 1
+
+
+def by_rank(col):
+    r = ranks.loc[col.index, col.name].astype(int)
+    return [f"background-color: {pal[k - 1]}; color: {'white' if k <= len(board) / 2 else 'black'}" for k in r]
+
+
+show.style.apply(by_rank, subset=list(better)).background_gradient(cmap="cividis", subset=["mean_rank"]).format(precision=2)
+
+# %% [markdown]
+# Each metric with its error bar (std over replicates for EMD/KL, bootstrap over images for the
+# likelihood):
+
+# %%
+panels_m = ["resolution_A", "pcv_gt_captured", "emd_submitted", "emd_optimised", "kl_submitted", "loglik_per_image"]
+fig, panels, _ = plots.panel_grid(panels_m, ncols=3, panel=(4, 3.6))
+col = plots.colors(labels)
+units = {"resolution_A": "Å (lower better)", "pcv_gt_captured": "% (higher better)",
+         "emd_submitted": "mean rank (lower better)", "emd_optimised": "mean rank (lower better)",
+         "kl_submitted": "nats (lower better)", "loglik_per_image": "nats / image vs GT (higher better)"}
+for m, a in panels.items():
+    err = board.get(f"{m}_err")
+    a.barh(board.index, board[m], xerr=None if err is None else err, color=[col[k] for k in board.index])
+    a.set_title(m, fontsize=9)
+    a.set_xlabel(units[m], fontsize=8)
+    a.tick_params(labelsize=7)
+fig.tight_layout()
+
+# %% [markdown]
+# ## Do the metrics agree?
+# Spearman correlation between the rankings the metrics induce (1 = same order). Map-level
+# metrics (resolution, subspace) ignore populations; distribution and image metrics see them —
+# so a submission with perfect maps but wrong populations splits the families.
+
+# %%
+rc = ranks.corr(method="spearman")
+save_csv(out / "summary" / "rank_correlation.csv", rc.rename_axis("metric"))
+fig, ax = plt.subplots(figsize=(6.5, 5.5))
+sns.heatmap(rc, annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=ax, annot_kws={"fontsize": 7},
+            cbar_kws={"label": "Spearman rank correlation"})
+ax.set_title("Agreement between metric rankings")
+fig.tight_layout()
+
+# %% [markdown]
+# ## Browse any submission's maps
+# Pick a submission, then move along its series (central z-section and z-projection of
+# `n_browse` evenly spaced maps, on the GT grid after preprocessing).
+
+# %%
+def map_frames(s):
+    idx = np.linspace(0, s.n_maps - 1, min(n_browse, s.n_maps)).astype(int)
+
+    def draw(k):
+        fig, ax = plt.subplots(1, 2, figsize=(4.4, 2.3))
+        plots.show_map(np.asarray(s.maps[idx[k]]), s.voxel_size, axes=ax)
+        fig.suptitle(f"{s.label}: map {idx[k] + 1}/{s.n_maps}, population {s.populations[idx[k]]:.3f}", fontsize=8)
+        for a in ax:
+            a.tick_params(labelsize=6)
+            a.title.set_fontsize(7)
+        return fig
+    return widgets.render_frames(len(idx), draw, dpi=60)
+
+
+widgets.nested_browser(labels, [map_frames(subs[lab]) for lab in labels])
+
+# %% [markdown]
+# ## Browse any submission's population profile
+# Each submitted map placed at the MD-PC1 of its closest GT map (L2), its population against the
+# GT's population along MD-PC1 (both per unit PC1, so they are comparable).
+
+# %%
+meta = io.read_gt_metadata(data / "gt/metadata.csv")
+gpc, gp = meta.pc1.to_numpy(), meta.populations.to_numpy() / meta.populations.sum()
+go = np.argsort(gpc)
+bins = np.linspace(gpc.min(), gpc.max(), 25)
+gt_hist = np.histogram(gpc, bins, weights=gp)[0]
+
+
+def profile(lab):
+    where = gpc[np.argmin(np.load(out / "volume_metrics" / f"{slug(lab)}.npz")["l2"], axis=0)]
+    fig, ax = plt.subplots(figsize=(5, 2.8))
+    ax.stairs(gt_hist, bins, color="0.5", fill=True, alpha=0.4, label="GT")
+    ax.stairs(np.histogram(where, bins, weights=subs[lab].populations)[0], bins, color=col[lab], lw=2, label=lab)
+    ax.set_xlabel("MD-PC1 (Å)")
+    ax.set_ylabel("population per bin")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{lab}: population along the motion", fontsize=9)
+    return widgets.fig_to_png(fig, dpi=70)
+
+
+widgets.dropdown_browser(labels, [profile(lab) for lab in labels], "submission")
