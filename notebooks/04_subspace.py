@@ -56,7 +56,7 @@ sets = {"GT": gt, **subs}
 # %%
 from helpers.fourier import fourier_resample  # noqa: E402
 
-prepared = {lab: fourier_resample(torch.as_tensor(np.asarray(s.maps)) * torch.as_tensor(mask), box_ds)
+prepared = {lab: fourier_resample(torch.as_tensor(np.array(s.maps)) * torch.as_tensor(mask), box_ds)
             for lab, s in sets.items()}
 if equalise:
     prepared, common_ps = preprocess.equalise_spectra(prepared)

@@ -92,7 +92,7 @@ better = {"resolution_A": "low", "pcv_gt_captured": "high", "pcv_set_in_gt": "hi
           "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
 ranks = pd.DataFrame({m: board[m].rank(ascending=(b == "low"), method="min") for m, b in better.items()})
 board = board.join(ranks.add_prefix("rank_"))
-board["mean_rank"] = ranks.mean(1)
+board["mean_rank"] = ranks.mean(axis=1)
 board = board.sort_values("mean_rank")
 save_csv(out / "summary" / "leaderboard.csv", board)
 

@@ -45,6 +45,8 @@ def check_site(root: Path) -> list[str]:
                 page.wait_for_selector(".widget-slider, .widget-dropdown", timeout=15000)
             sliders = page.locator(".widget-slider")
             for i in range(sliders.count()):
+                if not sliders.nth(i).is_visible():  # inside a Stack page that is not shown
+                    continue
                 box = sliders.nth(i).locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
                 before = box.screenshot()
                 handle = sliders.nth(i).locator(".noUi-handle, .slider-handle, [role=slider]").first

@@ -105,7 +105,7 @@ def test_summary_leaderboard(executed):
     high = board.sort_values("pcv_gt_captured", ascending=False)
     assert high["rank_pcv_gt_captured"].is_monotonic_increasing
     rank_cols = [c for c in board.columns if c.startswith("rank_")]
-    np.testing.assert_allclose(board["mean_rank"], board[rank_cols].mean(1))
+    np.testing.assert_allclose(board["mean_rank"], board[rank_cols].mean(axis=1))
     rc = pd.read_csv(res / "rank_correlation.csv", index_col=0)
     np.testing.assert_allclose(np.diag(rc.values), 1.0)
 
