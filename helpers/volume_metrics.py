@@ -299,7 +299,8 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
     if cache is not None and key in cache:
         cg_all = cache[key]
     else:
-        cg_all = torch.cat([cdfs(gt_maps[a:a + 256]) for a in range(0, gt_maps.shape[0], 256)])
+        step = chunk_size(n ** 3 * 4 * 3, dev, maximum=256)  # GT maps per chunk that fit in memory
+        cg_all = torch.cat([cdfs(gt_maps[a:a + step]) for a in range(0, gt_maps.shape[0], step)])
         if cache is not None:
             cache[key] = cg_all
     cs = cdfs(sub_maps)
