@@ -253,3 +253,12 @@ def test_mapset_roundtrip_and_no_overwrite_of_maps(tmp_path):
     assert back.label == "A b" and back.voxel_size == 1.5 and list(back.pc1) == [1.0, 2.0]
     io.write_mrc(tmp_path / "x.mrc", ms.maps[0], 1.5)
     expect_error(lambda: io.write_mrc(tmp_path / "x.mrc", ms.maps[0], 1.5), "x.mrc", "never overwrites")
+
+
+def test_gt_from_a_folder_of_mrc_maps(tmp_path):
+    rng = np.random.default_rng(1)
+    maps = rng.uniform(0.1, 1, (3, 6, 6, 6)).astype(np.float32)
+    for i, m in enumerate(maps):
+        write_map(tmp_path / f"{i + 1:05d}.mrc", m, 2.0)
+    write_map(tmp_path / "mask.mrc", np.ones((6, 6, 6)), 2.0)  # skipped: named like a mask
+    np.testing.assert_array_equal(io.read_gt_maps(tmp_path), maps)

@@ -136,3 +136,16 @@ def test_demo_maps_pairwise(tiny_data):
     for i in range(4):
         for j in range(3):
             np.testing.assert_allclose(c[i, j], fsc_numpy(g[i].astype(float) * mask, s[j].astype(float) * mask), atol=2e-6)
+
+
+def test_fsc_distance_with_resolution_cutoff():
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((2, 16, 16, 16)).astype(np.float32)
+    s = (g + rng.standard_normal((2, 16, 16, 16))).astype(np.float32)
+    full = vm.distance_matrices(g, s, metrics=["fsc"], normalise=None, voxel_size=2.0)
+    cut = vm.distance_matrices(g, s, metrics=["fsc"], normalise=None, voxel_size=2.0, fsc_cutoff_A=8.0)
+    curves = full["fsc_curves"].astype(np.float64)
+    keep = np.arange(1, 9) / (16 * 2.0) <= 1 / 8.0  # shells 1..8 up to 1/8 Å⁻¹ (shell 4)
+    np.testing.assert_allclose(full["fsc"], 1 - curves.mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(cut["fsc"], 1 - curves[..., keep].mean(-1), rtol=1e-6)
+    assert keep.sum() == 4
