@@ -18,6 +18,12 @@ Parseval sums yy = ‖ỹ‖², xx = ‖x̃‖², xy = ⟨x̃, ỹ⟩ (mean-remo
   pose-integrated log P = logsumexp over rotations × shifts of log P + log(1/(n_rot·n_shift))
   (equal quadrature weights of the Fibonacci × in-plane grid).
 
+Optional local refinement (``refine_rounds`` > 0): each image's best grid rotation is perturbed
+randomly within half the grid spacing (halving per round) and the best-pose ρ and log P are
+recomputed (``best_cc_refined``, ``logp_refined``). Measured on the demo: refinement lifts the
+GT ensemble above the blurred mocks at the optimal pose, but the maximum over poses also rewards
+noisy maps (they fit the image noise), so the pose-integrated likelihood stays the headline.
+
 Batching: for each map, templates are made for a chunk of rotations at once; all images and all
 shifts are compared with all templates in one real GEMM ([Re T, Im T] × [Re Z, Im Z]ᵀ with
 Z = w·CTF·Y·e^{+2πik·s/n} for every image and shift). Memory ∝ chunk × (images × shifts).
@@ -74,7 +80,7 @@ class ImageSearch:
 
     def __init__(self, images, pixel_size: float, ctf_params: dict, n_directions: int = 200,
                  n_inplane: int = 12, max_shift: int = 1, k_max: float | None = None, dev=None,
-                 rot_chunk: int = 1024):
+                 rot_chunk: int = 1024, refine_rounds: int = 0, refine_samples: int = 24):
         self.dev = dev or device()
         y = as_tensor(images, self.dev, torch.float64)
         self.M, self.n = y.shape[0], y.shape[-1]
@@ -107,6 +113,8 @@ class ImageSearch:
         self.Zr = torch.cat([Z.real, Z.imag], 1).T.to(torch.float32).contiguous()  # (2K, M·S)
         self.eul, self.R, self.w_pose = pose_grid(n_directions, n_inplane)
         self.rot_chunk = rot_chunk
+        self.refine_rounds, self.refine_samples = refine_rounds, refine_samples
+        self.step_deg = max(360.0 / n_inplane, float(np.degrees(np.sqrt(4 * np.pi / n_directions)))) / 2
 
     @property
     def n_poses(self) -> int:
@@ -141,10 +149,49 @@ class ImageSearch:
             f2 = rho2.permute(1, 0, 2).reshape(M, -1).max(1).values
             best_rho2 = torch.maximum(best_rho2, f2)
         lse = lse - math.log(len(self.R) * S)
-        return {"best_cc": best.cpu().numpy(), "rotation_index": best_rot.cpu().numpy(),
-                "shift_index": best_shift.cpu().numpy(),
-                "logp_best": log_marginal(best_rho2, self.yy, self.m, self.n_pix).cpu().numpy(),
-                "logp_integrated": lse.cpu().numpy()}
+        out = {"best_cc": best.cpu().numpy(), "rotation_index": best_rot.cpu().numpy(),
+               "shift_index": best_shift.cpu().numpy(),
+               "logp_best": log_marginal(best_rho2, self.yy, self.m, self.n_pix).cpu().numpy(),
+               "logp_integrated": lse.cpu().numpy()}
+        if self.refine_rounds:
+            cc_r, rho2_r = self._refine(projector, map_index, self.R[best_rot.cpu().numpy()])
+            out["best_cc_refined"] = cc_r.cpu().numpy()
+            out["logp_refined"] = log_marginal(rho2_r, self.yy, self.m, self.n_pix).cpu().numpy()
+        return out
+
+    def _refine(self, projector, map_index: int, R0: np.ndarray):
+        """Local refinement of each image's best grid rotation: ``refine_rounds`` rounds of
+        ``refine_samples`` random perturbations (half the grid spacing, halving each round), all
+        shifts searched again. Each image is compared only with its own candidates (batched)."""
+        from .geometry import axis_angle_to_matrix, sphere_directions
+
+        M, S = self.M, len(self.shifts)
+        rng = np.random.default_rng(map_index)
+        Z = self.Zr.T.reshape(M, S, -1)  # (M, S, 2K)
+        C2w = self.C2w.T  # (M, K)
+        cur, step = R0.copy(), self.step_deg
+        best_rho = torch.full((M,), -2.0, device=self.dev)
+        best_rho2 = torch.zeros(M, dtype=torch.float64, device=self.dev)
+        axes = sphere_directions(self.refine_samples)
+        for _ in range(self.refine_rounds):
+            dR = np.stack([np.eye(3)] + [axis_angle_to_matrix(a, t) for a, t in
+                                         zip(axes, rng.uniform(-step, step, self.refine_samples))])
+            cand = np.einsum("kij,mjl->mkil", dR, cur)  # (M, K+1, 3, 3)
+            Kc = cand.shape[1]
+            T = projector.project_ft(cand.reshape(-1, 3, 3), [map_index])[0].reshape(M, Kc, -1)[:, :, self.band]
+            Tr = torch.cat([T.real, T.imag], -1)  # (M, Kc, 2K)
+            xy = torch.einsum("mkb,msb->mks", Tr, Z) / self.n_pix
+            xx = torch.einsum("mkb,mb->mk", T.real ** 2 + T.imag ** 2, C2w) / self.n_pix
+            rho = xy / torch.sqrt(xx[..., None] * self.yy.float()[:, None, None]).clamp_min(1e-30)
+            v, k = rho.reshape(M, -1).max(1)
+            kk = (k // S).cpu().numpy()
+            cur = cand[np.arange(M), kk]
+            upd = v > best_rho
+            best_rho = torch.where(upd, v, best_rho)
+            r2 = (rho.double() ** 2).clamp(max=1 - 1e-12).reshape(M, -1).max(1).values
+            best_rho2 = torch.maximum(best_rho2, r2)
+            step /= 2
+        return best_rho, best_rho2
 
     def search(self, maps, label: str = "") -> dict:
         """Search all maps (L, n, n, n) (on the images' grid). Returns dict of (M, L) arrays and

@@ -37,8 +37,11 @@ def test_high_snr_pose_within_grid_spacing_and_true_map_wins():
     idx = np.array([0, 1, 0, 1, 0, 1])
     shifts = [(1, 0), (0, -1), (0, 0), (-1, 1), (1, 1), (0, 1)]
     imgs, cp = _images(maps, idx, R[pick], shifts, n, px, rng, 0.05)
-    s = im.ImageSearch(imgs, px, cp, n_directions=60, n_inplane=12, max_shift=1)
+    s = im.ImageSearch(imgs, px, cp, n_directions=60, n_inplane=12, max_shift=1, refine_rounds=3)
     out = s.search(maps)
+    # local refinement never does worse than the grid's best pose and gets close to the truth
+    assert np.all(out["best_cc_refined"] >= out["best_cc"] - 1e-6)
+    assert np.all(out["best_cc_refined"][np.arange(6), idx] > 0.95)
     assert np.all(out["logp_integrated"].argmax(1) == idx)
     assert np.all(out["best_cc"][np.arange(6), idx] > 0.9)
     for i in range(6):
