@@ -100,6 +100,10 @@ def test_bioem_is_asymmetric_and_published_constant_offsets():
     ab = vm.distance_matrices(a, b, metrics=["bioem"], normalise=None)["bioem"]
     ba = vm.distance_matrices(b, a, metrics=["bioem"], normalise=None)["bioem"]
     assert not np.allclose(ab, ba.T, rtol=1e-3)
+    sym = vm.distance_matrices(a, b, metrics=["l2", "corr", "fsc"], normalise=None)
+    sym_t = vm.distance_matrices(b, a, metrics=["l2", "corr", "fsc"], normalise=None)
+    for m in ("l2", "corr", "fsc"):  # these are symmetric in their arguments
+        np.testing.assert_allclose(sym[m], sym_t[m].T, rtol=1e-6)
     pub = vm.distance_matrices(a, b, metrics=["bioem"], normalise=None, mode="reference")["bioem"]
     np.testing.assert_allclose(ab - pub, math.pi / 2 - 0.5 * math.log(math.pi), rtol=1e-6)
 
