@@ -134,3 +134,18 @@ def test_static_widgets_are_linked_in_the_browser():
               widgets.nested_browser(["x", "y"], [png, png])):
         links = [x for x in W.Widget.widgets.values() if isinstance(x, Link)]
         assert any(l.target[0] is w.children[1] and l.target[1] == "selected_index" for l in links)
+
+
+def test_runner_stops_at_first_failing_notebook(tmp_path, monkeypatch, capsys):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    head = "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n#     name: python3\n# ---\n\n"
+    (nbdir / "01_ok.py").write_text(head + '# %% tags=["parameters"]\nx = 1\n\n# %%\nprint(x)\n')
+    (nbdir / "02_bad.py").write_text(head + '# %% tags=["parameters"]\nx = 1\n\n# %%\nraise ValueError("broken on purpose")\n')
+    (nbdir / "03_never.py").write_text(head + '# %% tags=["parameters"]\nx = 1\n')
+    (tmp_path / "p.yml").write_text(yaml.safe_dump({"executed_dir": str(tmp_path / "out"), "dataset": {}, "common": {}}))
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", nbdir)
+    assert run.main(["--params", str(tmp_path / "p.yml"), "--no-data"]) == 1
+    err = capsys.readouterr().err
+    assert "02_bad.py" in err and "ValueError" in err and "broken on purpose" in err
+    assert (tmp_path / "out" / "01_ok.ipynb").exists() and not (tmp_path / "out" / "03_never.ipynb").exists()
