@@ -238,7 +238,7 @@ def simulate_particles(maps, pops, n_images: int, pixel_size: float, rng: np.ran
 DEFAULTS = dict(box=64, voxel_size=2.146, n_gt=400, n_maps=80, n_small=20, coord_noise=0.3,
                 bfactor=30.0, n_images=2000, snr=0.05, max_shift=2.0, seed=0,
                 rotation_axis=(1.0, 2.0, 3.0), rotation_deg=40.0, other_voxel_factor=1.5,
-                noise_fraction=1.5, lowpass_range=(10.0, 18.0))
+                noise_fraction=4.0, lowpass_range=(10.0, 18.0))
 
 
 def _partial(folder: Path) -> Path:
