@@ -85,27 +85,36 @@ def _spectra(maps, mask, layout: ShellLayout, dev) -> tuple[torch.Tensor, torch.
     return f, power
 
 
-def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = None) -> np.ndarray:
+def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = None,
+               prep=None, cache: dict | None = None, key=None) -> np.ndarray:
     """FSC curves of every GT map against every submitted map.
 
-    gt_maps (n_gt, N, N, N) (a memory map is streamed), sub_maps (n_sub, N, N, N), mask (N, N, N)
-    weights or None. Returns float32 (n_gt, n_sub, N//2): shells 1..N//2.
+    gt_maps (n_gt, N, N, N) (a memory map is streamed in chunks), sub_maps (n_sub, N, N, N), mask
+    (N, N, N) real-space weights or None. ``prep`` (optional) maps a chunk of maps to the arrays to
+    transform (default: multiply by the mask). With ``cache``/``key`` the GT spectra are kept for
+    the next submission when they fit in a quarter of free memory. Returns float32
+    (n_gt, n_sub, N//2): shells 1..N//2.
     """
     dev = dev or device()
+    if prep is None:
+        w = None if mask is None else as_tensor(mask, dev)
+        prep = (lambda x: as_tensor(x, dev)) if w is None else (lambda x: as_tensor(x, dev) * w)  # noqa: E731
     n = sub_maps.shape[-1]
-    layout = ShellLayout.make(n, dev)
-    fs, ps = _spectra(sub_maps, mask, layout, dev)
-    K = layout.order.numel()
     n_gt = gt_maps.shape[0]
-    if gt_chunk is None:
-        gt_chunk = chunk_size(n ** 3 * 4 * 6, dev, maximum=1024)
+    gt_chunk = gt_chunk or chunk_size(n ** 3 * 4 * 6, dev, maximum=1024)
+    layout = ShellLayout.make(n, dev)
+    fs, ps = _spectra(prep(sub_maps), None, layout, dev)
+    K = layout.order.numel()
+    use_cache = cache is not None and (key in cache or n_gt * 2 * K * 4 < 0.25 * available_bytes(dev))
+    if use_cache and key not in cache:
+        cache[key] = [_spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev) for a in range(0, n_gt, gt_chunk)]
     out = np.empty((n_gt, fs.shape[0], n // 2), dtype=np.float32)
-    for a in progress(range(0, n_gt, gt_chunk), desc="FSC (GT chunks)"):
-        fg, pg = _spectra(gt_maps[a:a + gt_chunk], mask, layout, dev)
+    for ci, a in enumerate(progress(range(0, n_gt, gt_chunk), desc="FSC (GT chunks)")):
+        fg, pg = cache[key][ci] if use_cache else _spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev)
         num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
                            for lo, hi in layout.bounds], -1).double()
         den = torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
-        out[a:a + gt_chunk] = (num / den).float().cpu().numpy()
+        out[a:a + len(fg)] = (num / den).float().cpu().numpy()
     return out
 
 
@@ -230,7 +239,8 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
             if ref and normalise == "median_zscore":
                 x = median_zscore(x, sel3, convention)
             return x * weight
-        curves = _fsc_prepared(gt_maps, prep(sub_maps), prep, dev, gt_chunk, cache, ("fsc", mode, normalise))
+        curves = fsc_matrix(gt_maps, sub_maps, dev=dev, gt_chunk=gt_chunk, prep=prep, cache=cache,
+                            key=("fsc", mode, normalise))
         out["fsc_curves"] = curves
         if "fsc" in want:
             use = np.ones(n // 2, bool)
@@ -241,26 +251,6 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
             out["res"] = resolution(curves, voxel_size, 0.5, "published" if ref else "interpolated")
     if "sw" in want:
         out["sw"] = sliced_wasserstein(gt_maps, sub_maps, voxel_size, sw_directions, seed, mask, dev, cache)
-    return out
-
-
-def _fsc_prepared(gt_maps, sub_prepared, prep, dev, gt_chunk, cache=None, key=None):
-    n_gt = gt_maps.shape[0]
-    n = sub_prepared.shape[-1]
-    gt_chunk = gt_chunk or chunk_size(n ** 3 * 4 * 6, dev, maximum=1024)
-    layout = ShellLayout.make(n, dev)
-    fs, ps = _spectra(sub_prepared, None, layout, dev)
-    K = layout.order.numel()
-    fits = n_gt * 2 * K * 4 < 0.25 * available_bytes(dev)
-    if cache is not None and key not in cache and fits:
-        cache[key] = [_spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev) for a in range(0, n_gt, gt_chunk)]
-    out = np.empty((n_gt, fs.shape[0], n // 2), dtype=np.float32)
-    for ci, a in enumerate(progress(range(0, n_gt, gt_chunk), desc="FSC (GT chunks)")):
-        fg, pg = cache[key][ci] if (cache is not None and key in cache) else _spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev)
-        num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
-                           for lo, hi in layout.bounds], -1).double()
-        den = torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
-        out[a:a + len(fg)] = (num / den).float().cpu().numpy()
     return out
 
 

@@ -113,3 +113,20 @@ def test_coarser_submission_is_upsampled_with_a_warning_or_refused():
     np.testing.assert_allclose(Fo.fourier_resample(out.maps, 16).numpy(), base, atol=1e-4 * np.abs(base).max())
     with pytest.raises(InputError, match="coarser"):
         pp.to_gt_grid(ms, 24, 2.0, allow_coarser=False)
+
+
+def test_unit_norm_with_mask_weights():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 6, 6, 6))
+    m = rng.uniform(0, 1, (6, 6, 6))
+    out = pp.unit_norm(x, m).numpy()
+    ref = (x * m) / np.linalg.norm((x * m).reshape(3, -1), axis=1)[:, None, None, None]
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_fft_translation_finds_a_known_integer_shift():
+    from helpers.align import fft_translation
+
+    ref = blob_volume(24, [((2, -3, 1), 1.0), ((-4, 5, 0), 0.6)])
+    moved = np.roll(ref, (2, -3, 4), axis=(0, 1, 2))  # (dz, dy, dx)
+    np.testing.assert_array_equal(fft_translation(moved, ref), [-2, 3, -4])  # the shift that undoes it
