@@ -82,6 +82,14 @@ def axis_angle_to_matrix(axis, angle_deg: float) -> np.ndarray:
     return quaternion_to_matrix(np.concatenate([[np.cos(h)], np.sin(h) * axis]))
 
 
+def rotvec_to_matrix(v) -> np.ndarray:
+    """Rotation vectors (..., 3) (axis × angle in radians) -> matrices (..., 3, 3) (Rodrigues)."""
+    v = np.asarray(v, dtype=np.float64)
+    t = np.linalg.norm(v, axis=-1, keepdims=True)
+    axis = np.where(t > 0, v / np.where(t > 0, t, 1.0), 0.0)
+    return quaternion_to_matrix(np.concatenate([np.cos(t / 2), np.sin(t / 2) * axis], -1))
+
+
 def rotation_angle(R1, R2=None) -> np.ndarray:
     """Geodesic angle (degrees) between rotations: angle of R1 R2ᵀ (of R1 if R2 is None)."""
     R = np.asarray(R1, dtype=np.float64)

@@ -107,19 +107,23 @@ class FourierSliceProjector:
         kx, ky = image_freqs(n, x.device)
         self._k = torch.stack([kx, ky, torch.zeros_like(kx)], -1).to(torch.float32)  # (n, n/2+1, 3)
 
-    def project_ft(self, rotations, maps=None) -> torch.Tensor:
+    def project_ft(self, rotations, maps=None, band=None) -> torch.Tensor:
         """Slice transforms for every selected map at every rotation.
 
-        rotations: (B, 3, 3). maps: indices (default all). Returns complex64 (M_sel, B, n, n//2+1).
+        rotations: (B, 3, 3). maps: indices (default all). band: optional boolean mask of the
+        n·(n//2+1) flattened rfft2 frequencies to compute (only those are interpolated).
+        Returns complex64 (M_sel, B, n, n//2+1), or (M_sel, B, K) for K band frequencies.
         """
         R = torch.as_tensor(np.asarray(rotations), dtype=torch.float32, device=self.device).reshape(-1, 3, 3)
         idx = torch.arange(self.n_maps, device=self.device) if maps is None else torch.as_tensor(np.atleast_1d(maps), device=self.device)
-        q = torch.einsum("bij,hwj->bhwi", R, self._k) * self.pad  # (B, n, n/2+1, 3) padded-index units
+        k = self._k if band is None else self._k.reshape(-1, 3)[torch.as_tensor(band, device=self.device)][:, None]
+        q = torch.einsum("bij,hwj->bhwi", R, k) * self.pad  # (B, h, w, 3) padded-index units
         grid = 2 * (q + self.P // 2) / (self.P - 1) - 1
         vol = self.ft[idx]  # (M, 2, P, P, P)
         g = grid[None].expand(vol.shape[0], -1, -1, -1, -1)
         out = F.grid_sample(vol, g, mode="bilinear", padding_mode="zeros", align_corners=True)
-        return torch.complex(out[:, 0], out[:, 1])  # (M, B, n, n/2+1)
+        out = torch.complex(out[:, 0], out[:, 1])  # (M, B, h, w)
+        return out if band is None else out[..., 0]
 
     def project(self, rotations, maps=None) -> torch.Tensor:
         """Real-space line-sum projections (M_sel, B, n, n) float32."""

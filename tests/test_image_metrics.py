@@ -10,7 +10,8 @@ from scipy import integrate
 from conftest import blob_volume
 from helpers import image_metrics as im
 from helpers import projection as P
-from helpers.geometry import pose_grid, rotation_angle, grid_spacing_deg
+from helpers.fourier import lowpass
+from helpers.geometry import euler_to_matrix, grid_spacing_deg, pose_grid, random_rotations, rotation_angle
 
 BLOBS_A = [((0, 6, 0), 1.0), ((4, -3, 3), 0.8), ((-5, -2, -4), 1.2), ((2, 2, -6), 0.6)]
 BLOBS_B = [((0, -6, 0), 1.0), ((-4, 3, 3), 0.8), ((5, 2, -4), 1.2), ((-2, 2, 6), 0.6)]
@@ -37,17 +38,68 @@ def test_high_snr_pose_within_grid_spacing_and_true_map_wins():
     idx = np.array([0, 1, 0, 1, 0, 1])
     shifts = [(1, 0), (0, -1), (0, 0), (-1, 1), (1, 1), (0, 1)]
     imgs, cp = _images(maps, idx, R[pick], shifts, n, px, rng, 0.05)
-    s = im.ImageSearch(imgs, px, cp, n_directions=60, n_inplane=12, max_shift=1, refine_rounds=3)
-    out = s.search(maps)
-    # local refinement never does worse than the grid's best pose and gets close to the truth
-    assert np.all(out["best_cc_refined"] >= out["best_cc"] - 1e-6)
-    assert np.all(out["best_cc_refined"][np.arange(6), idx] > 0.95)
-    assert np.all(out["logp_integrated"].argmax(1) == idx)
-    assert np.all(out["best_cc"][np.arange(6), idx] > 0.9)
+    kw = dict(n_directions=60, n_inplane=12, max_shift=1, shift_step=1.0)
+    grid = im.ImageSearch(imgs, px, cp, refine_levels=0, **kw).search(maps)
+    out = im.ImageSearch(imgs, px, cp, refine_levels=2, **kw).search(maps)
+    # refinement never does worse than the grid's best pose and gets close to the truth
+    assert np.all(out["best_cc"] >= grid["best_cc"] - 1e-6)
+    assert np.all(out["best_cc"][np.arange(6), idx] > 0.95)
+    for o in (grid, out):
+        assert np.all(o["logp_integrated"].argmax(1) == idx)
+    assert np.all(grid["best_cc"][np.arange(6), idx] > 0.9)
+    spacing = grid_spacing_deg(60, 12)
     for i in range(6):
-        got = s.R[out["rotation_index"][i, idx[i]]]
-        assert rotation_angle(got, R[pick[i]]) <= grid_spacing_deg(60, 12)
-        assert tuple(s.shifts[out["shift_index"][i, idx[i]]]) == shifts[i]
+        for o, tol in ((grid, spacing), (out, spacing / 3)):
+            got = euler_to_matrix(*o["euler"][i, idx[i]])
+            assert rotation_angle(got, R[pick[i]]) <= tol
+            assert tuple(o["shift"][i, idx[i]]) == shifts[i]
+
+
+def _continuous_pose_images(snr, n=24, px=3.0, M=60, seed=0):
+    """A sharp 12-blob map, images at Haar-random rotations and uniform sub-pixel shifts (±0.75 px)."""
+    rng = np.random.default_rng(seed)
+    cent = [(tuple(rng.uniform(-6, 6, 3)), rng.uniform(0.5, 1.2)) for _ in range(12)]
+    V = blob_volume(n, cent, 1.0).astype(np.float32)
+    R = random_rotations(M, rng)
+    sh = rng.uniform(-0.75, 0.75, (M, 2))
+    du = rng.uniform(8000, 20000, M)
+    f = P.FourierSliceProjector(V[None]).project_ft(R)[0].to(torch.complex128)
+    clean = P.image_irfft(f * P.ctf(n, px, du, du - 100, np.full(M, 20.0)) * P.shift_phase(n, sh), n).numpy()
+    imgs = clean + rng.normal(0, np.sqrt(clean.var() / snr), clean.shape)
+    return V, imgs, dict(defocus_u=du, defocus_v=du - 100, defocus_angle=np.full(M, 20.0)), rng
+
+
+def test_true_map_beats_its_lowpass_when_poses_are_off_grid():
+    """The demo's failure mode in miniature: with whole-pixel shifts and no refinement the
+    low-passed map out-scores the map that made the images; the default search ranks the truth
+    first, above the low-pass and a noisy copy."""
+    V, imgs, cp, rng = _continuous_pose_images(0.3)
+    lp = lowpass(V, 2 * 3.0 / 0.7, 3.0, width=0.01).numpy().astype(np.float32)
+    noisy = (V + rng.normal(0, V.std(), V.shape)).astype(np.float32)
+    maps = np.stack([V, lp, noisy])
+    kw = dict(n_directions=100, n_inplane=12, max_shift=1)
+    coarse = im.ImageSearch(imgs, 3.0, cp, shift_step=1.0, refine_levels=0, **kw).search(maps)
+    default = im.ImageSearch(imgs, 3.0, cp, **kw).search(maps)
+    c, d = coarse["logp_integrated"].sum(0), default["logp_integrated"].sum(0)
+    assert c[1] > c[0]  # the failure the refinement fixes
+    assert d[0] > d[1] + 20 and d[0] > d[2] + 300
+
+
+def test_refined_integral_approaches_a_dense_grid():
+    """Second quadrature: a grid 15x denser in rotations (1500 x 48) with 1/3-px shifts (and one
+    refinement level). At SNR 0.3 the refined coarse integral (100 x 12, ½-px shifts) lands within
+    1.5 nat/image of it on average, with 10x less error than the plain coarse grid (measured:
+    0.8 vs 9.6 nat/image; at SNR 1 3.9 vs 38)."""
+    V, imgs, cp, _ = _continuous_pose_images(0.3, M=24, seed=1)
+    dense = im.ImageSearch(imgs, 3.0, cp, n_directions=1500, n_inplane=48, shift_step=1 / 3, refine_levels=1,
+                           max_shift=1).search(V[None])["logp_integrated"][:, 0]
+    s = im.ImageSearch(imgs, 3.0, cp, n_directions=100, n_inplane=12, max_shift=1)
+    refined = s.search(V[None])["logp_integrated"][:, 0]
+    s.refine_levels = 0
+    plain = s.search(V[None])["logp_integrated"][:, 0]
+    err_refined, err_plain = abs(np.mean(refined - dense)), np.mean(dense - plain)
+    assert err_refined < 1.5 and err_plain > 5
+    assert err_refined < err_plain / 5
 
 
 def test_analytic_marginal_matches_numerical_integration():
@@ -77,7 +129,7 @@ def test_likelihood_invariant_to_image_offset_and_scale():
     _, R, _ = pose_grid(20, 6)
     rng = np.random.default_rng(2)
     imgs, cp = _images(maps, [0, 1], R[[3, 40]], [(0, 0), (0, 0)], n, px, rng, 1.0)
-    kw = dict(n_directions=20, n_inplane=6, max_shift=1)
+    kw = dict(n_directions=20, n_inplane=6, max_shift=1)  # default refinement included
     a = im.ImageSearch(imgs, px, cp, **kw).search(maps)
     b = im.ImageSearch(3.0 * imgs + 5.0, px, cp, **kw).search(maps)
     np.testing.assert_allclose(b["best_cc"], a["best_cc"], atol=1e-4)
