@@ -4,12 +4,9 @@ Palettes are colour-blind safe (seaborn "colorblind"); diverging maps use "RdBu_
 """
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
 PALETTE = "colorblind"
 

@@ -10,10 +10,7 @@ import io
 from typing import Callable, Sequence
 
 import ipywidgets as W
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def fig_to_png(fig, dpi: int = 80) -> bytes:

@@ -20,7 +20,7 @@ max_shift = 1  # translations searched: ±max_shift pixels (at the downsampled s
 shift_step = 0.5  # spacing of the shift grid (pixels at the downsampled size)
 refine_levels = 2  # adaptive refinement of the pose integral (0: grid only)
 refine_top = 2  # grid rotations per image refined at each level
-n_gt_maps = 0  # GT maps in the reference ensemble: 0 = all (the true ensemble), else evenly spaced along MD-PC1
+n_gt_maps = 0  # GT maps in the reference ensemble (0: all, the true ensemble; else evenly spaced along MD-PC1)
 
 # %% [markdown]
 # # 6. Image metrics: do the maps explain the particle images?

@@ -40,6 +40,14 @@ def check_site(root: Path) -> list[str]:
                 problems.append(f"{name}: JavaScript errors {errors[:3]}")
             if page.locator(".output.traceback, .output.error").count():
                 problems.append(f"{name}: a cell shows an error")
+            # every chapter shows static figures, and each one actually loads
+            figs = page.locator(".cell_output img")
+            n_fig = figs.count()
+            broken = sum(1 for i in range(n_fig) if not figs.nth(i).evaluate("e => e.complete && e.naturalWidth > 0"))
+            if "executed" in path.parts and n_fig == 0:
+                problems.append(f"{name}: no figures")
+            if broken:
+                problems.append(f"{name}: {broken} of {n_fig} figures do not load")
             n_views = page.locator("script[type='application/vnd.jupyter.widget-view+json']").count()
             if n_views:
                 page.wait_for_selector(".widget-slider, .widget-dropdown", timeout=15000)
@@ -67,7 +75,7 @@ def check_site(root: Path) -> list[str]:
                 page.wait_for_timeout(300)
                 if box.screenshot() == before:
                     problems.append(f"{name}: dropdown {i} did not change the picture")
-            print(f"{name}: {sliders.count()} sliders, {dropdowns.count()} dropdowns checked", flush=True)
+            print(f"{name}: {n_fig} figures, {sliders.count()} sliders, {dropdowns.count()} dropdowns checked", flush=True)
             page.close()
         browser.close()
     return problems

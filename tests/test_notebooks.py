@@ -34,6 +34,11 @@ def test_every_notebook_has_a_parameters_cell_first():
         params = run.declared_parameters(nb)
         for v in params.values():  # no absolute paths outside the repo
             assert not (isinstance(v, str) and v.startswith("/")), (path.name, v)
+        # papermill's own parser (used by `papermill --help-notebook`) reads every parameter
+        from papermill.translators import PythonTranslator
+
+        seen = [p.name for p in PythonTranslator.inspect(nb.cells[0])]
+        assert seen == list(params), (path.name, set(params) - set(seen))
 
 
 def test_all_executed_with_injected_parameters_hidden(executed):
@@ -45,6 +50,16 @@ def test_all_executed_with_injected_parameters_hidden(executed):
     inj = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert inj and "remove-cell" in inj[0].metadata["tags"]
     assert "widgets" in nb.metadata  # widget state saved for the static book
+
+
+def test_every_chapter_shows_static_figures(executed):
+    """Figures must be displayed inline (a forced non-interactive backend once hid them all)."""
+    import nbformat
+
+    for path in sorted((executed / "executed").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        n = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        assert n >= 1, f"{path.name}: no figure output"
 
 
 def test_data_and_preprocessing_outputs(executed):
