@@ -32,6 +32,7 @@ seed = 0  # seed of the bootstrap
 # | column | chapter | better | error bar |
 # |---|---|---|---|
 # | `resolution_A` — median over submitted maps of the best FSC=0.5 resolution against the GT (Å) | 3 | lower | spread (10th percentile) in its own column |
+# | `pw_coverage_A` — mean over a GT subset of the Procrustes–Wasserstein distance to the closest submitted map (Å; only when chapter 3 computed it) | 3 | lower | — |
 # | `pcv_gt_captured` — % of the GT's variance captured by the submission's subspace | 4 | higher | — |
 # | `pcv_set_in_gt` — % of the submission's variance lying in the GT's subspace | 4 | higher | — |
 # | `emd_submitted`, `emd_optimised` — EMD with submitted / optimised populations (rank cost) | 5 | lower | std over GT subsamples and window sizes |
@@ -59,6 +60,8 @@ pcv = pd.read_csv(out / "subspace/pcv.csv", index_col=0)
 rep = pd.read_csv(out / "distribution/replicates.csv")
 rep = rep[rep.metric == distance_metric]
 img = pd.read_csv(out / "image_metrics/summary.csv", index_col="label")
+tfile = out / "volume_metrics/transport.csv"
+transport = pd.read_csv(tfile, index_col="label") if tfile.exists() else pd.DataFrame()
 
 rng = np.random.default_rng(seed)
 gt_ll = np.load(out / "image_metrics" / "gt_ensemble.npz")
@@ -80,6 +83,7 @@ for lab in labels:
     rows.append({
         "label": lab,
         "resolution_A": vol.loc[lab, "best_res_median_A"], "resolution_p10_A": vol.loc[lab, "best_res_p10_A"],
+        **({"pw_coverage_A": transport.loc[lab, "pw_coverage_A"]} if "pw_coverage_A" in transport and lab in transport.index else {}),
         "pcv_gt_captured": pcv.loc["GT", lab], "pcv_set_in_gt": pcv.loc[lab, "GT"],
         "emd_submitted": d.EMD_submitted.mean(), "emd_submitted_err": d.EMD_submitted.std(),
         "emd_optimised": d.EMD_opt.mean(), "emd_optimised_err": d.EMD_opt.std(),
@@ -88,7 +92,8 @@ for lab in labels:
         "best_cc": img.loc[lab, "median_best_cc"],
     })
 board = pd.DataFrame(rows).set_index("label")
-better = {"resolution_A": "low", "pcv_gt_captured": "high", "pcv_set_in_gt": "high", "emd_submitted": "low",
+better = {"resolution_A": "low", **({"pw_coverage_A": "low"} if "pw_coverage_A" in board else {}),
+          "pcv_gt_captured": "high", "pcv_set_in_gt": "high", "emd_submitted": "low",
           "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
 ranks = pd.DataFrame({m: board[m].rank(ascending=(b == "low"), method="min") for m, b in better.items()})
 board = board.join(ranks.add_prefix("rank_"))
@@ -135,7 +140,7 @@ fig.tight_layout()
 # %% [markdown]
 # ## Do the metrics agree?
 # Spearman correlation between the rankings the metrics induce (1 = same order). Map-level
-# metrics (resolution, subspace) ignore populations; distribution and image metrics see them —
+# metrics (resolution, PW coverage, subspace) ignore populations; distribution and image metrics see them —
 # so a submission with perfect maps but wrong populations splits the families.
 
 # %%
