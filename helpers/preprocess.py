@@ -55,6 +55,18 @@ def flip_hand(ms: MapSet) -> MapSet:
     return ms.with_maps(np.ascontiguousarray(np.asarray(ms.maps)[..., ::-1]), step="flip hand (reverse x)")
 
 
+def _numpy_median(x: torch.Tensor) -> torch.Tensor:
+    """Row medians of (n, m) with numpy's convention (mean of the two middle values for even m),
+    by selection rather than sorting: torch's lower median, then the next value up."""
+    lo = x.median(dim=1).values
+    if x.shape[1] % 2:
+        return lo
+    n_le = (x <= lo[:, None]).sum(1)
+    nxt = x.masked_fill(x <= lo[:, None], float("inf")).min(1).values
+    hi = torch.where(n_le > x.shape[1] // 2, lo, nxt)  # a tie at the lower middle: both middles equal
+    return ((lo.double() + hi.double()) / 2).to(x.dtype)
+
+
 def median_zscore(maps, mask=None, convention: str = "numpy") -> torch.Tensor:
     """Per-map (x − median)/std over the voxels with mask > 0.5 (all voxels if no mask).
 
@@ -68,7 +80,7 @@ def median_zscore(maps, mask=None, convention: str = "numpy") -> torch.Tensor:
     if convention == "published":
         med = sel.median(dim=1).values
     elif convention == "numpy":
-        med = torch.quantile(sel.double(), 0.5, dim=1).float() if sel.shape[1] < 16_000_000 else sel.median(1).values
+        med = _numpy_median(sel)
     else:
         raise ValueError(f"unknown convention {convention!r}")
     sd = sel.std(dim=1, unbiased=True)

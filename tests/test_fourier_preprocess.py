@@ -85,6 +85,21 @@ def test_median_zscore_conventions():
     np.testing.assert_allclose(zp, (flat - lower[:, None]) / flat.std(1, ddof=1, keepdims=True), atol=1e-5)
 
 
+def test_numpy_median_by_selection_handles_ties_and_odd_counts():
+    rng = np.random.default_rng(1)
+    for m in (7, 8, 512):
+        x = rng.integers(0, 4, (6, m)).astype(np.float32)  # many ties at the middle
+        got = pp._numpy_median(torch.as_tensor(x)).numpy()
+        np.testing.assert_array_equal(got, np.median(x, 1).astype(np.float32))
+    mask = np.zeros((8, 8, 8), np.float32)
+    mask[2:6, 2:6, 1:6] = 1  # 80 voxels: an even count inside the mask
+    x = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
+    sel = x.reshape(2, -1)[:, mask.ravel() > 0.5].astype(np.float64)
+    z = pp.median_zscore(x, mask).numpy().reshape(2, -1)[:, mask.ravel() > 0.5]
+    np.testing.assert_allclose(z, (sel - np.median(sel, 1, keepdims=True)) / sel.std(1, ddof=1, keepdims=True),
+                               atol=1e-5)
+
+
 def test_equalise_spectra_replaces_profiles_by_the_minimum():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((4, 16, 16, 16))
