@@ -206,9 +206,9 @@ fig.tight_layout()
 # aligned clouds: the published start (the product coupling) is trapped in poor local optima on
 # these maps (see the `helpers.transport` docstring for numbers).
 #
-# Every pair is a small optimisation (about 23 ms for GW + PW at k = 100 on one core), so the
-# book uses `transport_gt_maps` × `transport_sub_maps` maps per submission; the full
-# 400 × 80 matrix costs about 12 min per submission.
+# Every pair is a small optimisation (about 17 ms for GW + PW at k = 100 on 2 CPU cores), so
+# the book uses `transport_gt_maps` × `transport_sub_maps` maps per submission (47 s for the
+# demo's 11 submissions); the full 400 × 80 matrix costs about 9 min per submission.
 
 # %%
 from helpers import transport
