@@ -1,6 +1,6 @@
 """hetbook helpers: the kernels and I/O that the analysis notebooks call.
 
-One module per concern (see README "Where things live"):
+One module per concern (README "Layout" lists the rest of the repository):
 
 ``backend``          device choice (CUDA when present, else CPU), memory-sized chunks, progress bars
 ``paths``            repository-relative paths, atomic writes, result files
@@ -11,7 +11,8 @@ One module per concern (see README "Where things live"):
 ``geometry``         Euler angles (RELION ZYZ), rotation grids, rotating volumes
 ``preprocess``       crop/pad, resample, flip, normalise, equalise spectra
 ``align``            global rotational alignment of a submission to a reference
-``volume_metrics``   batched FSC, resolution and GT x submission distance matrices
+``volume_metrics``   batched FSC (mask-corrected too), resolution and GT x submission distance matrices
+``transport``        Gromov-/Procrustes-Wasserstein distances between top-k voxel clouds (CPU, POT)
 ``subspace``         PCA, percentage of captured variance, common subspace
 ``distribution``     EMD / KL between GT and submitted or optimised populations
 ``projection``       Fourier-slice projector and CTF

@@ -34,6 +34,7 @@ coordinates (not centred, so PW rotates about the box corner and no translation 
 the product start for GW, the objectives without square root, and PW's cost taken before the
 last rotation update.
 
+Runs on the CPU (POT's exact solvers, float64), whatever device the other kernels use.
 Cost: each pair is one small optimisation, so GT × submission matrices loop over pairs. At
 ``k = 100`` on one CPU core: GW ~7 ms per start (the W2 start; the product start alone
 ~21 ms) and PW ~5 ms per pair; the demo book measured 17 ms per pair for both together. A
