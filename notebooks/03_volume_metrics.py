@@ -19,6 +19,7 @@ transport_gt_maps = 12  # GT maps (evenly spaced along MD-PC1) in the GW/PW matr
 transport_sub_maps = 20  # submitted maps (evenly spaced in submission order) in the GW/PW matrices
 transport_top_k = 100  # points per map cloud (its largest voxels)
 transport_box = 16  # box the maps are Fourier-resampled to before the clouds are taken
+transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available CPU core)
 
 # %% [markdown]
 # # 3. Volume metrics: FSC, resolution and distance matrices
@@ -206,9 +207,10 @@ fig.tight_layout()
 # aligned clouds: the published start (the product coupling) is trapped in poor local optima on
 # these maps (see the `helpers.transport` docstring for numbers).
 #
-# Every pair is a small optimisation (about 17 ms for GW + PW at k = 100 on 2 CPU cores), so
-# the book uses `transport_gt_maps` × `transport_sub_maps` maps per submission (47 s for the
-# demo's 11 submissions); the full 400 × 80 matrix costs about 9 min per submission.
+# Every pair is a small optimisation (about 14 ms for GW + PW at k = 100 on one CPU core; the
+# pairs are spread over `transport_jobs` worker processes), so the book uses
+# `transport_gt_maps` × `transport_sub_maps` maps per submission; the full 400 × 80 matrix
+# costs about 7 min per submission on one core, divided by the number of cores.
 
 # %%
 from helpers import transport
@@ -216,7 +218,7 @@ from helpers import transport
 if transport_metrics:
     gt_sel = order[np.linspace(0, gt.n_maps - 1, min(transport_gt_maps, gt.n_maps)).round().astype(int)]
     tkw = dict(metrics=transport_metrics, top_k=transport_top_k, voxel_size=voxel_size, mask=mask,
-               downsample=transport_box)
+               downsample=transport_box, n_jobs=transport_jobs)
     gt_self = transport.transport_matrices(gt.maps, gt.maps, gt_index=gt_sel, sub_index=gt_sel, **tkw)
     tres, trows = {}, []
     for label, s in subs.items():

@@ -178,3 +178,16 @@ def test_downsampled_clouds_match_manual_pipeline():
     assert r["gw"][0, 1] == pytest.approx(gw, rel=1e-5)
     assert r["pw"][1, 0] == pytest.approx(tr.procrustes_wasserstein(X[1], p[1], X[0], p[0]), rel=1e-5)
     assert r["gw"][0, 1] > 0.5 and r["pw"][0, 0] < 1e-3
+
+
+def test_worker_processes_give_the_serial_result():
+    n = 16
+    rng = np.random.default_rng(7)
+    maps = np.stack([blob_volume(n, [((rng.integers(-4, 5), rng.integers(-4, 5), 0), 1.0), ((2, 1, 0), 0.7)])
+                     for _ in range(5)])
+    kw = dict(top_k=15, voxel_size=1.5, downsample=None)
+    serial = tr.transport_matrices(maps, maps[:3], **kw)
+    parallel = tr.transport_matrices(maps, maps[:3], n_jobs=2, **kw)
+    for m in ("gw", "pw"):
+        np.testing.assert_array_equal(parallel[m], serial[m])
+    assert tr.available_cores() >= 1
