@@ -67,7 +67,7 @@ var.columns = [f"PC{i + 1}" for i in range(var.shape[1])]
 save_csv(out / "subspace" / "variance.csv", var.rename_axis("label"))
 M, labels = subspace.pcv_matrix(pcas)
 pcv = pd.DataFrame(100 * M, index=labels, columns=labels)
-save_csv(out / "subspace" / "pcv.csv", pcv.rename_axis("reference"))
+save_csv(out / "subspace" / "pcv.csv", pcv.rename_axis("reference"));
 
 # %% [markdown]
 # ## Percentage of captured variance (Fig. 2B)

@@ -99,7 +99,7 @@ ranks = pd.DataFrame({m: board[m].rank(ascending=(b == "low"), method="min") for
 board = board.join(ranks.add_prefix("rank_"))
 board["mean_rank"] = ranks.mean(axis=1)
 board = board.sort_values("mean_rank")
-save_csv(out / "summary" / "leaderboard.csv", board)
+save_csv(out / "summary" / "leaderboard.csv", board);
 
 # %% [markdown]
 # ## The leaderboard
