@@ -231,7 +231,7 @@ def _published_numpy(g, s, mask, voxel_size):
 
     k = np.fft.fftfreq(n, 1.0 / n)
     shell = np.floor(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) + 0.5)
-    res = {m: np.empty((len(g), len(s))) for m in ("l2", "corr", "bioem", "res")}
+    res = {m: np.empty((len(g), len(s))) for m in ("l2", "corr", "bioem", "fsc", "res")}
     for i, a in enumerate(g):
         za = z(a)
         A = np.fft.fftn(za.reshape(n, n, n))
@@ -249,12 +249,13 @@ def _published_numpy(g, s, mask, voxel_size):
             fsc = np.array([np.real((A * B.conj())[shell == q].sum())
                             / np.sqrt((abs(A[shell == q]) ** 2).sum() * (abs(B[shell == q]) ** 2).sum())
                             for q in range(1, n // 2 + 1)])
+            res["fsc"][i, j] = 1 - fsc.mean()
             res["res"][i, j] = n * voxel_size / (np.argmin(fsc > 0.5) + 1)
     return res
 
 
 def test_reference_mode_matches_the_published_formulas_in_numpy():
-    """Every reference-mode metric (not only the l2 anchor) against an independent float64 numpy
+    """Every reference-mode metric (not only the l2 anchor; FSC distance included) against an independent float64 numpy
     transcription of the published formulas, on smooth random maps whose FSCs cross 0.5 at
     different shells, with a soft mask that has zeros (binarised by != 0 in reference mode)."""
     import torch
@@ -267,11 +268,12 @@ def test_reference_mode_matches_the_published_formulas_in_numpy():
     c = np.arange(n) - n // 2
     r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
     mask = np.clip((7 - r) / 2, 0, 1).astype(np.float32)
-    got = vm.distance_matrices(g, s, mask, metrics=["l2", "corr", "bioem", "res"], mode="reference",
+    got = vm.distance_matrices(g, s, mask, metrics=["l2", "corr", "bioem", "fsc", "res"], mode="reference",
                                voxel_size=px)
     ref = _published_numpy(g, s, mask, px)
     for m in ("l2", "corr"):
         np.testing.assert_allclose(got[m], ref[m], rtol=1e-4)
     np.testing.assert_allclose(got["bioem"], ref["bioem"], rtol=1e-6)
+    np.testing.assert_allclose(got["fsc"], ref["fsc"], atol=1e-5)
     np.testing.assert_array_equal(got["res"], ref["res"])
     assert len(np.unique(ref["res"])) >= 3  # the crossings differ between pairs
