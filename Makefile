@@ -48,6 +48,7 @@ check-site: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_volume_metrics.py
 	$(PY) benchmarks/bench_image_search.py
+	$(PY) benchmarks/bench_transport.py
 
 clean-book:
 	rm -rf book/_build book/executed
