@@ -31,13 +31,16 @@ transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available
 # **Inputs.** `preprocessed/*.npz`, the GT stack, metadata and mask. **Outputs.**
 # `volume_metrics/<label>.npz` with one (n_gt, n_sub) matrix per metric (`l2`, `corr`,
 # `bioem`, `fsc`, `res` in Å, `sw` in Å), `fsc_curves` (n_gt, n_sub, N/2, shells 1..N/2),
-# `gt_pc1`; `volume_metrics/summary.csv` (per submission: median and 10th percentile of each
+# `gt_pc1`, and for each submitted map its best GT match `best_gt_index` (n_sub,) with that
+# pair's FSC curves `fsc_best_corrected` (mask-corrected), `fsc_best_unmasked` and
+# `fsc_best_randomised` (n_sub, N/2); `volume_metrics/summary.csv` (per submission: median and 10th percentile of each
 # submitted map's best resolution against the GT, in Å, and the median resolution of the
 # best-match pairs after mask correction and without a mask); `volume_metrics/transport/<label>.npz`
 # (`gw`, `pw` in Å on subsets: rows `gt_index`, columns `sub_index`) and
 # `volume_metrics/transport.csv` (per submission: mean over the GT subset of the distance to the
-# closest submitted map, `gw_coverage_A`, `pw_coverage_A`). **Run time.** Seconds per submission on
-# 2 CPU cores (all GT × submission FSCs as per-shell matrix products).
+# closest submitted map, `gw_coverage_A`, `pw_coverage_A`). **Run time.** About 10 s per
+# submission on 2 CPU cores for the demo (400 GT × 80 maps at 64³: every FSC as per-shell
+# matrix products, the mask check, the GW/PW subsets).
 #
 # Conventions: both GT and submitted maps are median-z-scored inside the mask (weight > 0.5);
 # FSCs use the soft mask as real-space weights; resolution is the interpolated 0.5 crossing (a
