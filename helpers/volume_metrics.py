@@ -137,18 +137,21 @@ def paired_fsc(a, b, mask=None, dev=None) -> np.ndarray:
     return (num / torch.sqrt(pa * pb).clamp_min(1e-300)).cpu().numpy()
 
 
-def phase_randomise(maps, from_shell, seed: int = 0, dev=None) -> torch.Tensor:
+def phase_randomise(maps, from_shell, seed: int = 0, dev=None, first_index: int = 0) -> torch.Tensor:
     """Replace the Fourier phases of every map at shells ≥ ``from_shell`` by random phases
     (amplitudes kept), as RELION does for its mask correction.
 
     maps (n, N, N, N); from_shell: an int or one shell per map ((n,) ints; ≤ 0 or > N//2
     leaves that map unchanged). The random phases are those of the FFT of real white noise, so
-    the result stays real. Returns float32 (n, N, N, N)."""
+    the result stays real; map k's noise is seeded by (``seed``, ``first_index`` + k), so a
+    stack processed in chunks gets the same phases as in one piece. Returns float32 (n, N, N, N).
+    """
     dev = dev or device()
     x = as_tensor(maps, dev)
     n = x.shape[-1]
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.randn(x.shape, generator=g, dtype=torch.float32).to(dev)
+    noise = torch.stack([torch.randn(x.shape[1:], dtype=torch.float32,
+                                     generator=torch.Generator().manual_seed(seed * 1_000_003 + first_index + k))
+                         for k in range(x.shape[0])]).to(dev)
     dims = (-3, -2, -1)  # unshifted transforms: the phases are replaced, the map's origin is irrelevant
     w = torch.fft.rfftn(noise, dim=dims)
     u = w / w.abs().clamp_min(1e-30)
@@ -159,24 +162,41 @@ def phase_randomise(maps, from_shell, seed: int = 0, dev=None) -> torch.Tensor:
     return torch.fft.irfftn(torch.where(sel, f.abs() * u, f), s=(n, n, n), dim=dims).float()
 
 
-def mask_corrected_fsc(a, b, mask, threshold: float = 0.8, seed: int = 0, dev=None) -> dict:
-    """Masked FSC of pairs a[k], b[k] corrected for mask-induced correlation by phase
-    randomisation (Chen et al. 2013), with RELION's conventions.
+def mask_corrected_fsc(a, b, mask, threshold: float = 0.8, seed: int = 0, dev=None, a_index=None,
+                       chunk: int | None = None) -> dict:
+    """Masked FSC of pairs (a[a_index[k]], b[k]) corrected for mask-induced correlation by
+    phase randomisation (Chen et al. 2013), with RELION's conventions.
 
     For each pair: ``randomize_at`` = the first shell whose *unmasked* FSC drops below
     ``threshold`` (0.8); both maps get independent random phases from that shell on, are
     masked, and give FSC_n. Corrected FSC = masked FSC below ``randomize_at + 2`` and
     (FSC_t − FSC_n)/(1 − FSC_n) (0 where FSC_n > FSC_t) from there. A pair whose unmasked FSC
     never drops below ``threshold`` keeps its unmasked curve (``randomize_at`` = −1).
-    a, b (n, N, N, N); mask (N, N, N) weights. Returns float64 (n, N//2) curves ``corrected``,
-    ``masked``, ``unmasked``, ``randomised`` (FSC_n) and int (n,) ``randomize_at``.
+    a (n_a, N, N, N) (a memory map is read pair-chunk by pair-chunk), b (n, N, N, N),
+    ``a_index`` (n,) ints (default: a[k] with b[k]); mask (N, N, N) weights. Returns float64
+    (n, N//2) curves ``corrected``, ``masked``, ``unmasked``, ``randomised`` (FSC_n) and int (n,)
+    ``randomize_at``.
     """
     dev = dev or device()
+    n, N = b.shape[0], b.shape[-1]
+    a_index = np.arange(n) if a_index is None else np.asarray(a_index)
+    chunk = chunk or chunk_size(N ** 3 * 4 * 16, dev, maximum=256)
+    parts = []
+    for s in progress(range(0, n, chunk), desc="mask correction (pair chunks)"):
+        ai, bi = a_index[s:s + chunk], np.arange(s, min(n, s + chunk))
+        aa = a[ai] if isinstance(a, np.ndarray) else a[torch.as_tensor(ai)]
+        bb = b[bi] if isinstance(b, np.ndarray) else b[torch.as_tensor(bi)]
+        parts.append(_mask_corrected_chunk(aa, bb, mask, threshold, seed, dev, s))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _mask_corrected_chunk(a, b, mask, threshold, seed, dev, first_index) -> dict:
     unmasked = paired_fsc(a, b, None, dev)
     masked = paired_fsc(a, b, mask, dev)
     below = unmasked < threshold
     at = np.where(below.any(1), np.argmax(below, 1) + 1, -1)  # shell number (1-based), −1: never
-    ra, rb = phase_randomise(a, at, seed, dev), phase_randomise(b, at, seed + 1, dev)
+    ra = phase_randomise(a, at, seed, dev, first_index)
+    rb = phase_randomise(b, at, seed + 1, dev, first_index)
     rand = paired_fsc(ra, rb, mask, dev)
     shells = np.arange(1, unmasked.shape[1] + 1)[None]
     fix = (shells >= at[:, None] + 2) & (at[:, None] > 0)
