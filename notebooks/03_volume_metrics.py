@@ -206,9 +206,9 @@ fig.tight_layout()
 # Two corrections to the published recipe matter here. The clouds are taken from maps
 # Fourier-resampled to a `transport_box`³ grid (8.6 Å voxels on the demo): on the full grid the
 # top voxels are a few density peaks, and GT maps 5 steps apart (of 400) come out 5.3 Å apart
-# by GW with k = 50, the two ends of the motion only 6.4 Å. And GW is started from the Wasserstein plan of the
-# aligned clouds: the published start (the product coupling) is trapped in poor local optima on
-# these maps (see the `helpers.transport` docstring for numbers).
+# by GW with k = 50, the two ends of the motion only 6.4 Å. And GW is started from the
+# Wasserstein plan of the aligned clouds: the published start (the product coupling) is trapped
+# in poor local optima on these maps (see the `helpers.transport` docstring for numbers).
 #
 # Every pair is a small optimisation (about 14 ms for GW + PW at k = 100 on one CPU core; the
 # pairs are spread over `transport_jobs` worker processes), so the book uses
