@@ -81,7 +81,12 @@ def _spectra(maps, mask, layout: ShellLayout, dev) -> tuple[torch.Tensor, torch.
         x = x * as_tensor(mask, dev)
     # no ifftshift: a shift common to both maps multiplies both spectra by the same phase ramp,
     # which cancels in Re Σ G S*, and the copy costs more than the transform
-    f = torch.fft.rfftn(x, dim=(-3, -2, -1)).reshape(x.shape[0], -1)[:, layout.order]
+    return _shell_sorted(torch.fft.rfftn(x, dim=(-3, -2, -1)), layout)
+
+
+def _shell_sorted(f: torch.Tensor, layout: ShellLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """rfft spectra (n, N, N, N//2+1) -> the pair :func:`_spectra` returns."""
+    f = f.reshape(f.shape[0], -1)[:, layout.order]
     sw = layout.weights.sqrt()
     f = torch.cat([f.real * sw, f.imag * sw], 1)
     K = layout.order.numel()
@@ -129,7 +134,12 @@ def paired_fsc(a, b, mask=None, dev=None) -> np.ndarray:
     Returns float64 (n, N//2), shells 1..N//2 — the diagonal of :func:`fsc_matrix`, at O(n) cost."""
     dev = dev or device()
     layout = ShellLayout.make(a.shape[-1], dev)
-    (fa, pa), (fb, pb) = _spectra(a, mask, layout, dev), _spectra(b, mask, layout, dev)
+    return _paired(_spectra(a, mask, layout, dev), _spectra(b, mask, layout, dev), layout)
+
+
+def _paired(sa, sb, layout: ShellLayout) -> np.ndarray:
+    """Paired FSC curves from two :func:`_spectra` results."""
+    (fa, pa), (fb, pb) = sa, sb
     prod = (fa * fb).double()
     K = layout.order.numel()
     prod = prod[:, :K] + prod[:, K:]
@@ -148,15 +158,20 @@ def phase_randomise(maps, from_shell, seed: int = 0, dev=None, first_index: int 
     """
     dev = dev or device()
     x = as_tensor(maps, dev)
-    n = x.shape[-1]
-    noise = torch.stack([torch.randn(x.shape[1:], dtype=torch.float32,
+    return _replace_phases(torch.fft.rfftn(x, dim=(-3, -2, -1)), x.shape[-1], from_shell, seed, first_index)
+
+
+def _replace_phases(f: torch.Tensor, n: int, from_shell, seed: int, first_index: int) -> torch.Tensor:
+    """:func:`phase_randomise` on rfft spectra f (m, n, n, n//2+1) (unshifted transforms: the
+    phases are replaced, so the maps' origin is irrelevant); returns the real maps."""
+    dev, dims = f.device, (-3, -2, -1)
+    # one generator per map (a loop over maps, but only to draw noise): results do not depend on chunking
+    noise = torch.stack([torch.randn((n, n, n), dtype=torch.float32,
                                      generator=torch.Generator().manual_seed(seed * 1_000_003 + first_index + k))
-                         for k in range(x.shape[0])]).to(dev)
-    dims = (-3, -2, -1)  # unshifted transforms: the phases are replaced, the map's origin is irrelevant
+                         for k in range(f.shape[0])]).to(dev)
     w = torch.fft.rfftn(noise, dim=dims)
     u = w / w.abs().clamp_min(1e-30)
-    f = torch.fft.rfftn(x, dim=dims)
-    s0 = torch.as_tensor(np.broadcast_to(np.asarray(from_shell), (x.shape[0],)).copy(), device=dev)
+    s0 = torch.as_tensor(np.broadcast_to(np.asarray(from_shell), (f.shape[0],)).copy(), device=dev)
     s0 = torch.where(s0 <= 0, n, s0)  # "never" → beyond the corner of the box
     sel = shell_index(n, dev)[None] >= s0[:, None, None, None]
     return torch.fft.irfftn(torch.where(sel, f.abs() * u, f), s=(n, n, n), dim=dims).float()
@@ -173,31 +188,35 @@ def mask_corrected_fsc(a, b, mask, threshold: float = 0.8, seed: int = 0, dev=No
     (FSC_t − FSC_n)/(1 − FSC_n) (0 where FSC_n > FSC_t) from there. A pair whose unmasked FSC
     never drops below ``threshold`` keeps its unmasked curve (``randomize_at`` = −1).
     a (n_a, N, N, N) (a memory map is read pair-chunk by pair-chunk), b (n, N, N, N),
-    ``a_index`` (n,) ints (default: a[k] with b[k]); mask (N, N, N) weights. Returns float64
-    (n, N//2) curves ``corrected``, ``masked``, ``unmasked``, ``randomised`` (FSC_n) and int (n,)
-    ``randomize_at``.
+    ``a_index`` (n,) ints (default: a[k] with b[k]); mask (N, N, N) weights, clipped to [0, 1]
+    as in :func:`distance_matrices`. Returns float64 (n, N//2) curves ``corrected``,
+    ``masked``, ``unmasked``, ``randomised`` (FSC_n) and int (n,) ``randomize_at``.
     """
     dev = dev or device()
     n, N = b.shape[0], b.shape[-1]
     a_index = np.arange(n) if a_index is None else np.asarray(a_index)
     chunk = chunk or chunk_size(N ** 3 * 4 * 16, dev, maximum=256)
+    layout = ShellLayout.make(N, dev)
+    w = as_tensor(mask, dev).clamp(0, 1)
     parts = []
     for s in progress(range(0, n, chunk), desc="mask correction (pair chunks)"):
         ai, bi = a_index[s:s + chunk], np.arange(s, min(n, s + chunk))
         aa = a[ai] if isinstance(a, np.ndarray) else a[torch.as_tensor(ai)]
         bb = b[bi] if isinstance(b, np.ndarray) else b[torch.as_tensor(bi)]
-        parts.append(_mask_corrected_chunk(aa, bb, mask, threshold, seed, dev, s))
+        parts.append(_mask_corrected_chunk(as_tensor(aa, dev), as_tensor(bb, dev), w, threshold, seed, layout, s))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _mask_corrected_chunk(a, b, mask, threshold, seed, dev, first_index) -> dict:
-    unmasked = paired_fsc(a, b, None, dev)
-    masked = paired_fsc(a, b, mask, dev)
+def _mask_corrected_chunk(a, b, w, threshold, seed, layout, first_index) -> dict:
+    N, dev, dims = a.shape[-1], a.device, (-3, -2, -1)
+    fa, fb = torch.fft.rfftn(a, dim=dims), torch.fft.rfftn(b, dim=dims)  # reused for the randomisation
+    unmasked = _paired(_shell_sorted(fa, layout), _shell_sorted(fb, layout), layout)
+    masked = _paired(_spectra(a, w, layout, dev), _spectra(b, w, layout, dev), layout)
     below = unmasked < threshold
     at = np.where(below.any(1), np.argmax(below, 1) + 1, -1)  # shell number (1-based), −1: never
-    ra = phase_randomise(a, at, seed, dev, first_index)
-    rb = phase_randomise(b, at, seed + 1, dev, first_index)
-    rand = paired_fsc(ra, rb, mask, dev)
+    ra = _replace_phases(fa, N, at, seed, first_index)
+    rb = _replace_phases(fb, N, at, seed + 1, first_index)
+    rand = _paired(_spectra(ra, w, layout, dev), _spectra(rb, w, layout, dev), layout)
     shells = np.arange(1, unmasked.shape[1] + 1)[None]
     fix = (shells >= at[:, None] + 2) & (at[:, None] > 0)
     true = np.where(rand > masked, 0.0, (masked - rand) / np.maximum(1 - rand, 1e-12))

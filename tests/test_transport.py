@@ -68,6 +68,14 @@ def test_top_k_clouds_match_numpy():
         Q = Q - (vals / vals.sum()) @ Q
         np.testing.assert_allclose(P, Q, atol=1e-12)
         assert np.allclose(W @ P, 0, atol=1e-12)
+    mask = rng.uniform(-0.2, 1.3, (6, 6, 6))  # weights are clipped to [0, 1] before the selection
+    pos_m, w_m = tr.top_k_clouds(maps, k, voxel_size=vs, mask=mask, centre=False)
+    for m, P, W in zip(maps, pos_m, w_m):
+        mm = (m * np.clip(mask, 0, 1)).ravel()
+        idx = np.argsort(mm)[::-1][:k]
+        vals = mm[idx] - min(mm[idx].min(), 0)
+        np.testing.assert_allclose(W, vals / vals.sum(), rtol=1e-12)
+        np.testing.assert_allclose(P, (np.stack(np.unravel_index(idx, m.shape), -1) - 3) * vs, atol=1e-12)
     ref_pos, _ = tr.top_k_clouds(maps, k, mode="reference")  # integer voxel indices, uncentred
     assert np.array_equal(ref_pos, np.round(ref_pos)) and ref_pos.min() >= 0
     with pytest.raises(ValueError, match="top_k"):
@@ -191,3 +199,28 @@ def test_worker_processes_give_the_serial_result():
     for m in ("gw", "pw"):
         np.testing.assert_array_equal(parallel[m], serial[m])
     assert tr.available_cores() >= 1
+
+
+def test_cube_rotations_are_the_24_proper_signed_permutations():
+    R = tr.cube_rotations()
+    assert R.shape == (24, 3, 3)
+    np.testing.assert_allclose(np.einsum("nij,nkj->nik", R, R), np.broadcast_to(np.eye(3), (24, 3, 3)), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0)
+    assert len({r.tobytes() for r in R.round().astype(int)}) == 24
+    # the octahedral group is closed under composition
+    keys = {r.tobytes() for r in R.round().astype(int)}
+    assert all((a @ b).round().astype(int).tobytes() in keys for a in R for b in R)
+
+
+def test_gt_clouds_cached_across_submissions():
+    """With a cache the second call never looks at the GT maps: it gives the same matrix even when
+    handed a blank GT stack."""
+    n = 16
+    maps = np.stack([blob_volume(n, [((k, 0, 0), 1.0), ((2, 1, 0), 0.7)]) for k in range(4)])
+    kw = dict(top_k=15, voxel_size=1.5, downsample=None, gt_index=[0, 2, 3])
+    cache = {}
+    first = tr.transport_matrices(maps, maps[:2], cache=cache, **kw)
+    again = tr.transport_matrices(np.zeros_like(maps), maps[:2], cache=cache, **kw)
+    for m in ("gw", "pw"):
+        np.testing.assert_array_equal(again[m], first[m])
+    assert len(cache) == 1
