@@ -7,8 +7,17 @@ Everything is computed from batched matrix products, never pair by pair:
   Each map is Fourier transformed once (real FFT; half-spectrum multiplicities applied), the
   voxels are grouped by shell, and the numerator of all pairs for one shell is one real GEMM of
   [Re G, Im G] with [Re S, Im S]. The GT is streamed in chunks sized to free memory.
-  Maps are multiplied by the mask weights in real space first (not z-scored: an offset times
-  the mask would add the mask's own shape to both maps and inflate the FSC).
+  With a mask, each map's **solvent background** is subtracted before it is multiplied by the
+  mask weights (:func:`background_level`: the median over the voxels where the mask weight is
+  ≤ 0.01). An offset b left in a map would be multiplied by the mask and stamp the mask's own
+  shape into the map, which changes every shell's FSC (a submission ``5·s + 3`` lost 20 Å of
+  resolution on the demo, a small positive offset *gained* some). Subtracting the background
+  makes the FSC, FSC distance and resolution invariant to a per-map affine change a·s + b
+  (a > 0) of either map, and leaves a map that is zero in its solvent unchanged. The median of
+  the solvent (not the mean under the mask) is used because the mean under the mask includes
+  the molecule's own density (its removal would change the FSC of an offset-free map) and the
+  median is robust to noise and stray density outside the mask. z-scoring before masking is
+  not a fix: the subtracted median is a protein-dependent value, again stamped by the mask.
 * **Mask correction** (:func:`mask_corrected_fsc`, for chosen pairs such as each submitted map
   and its best GT match): RELION's phase-randomisation test (Chen et al. 2013) of how much of
   a masked FSC the mask itself creates; the pairs' FSCs are computed batched (:func:`paired_fsc`).
@@ -17,8 +26,12 @@ Everything is computed from batched matrix products, never pair by pair:
   it and the previous shell (FSC at DC taken as 1); a curve that never drops below the
   threshold is resolved to Nyquist (2 × voxel size). The published rule (first failing shell
   index, "never fails" → worst value N·voxel) is ``rule="published"``.
-* **Distances** from the sufficient statistics Σx, Σx², Σxy of each pair over the N voxels
-  with mask weight > 0.5 (one GEMM for Σxy), after per-map median z-scoring of *both* sets:
+* **Distances** from the *centred* sufficient statistics of each pair over the N voxels with
+  mask weight > 0.5: the mean μ, V = Σ(x − μ)² (two passes, float64) and the cross products
+  Σ(g − μ_g)(s − μ_s) (one GEMM). ``l2`` = V_g + V_s − 2·Cov + N(μ_g − μ_s)²: no cancellation
+  between uncentred sums of squares (Σg² + Σs² − 2Σgs lost all digits for near-identical maps
+  with a +1000 offset); the remaining rounding error is ≤ ~1e-15·(V_g + V_s), and values below
+  it are clamped at 0. All after per-map median z-scoring of *both* sets:
   ``l2`` = Σ(g − s)²; ``corr`` = Pearson correlation (a similarity; cost = 1 − corr);
   ``bioem`` = −log P(g | s) (Cossio & Hummer 2013: g = a s + b + noise, a, b, σ marginalised;
   constant + ½ ln π; asymmetric); ``fsc`` = 1 − mean FSC over shells (optionally only shells up
@@ -32,22 +45,129 @@ Everything is computed from batched matrix products, never pair by pair:
 
 ``mode="reference"`` reproduces the published code (``challenge-metrics.md`` §6): mask
 ``!= 0``, torch lower median, ``corr`` = Σ g·s (a similarity), BioEM constant +π/2, resolution
-by the first failing shell.
+by the first failing shell, no background subtraction.
+
+**Degenerate maps** (constant inside the mask, or with non-finite voxels) raise
+:class:`DegenerateMapError` naming the set and the map indices; no NaN reaches a result.
+
+**GT cache** (:class:`GTCache`): the GT's statistics for one mask and set of options, with
+their own chunk boundaries, reused for every submission; a call with another mask, GT, box or
+options rebuilds it (never mixes layouts).
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .backend import available_bytes, chunk_size, device, progress
+from .errors import InputError
 from .fourier import as_tensor, rfft_weights, shell_frequencies, shell_index
 from .preprocess import median_zscore
 
 METRICS = ("l2", "corr", "bioem", "fsc", "res")
 COST_METRICS = {"l2": "l2", "corr": "1 - corr", "bioem": "bioem", "fsc": "fsc", "res": "res", "sw": "sw"}
+BACKGROUND_WEIGHT = 0.01  # mask weights at or below this are solvent, where the background is estimated
+
+
+class DegenerateMapError(InputError):
+    """A map that no metric can score (constant inside the mask, or non-finite values)."""
+
+
+def _check_finite(x: torch.Tensor, label: str, first_index: int = 0):
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+    if bool(bad.any()):
+        idx = (torch.nonzero(bad).flatten() + first_index).tolist()
+        raise DegenerateMapError(label, f"map(s) {idx[:10]} contain NaN or infinite voxels.",
+                                 "Replace or drop these maps (check the file they came from).")
+
+
+def _check_nonconstant(var: torch.Tensor, label: str, first_index: int = 0, scale=None):
+    """var (n,): a variance-like statistic per map; zero (or ≤ 1e-12 of ``scale``) = constant."""
+    lim = 0.0 if scale is None else 1e-12 * scale
+    bad = var <= lim
+    if bool(bad.any()):
+        idx = (torch.nonzero(bad).flatten() + first_index).tolist()
+        raise DegenerateMapError(label, f"map(s) {idx[:10]} are constant inside the mask (no contrast to compare).",
+                                 "Drop these maps, or check that the mask and the maps are on the same grid.")
+
+
+def background_level(maps, mask, dev=None) -> torch.Tensor:
+    """Per-map solvent background (n,): the median of each map over the voxels whose mask
+    weight is ≤ ``BACKGROUND_WEIGHT`` (numpy's median convention). With fewer than 8 such voxels
+    (a mask that covers the box) the mask-weighted mean Σ w x / Σ w is used instead (still
+    exact for an offset: a·s + b → a·level(s) + b). maps (n, N, N, N), mask (N, N, N)."""
+    from .preprocess import _numpy_median
+
+    dev = dev or device()
+    x = as_tensor(maps, dev)
+    w = as_tensor(mask, dev).clamp(0, 1)
+    flat = x.reshape(x.shape[0], -1)
+    out = w.flatten() <= BACKGROUND_WEIGHT
+    if int(out.sum()) >= 8:
+        return _numpy_median(flat[:, out].double()).float()
+    wf = w.flatten().double()
+    return ((flat.double() @ wf) / wf.sum().clamp_min(1e-300)).float()
+
+
+def subtract_background(maps, mask, dev=None) -> torch.Tensor:
+    """maps − :func:`background_level` (per map), float32 on ``dev``."""
+    x = as_tensor(maps, dev or device())
+    return x - background_level(x, mask, x.device).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _fingerprint(x) -> str:
+    """Cheap identity of an array: shape, dtype and a hash of (a sample of) its bytes."""
+    if x is None:
+        return "none"
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+    h = hashlib.sha1(repr((tuple(a.shape), str(a.dtype))).encode())
+    if a.size * a.itemsize <= 64 * 2 ** 20:
+        h.update(np.ascontiguousarray(a).tobytes())
+    else:  # a large stack (a memory map): first, middle and last map
+        for i in sorted({0, a.shape[0] // 2, a.shape[0] - 1}):
+            h.update(np.ascontiguousarray(a[i]).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class _Entry:
+    signature: tuple
+    bounds: list        # [(start, stop)] GT rows of each cached part
+    parts: list
+
+
+@dataclass
+class GTCache:
+    """The GT's per-chunk statistics, reused for every submission scored against one GT.
+
+    Each kind (``"stats"``, ``"fsc"``, ``"sw"``) is stored with a *signature* (GT and mask
+    fingerprints, box, mode, normalisation, background, options) and the GT row range of every
+    part, so a later call iterates over the cached parts whatever its own chunk size, and a call
+    whose signature differs rebuilds the entry instead of reading another layout. A plain
+    ``dict`` passed as ``cache`` is wrapped (one GTCache is stored inside it)."""
+    entries: dict = field(default_factory=dict)
+
+    def lookup(self, kind: str, signature: tuple):
+        e = self.entries.get(kind)
+        if e is not None and e.signature != signature:
+            del self.entries[kind]  # another GT/mask/options: never reuse
+            return None
+        return e
+
+    def store(self, kind: str, signature: tuple, bounds: list, parts: list) -> _Entry:
+        e = _Entry(signature, list(bounds), list(parts))
+        self.entries[kind] = e
+        return e
+
+
+def _as_cache(cache) -> GTCache | None:
+    if cache is None or isinstance(cache, GTCache):
+        return cache
+    return cache.setdefault("__gt_cache__", GTCache())
 
 
 # ------------------------------------------------------------------------------ FSC
@@ -96,44 +216,73 @@ def _shell_sorted(f: torch.Tensor, layout: ShellLayout) -> tuple[torch.Tensor, t
 
 
 def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = None,
-               prep=None, cache: dict | None = None, key=None) -> np.ndarray:
+               prep=None, cache=None, key=None, background: bool = True,
+               labels: tuple = ("GT", "submission")) -> np.ndarray:
     """FSC curves of every GT map against every submitted map.
 
     gt_maps (n_gt, N, N, N) (a memory map is streamed in chunks), sub_maps (n_sub, N, N, N), mask
-    (N, N, N) real-space weights or None. ``prep`` (optional) maps a chunk of maps to the arrays to
-    transform (default: multiply by the mask). With ``cache``/``key`` the GT spectra are kept for
-    the next submission when they fit in a quarter of free memory. Returns float32
-    (n_gt, n_sub, N//2): shells 1..N//2.
+    (N, N, N) real-space weights or None. By default each map's solvent background is
+    subtracted before masking (:func:`subtract_background`; ``background=False`` only masks).
+    ``prep`` (optional) maps a chunk of maps to the arrays to transform (replaces the default).
+    ``cache`` (a :class:`GTCache` or a dict) with a hashable ``key`` describing ``prep``: the GT
+    spectra are kept for the next submission when they fit in a quarter of free memory.
+    Returns float32 (n_gt, n_sub, N//2): shells 1..N//2. A map with no power in shells 1..N//2
+    (constant inside the mask) raises :class:`DegenerateMapError`.
     """
     dev = dev or device()
     if prep is None:
         w = None if mask is None else as_tensor(mask, dev)
-        prep = (lambda x: as_tensor(x, dev)) if w is None else (lambda x: as_tensor(x, dev) * w)  # noqa: E731
+
+        def prep(x):
+            x = as_tensor(x, dev)
+            if w is None:
+                return x
+            return (subtract_background(x, w, dev) if background else x) * w
+        key = ("fsc-default", background, _fingerprint(mask)) if key is None else key
     n = sub_maps.shape[-1]
     n_gt = gt_maps.shape[0]
-    gt_chunk = gt_chunk or chunk_size(n ** 3 * 4 * 6, dev, maximum=1024)
     layout = ShellLayout.make(n, dev)
-    fs, ps = _spectra(prep(sub_maps), None, layout, dev)
+    sub = as_tensor(sub_maps, dev)
+    _check_finite(sub, labels[1])
+    fs, ps = _spectra(prep(sub), None, layout, dev)
+    _check_nonconstant(ps.sum(1), labels[1])
     K = layout.order.numel()
-    use_cache = cache is not None and (key in cache or n_gt * 2 * K * 4 < 0.25 * available_bytes(dev))
-    if use_cache and key not in cache:
-        cache[key] = [_spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev) for a in range(0, n_gt, gt_chunk)]
+    gcache = _as_cache(cache)
+    sig = (key, _fingerprint(gt_maps), n, str(dev))
+    entry = gcache.lookup("fsc", sig) if gcache is not None else None
+    if entry is None:
+        gt_chunk = gt_chunk or chunk_size(n ** 3 * 4 * 6, dev, maximum=1024)
+        bounds = [(a, min(n_gt, a + gt_chunk)) for a in range(0, n_gt, gt_chunk)]
+    else:
+        bounds = entry.bounds
+
+    def gt_part(a, b):
+        g = as_tensor(gt_maps[a:b], dev)
+        _check_finite(g, labels[0], a)
+        fg, pg = _spectra(prep(g), None, layout, dev)
+        _check_nonconstant(pg.sum(1), labels[0], a)
+        return fg, pg
+    if entry is None and gcache is not None and n_gt * 2 * K * 4 < 0.25 * available_bytes(dev):
+        entry = gcache.store("fsc", sig, bounds, [gt_part(a, b) for a, b in bounds])
     out = np.empty((n_gt, fs.shape[0], n // 2), dtype=np.float32)
-    for ci, a in enumerate(progress(range(0, n_gt, gt_chunk), desc="FSC (GT chunks)")):
-        fg, pg = cache[key][ci] if use_cache else _spectra(prep(gt_maps[a:a + gt_chunk]), None, layout, dev)
+    for ci, (a, b) in enumerate(progress(bounds, desc="FSC (GT chunks)")):
+        fg, pg = entry.parts[ci] if entry is not None else gt_part(a, b)
         num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
                            for lo, hi in layout.bounds], -1).double()
         den = torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
-        out[a:a + len(fg)] = (num / den).float().cpu().numpy()
+        out[a:b] = (num / den).float().cpu().numpy()
     return out
 
 
-def paired_fsc(a, b, mask=None, dev=None) -> np.ndarray:
-    """FSC of a[k] with b[k] (both (n, N, N, N); ``mask`` real-space weights applied to both).
+def paired_fsc(a, b, mask=None, dev=None, background: bool = True) -> np.ndarray:
+    """FSC of a[k] with b[k] (both (n, N, N, N); ``mask`` real-space weights applied to both,
+    after each map's solvent background is subtracted unless ``background=False``).
 
     Returns float64 (n, N//2), shells 1..N//2 — the diagonal of :func:`fsc_matrix`, at O(n) cost."""
     dev = dev or device()
     layout = ShellLayout.make(a.shape[-1], dev)
+    if mask is not None and background:
+        a, b = subtract_background(a, mask, dev), subtract_background(b, mask, dev)
     return _paired(_spectra(a, mask, layout, dev), _spectra(b, mask, layout, dev), layout)
 
 
@@ -178,7 +327,7 @@ def _replace_phases(f: torch.Tensor, n: int, from_shell, seed: int, first_index:
 
 
 def mask_corrected_fsc(a, b, mask, threshold: float = 0.8, seed: int = 0, dev=None, a_index=None,
-                       chunk: int | None = None) -> dict:
+                       chunk: int | None = None, background: bool = True) -> dict:
     """Masked FSC of pairs (a[a_index[k]], b[k]) corrected for mask-induced correlation by
     phase randomisation (Chen et al. 2013), with RELION's conventions.
 
@@ -189,7 +338,8 @@ def mask_corrected_fsc(a, b, mask, threshold: float = 0.8, seed: int = 0, dev=No
     never drops below ``threshold`` keeps its unmasked curve (``randomize_at`` = −1).
     a (n_a, N, N, N) (a memory map is read pair-chunk by pair-chunk), b (n, N, N, N),
     ``a_index`` (n,) ints (default: a[k] with b[k]); mask (N, N, N) weights, clipped to [0, 1]
-    as in :func:`distance_matrices`. Returns float64 (n, N//2) curves ``corrected``,
+    as in :func:`distance_matrices`; each map's solvent background is subtracted first
+    (:func:`subtract_background`, as in :func:`fsc_matrix`) unless ``background=False``. Returns float64 (n, N//2) curves ``corrected``,
     ``masked``, ``unmasked``, ``randomised`` (FSC_n) and int (n,) ``randomize_at``.
     """
     dev = dev or device()
@@ -203,7 +353,10 @@ def mask_corrected_fsc(a, b, mask, threshold: float = 0.8, seed: int = 0, dev=No
         ai, bi = a_index[s:s + chunk], np.arange(s, min(n, s + chunk))
         aa = a[ai] if isinstance(a, np.ndarray) else a[torch.as_tensor(ai)]
         bb = b[bi] if isinstance(b, np.ndarray) else b[torch.as_tensor(bi)]
-        parts.append(_mask_corrected_chunk(as_tensor(aa, dev), as_tensor(bb, dev), w, threshold, seed, layout, s))
+        aa, bb = as_tensor(aa, dev), as_tensor(bb, dev)
+        if background:
+            aa, bb = subtract_background(aa, w, dev), subtract_background(bb, w, dev)
+        parts.append(_mask_corrected_chunk(aa, bb, w, threshold, seed, layout, s))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -254,12 +407,22 @@ def resolution(fsc, voxel_size: float, threshold: float = 0.5, rule: str = "inte
 
 
 # ------------------------------------------------------------------------ distances
-def _stats(maps, sel, normalise: str | None, convention: str, dev, dtype):
+def _stats(maps, sel, normalise: str | None, convention: str, dev, dtype, label="maps", first_index=0):
+    """Masked (normalised) vectors of a chunk of maps, centred: (v − μ (n, V), μ (n,), Σ(v − μ)² (n,)).
+
+    Raises :class:`DegenerateMapError` for non-finite maps and maps constant inside the mask."""
     x = as_tensor(maps, dev)
+    _check_finite(x, label, first_index)
+    raw = x.reshape(x.shape[0], -1)[:, sel].to(dtype)
+    mu = raw.mean(1)
+    _check_nonconstant(((raw - mu[:, None]) ** 2).sum(1), label, first_index,
+                       scale=(raw ** 2).sum(1))
     if normalise == "median_zscore":
         x = median_zscore(x, sel.reshape(x.shape[1:]).float(), convention=convention)
-    v = x.reshape(x.shape[0], -1)[:, sel].to(dtype)
-    return v, v.sum(1), (v * v).sum(1)
+        raw = x.reshape(x.shape[0], -1)[:, sel].to(dtype)
+        mu = raw.mean(1)
+    v = raw - mu[:, None]
+    return v, mu, (v * v).sum(1)
 
 
 def bioem_logp(N, Co, Cc, Coo, Ccc, Coc, constant: str = "correct"):
@@ -277,7 +440,8 @@ def bioem_logp(N, Co, Cc, Coo, Ccc, Coc, constant: str = "correct"):
 def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str = "default",
                       voxel_size: float = 1.0, fsc_cutoff_A: float | None = None,
                       normalise: str | None = "median_zscore", dev=None, gt_chunk: int | None = None,
-                      sw_directions: int = 64, seed: int = 0, cache: dict | None = None) -> dict:
+                      sw_directions: int = 64, seed: int = 0, cache=None, background: bool = True,
+                      label: str = "submission", gt_label: str = "GT") -> dict:
     """GT × submission matrices for ``metrics`` (subset of l2, corr, bioem, fsc, res, sw).
 
     Returns {metric: (n_gt, n_sub) float64 array, "fsc_curves": (n_gt, n_sub, N//2) if fsc/res
@@ -285,9 +449,12 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
     it is Σ g·s). Both sets are normalised the same way (the published code forgets the GT in
     its default mode).
 
-    ``cache``: pass the same dict for every submission scored against one GT (same mask and
-    options) and the GT's statistics (normalised masked vectors, FSC spectra when they fit in a
-    quarter of free memory, sliced-Wasserstein CDFs) are computed once, not once per submission.
+    ``cache``: pass the same :class:`GTCache` (or dict) for every submission scored against
+    one GT and the GT's statistics (normalised masked vectors, FSC spectra when they fit in a
+    quarter of free memory, sliced-Wasserstein CDFs) are computed once, not once per
+    submission; a different GT, mask or option set rebuilds them. ``background``: subtract each
+    map's solvent background before masking for the FSC (default; never in reference mode).
+    ``label``/``gt_label`` name the two sets in the error raised for a degenerate map.
     """
     dev = dev or device()
     n = sub_maps.shape[-1]
@@ -301,54 +468,66 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
     out: dict = {}
     n_gt = gt_maps.shape[0]
     want = set(metrics)
+    gcache = _as_cache(cache)
+    gt_print = _fingerprint(gt_maps) if gcache is not None else None
+    mask_print = _fingerprint(mask) if gcache is not None else None
     if want & {"l2", "corr", "bioem"}:
         dtype = torch.float64
-        s, Cs, Css = _stats(sub_maps, sel_mask, normalise, convention, dev, dtype)
+        s, mu_s, Vs = _stats(sub_maps, sel_mask, normalise, convention, dev, dtype, label)
         N = int(sel_mask.sum())
         out["n_voxels"] = N
-        if gt_chunk is None:
-            gt_chunk = chunk_size(n ** 3 * 8 * 3, dev, maximum=2048)
         res = {k: np.empty((n_gt, s.shape[0])) for k in want & {"l2", "corr", "bioem"}}
-        key = ("stats", mode, normalise)
-        cached = cache is not None and key in cache
-        if cache is not None and not cached and n_gt * N * 8 < 0.25 * available_bytes(dev):
-            cache[key] = [_stats(gt_maps[a:a + gt_chunk], sel_mask, normalise, convention, dev, dtype)
-                          for a in range(0, n_gt, gt_chunk)]
-            cached = True
-        for ci, a in enumerate(progress(range(0, n_gt, gt_chunk), desc="distances (GT chunks)")):
-            g, Cg, Cgg = cache[key][ci] if cached else _stats(gt_maps[a:a + gt_chunk], sel_mask, normalise,
-                                                              convention, dev, dtype)
-            Cgs = g @ s.T
+        sig = (gt_print, mask_print, n, mode, normalise, str(dev))
+        entry = gcache.lookup("stats", sig) if gcache is not None else None
+        if entry is None:
+            step = gt_chunk or chunk_size(n ** 3 * 8 * 3, dev, maximum=2048)
+            bounds = [(a, min(n_gt, a + step)) for a in range(0, n_gt, step)]
+            if gcache is not None and n_gt * N * 8 < 0.25 * available_bytes(dev):
+                entry = gcache.store("stats", sig, bounds, [
+                    _stats(gt_maps[a:b], sel_mask, normalise, convention, dev, dtype, gt_label, a) for a, b in bounds])
+        else:
+            bounds = entry.bounds
+        for ci, (a, b) in enumerate(progress(bounds, desc="distances (GT chunks)")):
+            g, mu_g, Vg = entry.parts[ci] if entry is not None else _stats(
+                gt_maps[a:b], sel_mask, normalise, convention, dev, dtype, gt_label, a)
+            cov = g @ s.T  # Σ (g − μg)(s − μs)
             if "l2" in want:
-                res["l2"][a:a + len(g)] = (Cgg[:, None] + Css[None] - 2 * Cgs).cpu().numpy()
+                # centred form: no cancellation between large uncentred sums of squares; the
+                # rounding error is ~1e-15·(Vg + Vs), so tiny negative values are clamped to 0
+                l2 = Vg[:, None] + Vs[None] - 2 * cov + N * (mu_g[:, None] - mu_s[None]) ** 2
+                res["l2"][a:b] = l2.clamp_min(0).cpu().numpy()
             if "corr" in want:
                 if ref:
-                    c = Cgs
+                    c = cov + N * mu_g[:, None] * mu_s[None]  # Σ g·s
                 else:
-                    cov = Cgs - Cg[:, None] * Cs[None] / N
-                    vg, vs = Cgg - Cg ** 2 / N, Css - Cs ** 2 / N
-                    c = cov / torch.sqrt(vg[:, None] * vs[None]).clamp_min(1e-300)
-                res["corr"][a:a + len(g)] = c.cpu().numpy()
+                    c = cov / torch.sqrt(Vg[:, None] * Vs[None]).clamp_min(1e-300)
+                res["corr"][a:b] = c.cpu().numpy()
             if "bioem" in want:
-                lp = bioem_logp(N, Cg[:, None], Cs[None], Cgg[:, None], Css[None], Cgs,
+                # T2 and T3 are invariant to centring both maps: evaluate them centred (better conditioned)
+                zero = torch.zeros((), dtype=dtype, device=dev)
+                lp = bioem_logp(N, zero, zero, Vg[:, None], Vs[None], cov,
                                 constant="published" if ref else "correct")
-                res["bioem"][a:a + len(g)] = (-lp).cpu().numpy()
+                res["bioem"][a:b] = (-lp).cpu().numpy()
         out.update(res)
     if want & {"fsc", "res"}:
         sel3 = sel_mask.reshape(n, n, n).float()
         # real-space mask: soft weights by default, the binary selection in reference mode
         weight = sel3 if (ref or mask is None) else as_tensor(mask, dev).clamp(0, 1)
 
+        use_bg = background and not ref and mask is not None
+
         def prep(x):
-            # The FSC is scale invariant but not offset invariant: z-scoring before masking
-            # would stamp the mask's own shape (times the subtracted median) into both maps and
-            # inflate the FSC at every frequency, so by default the maps are only masked.
+            # The FSC is scale invariant but not offset invariant under a mask: the solvent
+            # background is subtracted before masking (see the module docstring); the published
+            # code z-scores before masking instead (reference mode only).
             x = as_tensor(x, dev)
             if ref and normalise == "median_zscore":
                 x = median_zscore(x, sel3, convention)
+            if use_bg:
+                x = subtract_background(x, weight, dev)
             return x * weight
-        curves = fsc_matrix(gt_maps, sub_maps, dev=dev, gt_chunk=gt_chunk, prep=prep, cache=cache,
-                            key=("fsc", mode, normalise))
+        curves = fsc_matrix(gt_maps, sub_maps, dev=dev, gt_chunk=gt_chunk, prep=prep, cache=gcache,
+                            key=("fsc", mode, normalise, use_bg, mask_print), labels=(gt_label, label))
         out["fsc_curves"] = curves
         if "fsc" in want:
             use = np.ones(n // 2, bool)
@@ -363,7 +542,7 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
 
 
 def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions: int = 64,
-                       seed: int = 0, mask=None, dev=None, cache: dict | None = None) -> np.ndarray:
+                       seed: int = 0, mask=None, dev=None, cache=None) -> np.ndarray:
     """Sliced W1 distance (Å) between every GT and submitted map (see module docstring).
 
     Only voxels with mask weight > 0 enter (all voxels without a mask); the mass along each
@@ -373,6 +552,7 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
     rng = np.random.default_rng(seed)
     d = rng.standard_normal((n_directions, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
+    gcache = _as_cache(cache)
     w = torch.ones(n ** 3, device=dev) if mask is None else as_tensor(mask, dev).flatten().clamp(0, 1)
     sel = torch.nonzero(w > 0).flatten()
     c = torch.arange(n, dtype=torch.float32, device=dev) - n // 2
@@ -386,22 +566,30 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
     binning = torch.sparse_coo_tensor(torch.stack([cols, rows]), w[sel].repeat_interleave(n_directions),
                                       (n_directions * B, len(sel)), check_invariants=False).coalesce()
 
-    def cdfs(maps):
-        x = as_tensor(maps, dev).reshape(maps.shape[0], -1)[:, sel].clamp_min(0)
+    def cdfs(maps, label, first=0):
+        x = as_tensor(maps, dev)
+        _check_finite(x, label, first)
+        x = x.reshape(maps.shape[0], -1)[:, sel].clamp_min(0)
         h = torch.sparse.mm(binning, x.T).T  # (maps, L·B): mass per bin and direction
         h = h.reshape(x.shape[0], n_directions, B)
-        h = h / h.sum(-1, keepdim=True).clamp_min(1e-30)
-        return torch.cumsum(h, -1)
+        mass = h.sum(-1, keepdim=True)
+        if bool((mass[:, 0, 0] <= 0).any()):
+            idx = (torch.nonzero(mass[:, 0, 0] <= 0).flatten() + first).tolist()
+            raise DegenerateMapError(label, f"map(s) {idx[:10]} have no positive density inside the mask: "
+                                     "the sliced Wasserstein distance treats a map as a mass distribution.",
+                                     "Check the maps' sign convention (protein positive) and the mask.")
+        return torch.cumsum(h / mass, -1)
 
-    key = ("sw", n_directions, seed, gt_maps.shape)
-    if cache is not None and key in cache:
-        cg_all = cache[key]
+    sig = (n_directions, seed, _fingerprint(gt_maps), _fingerprint(mask), n, str(dev))
+    entry = gcache.lookup("sw", sig) if gcache is not None else None
+    if entry is not None:
+        cg_all = entry.parts[0]
     else:
         step = chunk_size(n ** 3 * 4 * 3, dev, maximum=256)  # GT maps per chunk that fit in memory
-        cg_all = torch.cat([cdfs(gt_maps[a:a + step]) for a in range(0, gt_maps.shape[0], step)])
-        if cache is not None:
-            cache[key] = cg_all
-    cs = cdfs(sub_maps)
+        cg_all = torch.cat([cdfs(gt_maps[a:a + step], "GT", a) for a in range(0, gt_maps.shape[0], step)])
+        if gcache is not None:
+            gcache.store("sw", sig, [(0, gt_maps.shape[0])], [cg_all])
+    cs = cdfs(sub_maps, "submission")
     out = np.empty((gt_maps.shape[0], sub_maps.shape[0]))
     for a in range(0, len(cg_all), 64):
         dist = torch.cdist(cg_all[a:a + 64].permute(1, 0, 2), cs.permute(1, 0, 2), p=1)  # (L, g, s)

@@ -71,7 +71,7 @@ print(gt, "|", len(subs), "submissions")
 results, mask_fix, rows, gt_cache = {}, {}, [], {}  # the GT's statistics are computed once, reused for every submission
 for label, s in subs.items():
     r = vm.distance_matrices(gt.maps, s.maps, mask, metrics=metrics, voxel_size=voxel_size,
-                             sw_directions=sw_directions, cache=gt_cache)
+                             sw_directions=sw_directions, cache=gt_cache, label=label)
     # mask correction for each submitted map and its best GT match (highest mean FSC)
     best_gt = np.argmax(r["fsc_curves"].mean(-1), axis=0)
     mc = vm.mask_corrected_fsc(gt.maps, s.maps, mask, a_index=best_gt)

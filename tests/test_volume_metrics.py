@@ -22,6 +22,15 @@ def fsc_numpy(a, b):
                      for i in range(1, n // 2 + 1)])
 
 
+def bg_numpy(x, mask):
+    """float64 numpy reference of the solvent background: median where the mask weight ≤ 0.01."""
+    return np.median(x.astype(np.float64)[np.clip(mask, 0, 1) <= 0.01])
+
+
+def masked_numpy(x, mask):
+    return (x.astype(np.float64) - bg_numpy(x, mask)) * np.clip(mask, 0, 1)
+
+
 @pytest.mark.parametrize("n", [16, 17])
 def test_batched_fsc_equals_pairwise_numpy(n):
     rng = np.random.default_rng(n)
@@ -30,8 +39,11 @@ def test_batched_fsc_equals_pairwise_numpy(n):
     s[0] += 2 * g[2]
     mask = (rng.uniform(size=(n, n, n)) > 0.2).astype(np.float32)
     got = vm.fsc_matrix(g, s, mask, gt_chunk=3)
-    ref = np.array([[fsc_numpy(g[i].astype(float) * mask, s[j].astype(float) * mask) for j in range(3)] for i in range(4)])
+    ref = np.array([[fsc_numpy(masked_numpy(g[i], mask), masked_numpy(s[j], mask)) for j in range(3)] for i in range(4)])
     np.testing.assert_allclose(got, ref, atol=2e-6)
+    raw = vm.fsc_matrix(g, s, mask, gt_chunk=3, background=False)  # masking only
+    ref = np.array([[fsc_numpy(g[i].astype(float) * mask, s[j].astype(float) * mask) for j in range(3)] for i in range(4)])
+    np.testing.assert_allclose(raw, ref, atol=2e-6)
 
 
 def test_identical_maps_give_fsc_one_and_nyquist():
@@ -140,7 +152,7 @@ def test_demo_maps_pairwise(tiny_data):
     c = vm.fsc_matrix(g, s, mask)
     for i in range(4):
         for j in range(3):
-            np.testing.assert_allclose(c[i, j], fsc_numpy(g[i].astype(float) * mask, s[j].astype(float) * mask), atol=2e-6)
+            np.testing.assert_allclose(c[i, j], fsc_numpy(masked_numpy(g[i], mask), masked_numpy(s[j], mask)), atol=2e-6)
 
 
 def test_fsc_distance_with_resolution_cutoff():
@@ -288,3 +300,112 @@ def test_mask_correction_in_chunks_and_by_index_equals_one_piece():
     for k in whole:
         np.testing.assert_allclose(chunked[k], whole[k], atol=1e-6)
         np.testing.assert_allclose(by_index[k], whole[k], atol=1e-6)
+
+
+# ------------------------------------------------- correctness pass (issue 15): each fails on the old code
+def _soft_and_hard_masks(n):
+    c = np.arange(n) - n // 2
+    r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    return {"soft": np.clip((n / 2.6 - r) / 3, 0, 1).astype(np.float32),
+            "hard": (r < n / 3).astype(np.float32)}
+
+
+def _blob_pair(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    cent = [(tuple(rng.uniform(-5, 5, 3)), rng.uniform(0.5, 1.2)) for _ in range(6)]
+    g = np.stack([blob_volume(n, cent, 1.5), blob_volume(n, cent[:5], 1.5)])
+    s = np.stack([g[0] + 0.05 * rng.standard_normal(g[0].shape), blob_volume(n, cent[1:], 2.0)])
+    return g.astype(np.float32), s.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+@pytest.mark.parametrize("a,b", [(5.0, 3.0), (0.2, -1.5), (1.0, 0.05)])
+def test_fsc_and_resolution_invariant_to_affine_intensity(kind, a, b):
+    """FSC(g, a·s + b) = FSC(g, s) and FSC(a·g + b, s) = FSC(g, s) under a mask (the old code moved
+    a best resolution from 6 Å to 26 Å with 5·s + 3); FSC distance and resolution follow."""
+    g, s = _blob_pair()
+    mask = _soft_and_hard_masks(24)[kind]
+    kw = dict(metrics=["fsc", "res"], voxel_size=2.0)
+    base = vm.distance_matrices(g, s, mask, **kw)
+    for gg, ss in ((g, a * s + b), (a * g + b, s), (a * g + b, (a / 3) * s - b)):
+        r = vm.distance_matrices(gg.astype(np.float32), ss.astype(np.float32), mask, **kw)
+        np.testing.assert_allclose(r["fsc_curves"], base["fsc_curves"], atol=1e-5)
+        np.testing.assert_allclose(r["fsc"], base["fsc"], atol=1e-5)
+        np.testing.assert_allclose(r["res"], base["res"], rtol=1e-4)
+    mc0 = vm.mask_corrected_fsc(g, s, mask)
+    mc1 = vm.mask_corrected_fsc(g, (a * s + b).astype(np.float32), mask)
+    np.testing.assert_allclose(mc1["corrected"], mc0["corrected"], atol=1e-5)
+
+
+def test_background_correction_leaves_an_offset_free_map_unchanged():
+    """A map that is zero in the solvent has background 0: its masked FSC equals plain masking."""
+    g, s = _blob_pair()
+    mask = _soft_and_hard_masks(24)["soft"]
+    support = (mask > 0.005).astype(np.float32)  # exactly zero where the mask is ≤ 0.005
+    g, s = g * support, s * support
+    np.testing.assert_allclose(vm.background_level(s, mask).numpy(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(vm.fsc_matrix(g, s, mask), vm.fsc_matrix(g, s, mask, background=False), atol=1e-6)
+    # a mask with no solvent falls back to the weighted mean, still exact for an offset
+    full = np.full((24, 24, 24), 0.5, np.float32)
+    np.testing.assert_allclose(vm.background_level(s + 2.0, full).numpy(),
+                               (s.reshape(2, -1).astype(np.float64).mean(1) + 2.0), rtol=1e-6)
+
+
+def test_gt_cache_owns_its_chunking_and_rebuilds_for_another_mask():
+    """The old cache was a list indexed by chunk number: chunk 3 then 4 gave wrong rows (4 then 3:
+    IndexError). Calls with different chunk sizes and one cache must equal uncached calls."""
+    rng = np.random.default_rng(4)
+    n = 12
+    g = rng.standard_normal((10, n, n, n)).astype(np.float32)
+    s = (0.6 * g[[1, 5, 8]] + rng.standard_normal((3, n, n, n))).astype(np.float32)
+    masks = _soft_and_hard_masks(n)
+    kw = dict(metrics=["l2", "corr", "bioem", "fsc", "res", "sw"], voxel_size=2.0, sw_directions=8)
+    cache = {}
+    for chunk, mk in ((3, "soft"), (4, "soft"), (3, "hard"), (7, "soft")):
+        plain = vm.distance_matrices(g, s, masks[mk], gt_chunk=chunk, **kw)
+        cached = vm.distance_matrices(g, s, masks[mk], gt_chunk=chunk, cache=cache, **kw)
+        for m in kw["metrics"] + ["fsc_curves"]:
+            np.testing.assert_allclose(cached[m], plain[m], rtol=1e-6, atol=1e-9, err_msg=f"{m} chunk {chunk} {mk}")
+    other = (g + 1.0).astype(np.float32)  # another GT with the same shape: never the cached one
+    a = vm.distance_matrices(other, s, masks["soft"], cache=cache, **kw)
+    b = vm.distance_matrices(other, s, masks["soft"], **kw)
+    np.testing.assert_allclose(a["l2"], b["l2"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("where", ["submission", "GT"])
+def test_degenerate_map_raises_naming_the_set_and_map(where):
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((4, 10, 10, 10)).astype(np.float32)
+    s = rng.standard_normal((3, 10, 10, 10)).astype(np.float32)
+    (s if where == "submission" else g)[2] = 7.0  # constant everywhere (so inside any mask)
+    with pytest.raises(vm.DegenerateMapError, match=r"map\(s\) \[2\].*constant"):
+        vm.distance_matrices(g, s, metrics=["l2", "corr", "bioem"], label="Flat mock")
+    with pytest.raises(vm.DegenerateMapError, match=r"map\(s\) \[2\]"):
+        vm.distance_matrices(g, s, _soft_and_hard_masks(10)["hard"], metrics=["fsc", "res"])
+    s2 = s.copy()
+    s2[1, 3, 3, 3] = np.nan
+    if where == "submission":
+        with pytest.raises(vm.DegenerateMapError, match=r"Flat mock.*\[1\].*NaN"):
+            vm.distance_matrices(g, s2, metrics=["l2"], label="Flat mock", normalise=None)
+
+
+@pytest.mark.parametrize("normalise", [None, "median_zscore"])
+def test_l2_of_near_identical_maps_with_an_offset_matches_float64(normalise):
+    """Σg² + Σs² − 2Σgs cancelled catastrophically (−7.6e-6 for a true 9.5e-7)."""
+    rng = np.random.default_rng(6)
+    n = 16
+    g = (rng.standard_normal((2, n, n, n)) + 1000.0).astype(np.float32)
+    s = g.copy()
+    s[0, 5, 5, 5] += np.float32(0.001)  # float32 spacing at 1000 is 6e-5: a representable change
+    s[1] = g[1]
+    got = vm.distance_matrices(g, s, metrics=["l2", "corr"], normalise=normalise)
+    G, S = g.reshape(2, -1).astype(np.float64), s.reshape(2, -1).astype(np.float64)
+    if normalise:
+        z = lambda x: (x - np.median(x, 1, keepdims=True)) / x.std(1, ddof=1, keepdims=True)  # noqa: E731
+        G, S = z(G), z(S)
+    ref = ((G[:, None] - S[None]) ** 2).sum(-1)
+    assert np.all(got["l2"] >= 0)
+    # error bound of the centred form: ~1e-15·(Vg + Vs) ≈ 1e-11 here (the old form: 1e-5)
+    np.testing.assert_allclose(np.diag(got["l2"]), np.diag(ref), rtol=1e-3, atol=1e-10)
+    off = ~np.eye(2, dtype=bool)
+    np.testing.assert_allclose(got["l2"][off], ref[off], rtol=1e-5)
