@@ -9,7 +9,9 @@ populations q.
   ordered by pc1, pooled into windows of ``n_pool`` neighbouring maps (``array_split``).
   P_r = pooled GT population; D_rl = **mean** cost of window r to map l (the published code sums
   ranks; with equal windows only a scale, see ``pool="sum"``). Optional per-row rank
-  normalisation of C first (ranks 1..n_sub, ties averaged; most similar = rank 1).
+  normalisation of C first: ranks **0**..n_sub−1 (ties averaged; most similar = rank 0), so a
+  submission whose maps and populations equal the GT's scores EMD 0 (with ranks from 1, as
+  published, its best possible EMD is 1, or n_pool with summed windows).
 * EMD with submitted populations: exact OT between P and q (POT ``ot.emd2``).
 * EMD with optimised populations: the LP min_{q∈Δ, T≥0, T1=P, Tᵀ1=q} ⟨D, T⟩ solved by cvxpy
   (solver HiGHS by default; explicit C-order layout), cross-checked with its closed form
@@ -18,6 +20,14 @@ populations q.
   columns uniform); q* maximises F(q) = Σ_r P_r log (A q)_r by EM multiplicative updates
   q ← q ⊙ ∇F(q), stopped when the increase of F falls below ``tol`` (F increases monotonically).
   Reported: KL(P‖Aq) and KL(Aq‖P) for submitted q and for q*.
+
+``mode="reference"`` (:func:`evaluate`) reproduces the published pipeline
+(``challenge-metrics.md`` §7): GT rows ordered by pc1 (quicksort, as pandas), replicate rows drawn
+by numpy's legacy RNG seeded with the replicate index (``RandomState(k).choice``, sorted), ranks
+1..n, windows *summed*, and the KL iteration stopped when every gradient entry is within
+``break_atol`` of 1 or 0 (q after that last update reported). Costs are used as given (the
+published code does not negate similarities). :func:`evaluate_published_pickle` runs it on a
+published map-to-map pickle.
 """
 from __future__ import annotations
 
@@ -34,20 +44,33 @@ def to_cost(matrix: np.ndarray, metric: str) -> np.ndarray:
     return 1.0 - matrix if metric in SIMILARITIES else np.asarray(matrix, dtype=np.float64)
 
 
-def rank_rows(cost: np.ndarray) -> np.ndarray:
-    """Per-row ranks 1..n (ties averaged): the cheapest map of each GT row gets rank 1."""
-    return rankdata(cost, axis=1)
+def rank_rows(cost: np.ndarray, start: int = 0) -> np.ndarray:
+    """Per-row ranks ``start``..``start``+n−1 (ties averaged): the cheapest map of each GT row
+    gets rank ``start`` (0 by default: a perfect match costs nothing; the published code uses 1)."""
+    return rankdata(cost, axis=1) - 1 + start
 
 
-def replicate_windows(n_gt: int, pc1: np.ndarray, fraction: float, n_pool: int, seed: int):
+def replicate_windows(n_gt: int, pc1: np.ndarray, fraction: float, n_pool: int, seed: int,
+                      mode: str = "default"):
     """Sorted subsample of GT rows and its pooling windows.
 
+    default: ``default_rng(seed)`` draws the rows, stable pc1 order. reference: the published
+    draw — GT ordered by pc1 (quicksort), ``RandomState(seed).choice(m, m', replace=False)``
+    positions in that order, sorted (identical to ``np.random.seed(seed)`` + ``np.random.choice``
+    without touching the global RNG); m' = int(fraction·m).
     Returns (rows (m',) GT indices ordered by pc1, windows: list of arrays of positions in rows).
     """
-    rng = np.random.default_rng(seed)
-    m = max(1, int(np.floor(fraction * n_gt)))
-    rows = rng.choice(n_gt, size=m, replace=False)
-    rows = rows[np.argsort(pc1[rows], kind="stable")]
+    if mode == "reference":
+        order = np.argsort(np.asarray(pc1), kind="quicksort")
+        m = int(fraction * n_gt)
+        pos = np.random.RandomState(seed).choice(np.arange(n_gt), size=m, replace=False)
+        pos.sort()
+        rows = order[pos]
+    else:
+        rng = np.random.default_rng(seed)
+        m = max(1, int(np.floor(fraction * n_gt)))
+        rows = rng.choice(n_gt, size=m, replace=False)
+        rows = rows[np.argsort(pc1[rows], kind="stable")]
     n_win = max(1, m // n_pool)
     return rows, np.array_split(np.arange(m), n_win)
 
@@ -126,29 +149,100 @@ def em_weights(P: np.ndarray, A: np.ndarray, q0=None, max_iter: int = 100_000, t
     return (q, it, np.array(trace)) if return_trace else (q, it)
 
 
+def em_weights_published(P: np.ndarray, A: np.ndarray, n_iter: int = 100_000, break_atol: float = 1e-4):
+    """The published KL optimisation (``challenge-metrics.md`` §7.6): from uniform q, update
+    q ← q ⊙ ∇F(q) and stop after the first update where every entry of ∇F (at the old q) is within
+    ``break_atol`` of 1 or of 0. Returns (q after that update, iter_stop (0-based), eps_stop =
+    ‖q_new − q_old‖)."""
+    n = A.shape[1]
+    q = np.full(n, 1.0 / n)
+    eps, it = 0.0, 0
+    for it in range(n_iter):
+        grad = ((P[:, None] * A) / (A @ q)[:, None]).sum(0)
+        new = grad * q
+        eps = float(np.linalg.norm(new - q))
+        q = new
+        if np.all(np.isclose(grad, 1.0, atol=break_atol) | np.isclose(grad, 0.0, atol=break_atol)):
+            break
+    return q, it, eps
+
+
 def evaluate(cost: np.ndarray, p_gt: np.ndarray, pc1: np.ndarray, q_sub: np.ndarray, n_pool: int = 5,
              fraction: float = 0.9, n_replicates: int = 10, rank_normalise: bool = True, seed: int = 0,
-             lp_check: bool = False, pool_how: str = "mean") -> list[dict]:
+             lp_check: bool = False, pool_how: str = "mean", mode: str = "default",
+             break_atol: float = 1e-4) -> list[dict]:
     """All distribution metrics for one submission and one cost matrix, per replicate.
+
+    cost (n_gt, n_sub) (a cost: similarities turned by :func:`to_cost`, except in reference
+    mode, which takes the matrix as the published pickle stores it), p_gt, pc1 (n_gt,), q_sub
+    (n_sub,). Default: ranks from 0, windows averaged, ``default_rng`` replicates, EM to
+    convergence. ``mode="reference"``: the published pipeline (module docstring; ranks from 1,
+    windows summed, ``seed`` ignored: replicate k uses seed k, published KL stopping rule with
+    ``break_atol``; ``rank_normalise`` and ``pool_how`` ignored).
 
     Returns a list of dicts (one per replicate) with EMD_submitted, EMD_opt (closed form; LP
     value too when ``lp_check``), KL_pq/KL_qp submitted and optimised, q_opt_emd, q_opt_kl (per
-    submitted map), P and window pc1 (mean pc1 of each window).
+    submitted map), P and window pc1 (mean pc1 of each window); reference mode adds
+    ``kl_iter_stop`` and ``kl_eps_stop``.
     """
-    C = rank_rows(cost) if rank_normalise else np.asarray(cost, float)
+    ref = mode == "reference"
+    if mode not in ("default", "reference"):
+        raise ValueError(f"unknown mode {mode!r}: 'default' or 'reference'")
+    if ref:
+        C, pool_how = rank_rows(cost, start=1), "sum"
+    else:
+        C = rank_rows(cost) if rank_normalise else np.asarray(cost, float)
     out = []
     for k in range(n_replicates):
-        rows, wins = replicate_windows(len(p_gt), pc1, fraction, n_pool, seed + k)
+        rows, wins = replicate_windows(len(p_gt), pc1, fraction, n_pool, k if ref else seed + k, mode)
         P, D = pool(C, p_gt, rows, wins, pool_how)
         e_sub, _ = emd_submitted(P, q_sub, D)
         e_opt, q_emd = emd_optimised_closed_form(P, D)
         A = assignment_matrix(D)
-        q_kl, it = em_weights(P, A)
+        if ref:
+            q_kl, it, eps = em_weights_published(P, A, break_atol=break_atol)
+        else:
+            q_kl, it = em_weights(P, A)
         rec = dict(replicate=k, EMD_submitted=e_sub, EMD_opt=e_opt, KL_pq_submitted=kl(P, A @ q_sub),
                    KL_qp_submitted=kl(A @ q_sub, P), KL_pq_opt=kl(P, A @ q_kl), KL_qp_opt=kl(A @ q_kl, P),
                    em_iterations=it, q_opt_emd=q_emd, q_opt_kl=q_kl, P=P,
                    window_pc1=np.array([pc1[rows][w].mean() for w in wins]), n_windows=len(wins))
+        if ref:
+            rec.update(kl_iter_stop=it, kl_eps_stop=eps)
         if lp_check:
             rec["EMD_opt_lp"] = emd_optimised_lp(P, D)[0]
         out.append(rec)
+    return out
+
+
+def evaluate_published_pickle(pkl_path, metadata_csv, metrics=None, n_replicates: int = 30, n_pool: int = 5,
+                              fraction: float = 0.9, break_atol: float = 1e-4) -> dict:
+    """Reference-mode EMD/KL on a published map-to-map result pickle (``challenge-metrics.md``
+    §1.4: per metric a ``cost_matrix`` DataFrame, rows in GT file order; and
+    ``user_submitted_populations``) with the GT ``metadata.csv`` (``pc1``, ``populations``).
+    Defaults are the published config's (30 replicates, windows of 5, 90 % subsamples).
+    Returns {metric: list of per-replicate dicts as :func:`evaluate`}."""
+    import pickle
+
+    import pandas as pd
+
+    from .errors import InputError
+
+    with open(pkl_path, "rb") as fh:
+        data = pickle.load(fh)
+    meta = pd.read_csv(metadata_csv)
+    for col in ("pc1", "populations"):
+        if col not in meta:
+            raise InputError(metadata_csv, f"no '{col}' column.", "Use the challenge's GT metadata.csv.")
+    q = np.asarray(data["user_submitted_populations"], dtype=np.float64)
+    metrics = metrics or [k for k, v in data.items() if isinstance(v, dict) and "cost_matrix" in v]
+    out = {}
+    for m in metrics:
+        cost = np.asarray(data[m]["cost_matrix"], dtype=np.float64)
+        if cost.shape[0] != len(meta):
+            raise InputError(pkl_path, f"metric {m!r}: {cost.shape[0]} GT rows but {len(meta)} metadata rows.",
+                             "Use the metadata.csv of the GT the pickle was computed against.")
+        out[m] = evaluate(cost, meta["populations"].to_numpy(float), meta["pc1"].to_numpy(float), q,
+                          n_pool=n_pool, fraction=fraction, n_replicates=n_replicates, mode="reference",
+                          break_atol=break_atol)
     return out

@@ -62,7 +62,7 @@ def test_em_increases_loglik_monotonically_and_reaches_optimum():
 def test_corr_as_cost_puts_most_similar_map_first():
     corr = np.array([[0.9, 0.2, 0.5]])
     r = dist.rank_rows(dist.to_cost(corr, "corr"))
-    assert r[0, 0] == 1 and r[0, 1] == 3
+    assert r[0, 0] == 0 and r[0, 1] == 2  # ranks from 0: the most similar map costs nothing
 
 
 def test_bimodal_populations_recovered_by_optimisation():
@@ -129,3 +129,122 @@ def test_spectrum_equalisation_helps_a_low_passed_copy():
     eq, _ = pp.equalise_spectra({"a": maps, "b": low})
     after = sub.pcv(_pca(sub.prepare(eq["a"])), _pca(sub.prepare(eq["b"])))
     assert after >= before - 1e-9
+
+
+# ------------------------------------------------ perfect score 0; the published pipeline (reference mode)
+def test_a_perfect_submission_scores_zero_and_one_in_reference_mode():
+    """Submission = the GT maps with the GT populations: with ranks from 0 EMD is 0 (submitted and
+    optimised); the published ranks start at 1, so its best possible EMD is 1."""
+    rng = np.random.default_rng(3)
+    n = 24
+    pc1 = np.sort(rng.uniform(-1, 1, n))
+    p = rng.dirichlet(np.ones(n))
+    cost = np.abs(np.subtract.outer(pc1, pc1)) + 0.01 * rng.uniform(size=(n, n)) * (1 - np.eye(n))
+    r = dist.evaluate(cost, p, pc1, p, n_pool=1, fraction=1.0, n_replicates=2)
+    for x in r:
+        assert x["EMD_submitted"] == pytest.approx(0.0, abs=1e-12) and x["EMD_opt"] == pytest.approx(0.0, abs=1e-12)
+    ref = dist.evaluate(cost, p, pc1, p, n_pool=1, fraction=1.0, n_replicates=1, mode="reference")[0]
+    assert ref["EMD_submitted"] == pytest.approx(1.0, abs=1e-9) and ref["EMD_opt"] == pytest.approx(1.0, abs=1e-9)
+
+
+def _published_d2d_numpy(cost, meta, q_sub, n_replicates, n_pool, fraction, break_atol=1e-4):
+    """Independent transcription of the published distribution loop (challenge-metrics.md §7):
+    pandas sort by pc1, np.random.seed(k) + np.random.choice, Window matrix of array_split,
+    summed ranks, EMD by scipy's LP (HiGHS; not POT, not the closed form), KL by the published
+    fixed-point iteration and stopping rule."""
+    from scipy.stats import rankdata
+
+    meta = meta.sort_values("pc1")
+    C = cost[meta.index.to_numpy()]
+    m, n = C.shape
+    out = []
+    state = np.random.get_state()
+    try:
+        for k in range(n_replicates):
+            mr = int(fraction * m)
+            prob = meta.populations.to_numpy()
+            np.random.seed(k)
+            idx = np.random.choice(np.arange(m), size=mr, replace=False)
+            idx.sort()
+            pr = prob[idx] / prob[idx].sum()
+            W = np.zeros((mr // n_pool, mr))
+            for i, e in enumerate(np.array_split(np.arange(mr), mr // n_pool)):
+                W[i, e] = 1
+            D = W @ np.apply_along_axis(rankdata, 1, C[idx])
+            P = W @ pr
+            mw = len(P)
+            # EMD submitted: transport LP with both marginals fixed
+            A_eq = np.vstack([np.kron(np.eye(mw), np.ones(n)), np.kron(np.ones(mw), np.eye(n))])
+            e_sub = linprog(D.ravel(), A_eq=A_eq, b_eq=np.concatenate([P, q_sub]), bounds=(0, None), method="highs").fun
+            # EMD optimised: the LP over plan and q (q = column sums, Σq = 1)
+            A_opt = np.kron(np.eye(mw), np.ones(n))
+            e_opt = linprog(D.ravel(), A_eq=A_opt, b_eq=P, bounds=(0, None), method="highs").fun
+            A = np.zeros_like(D)
+            A[np.arange(mw), D.argmin(1)] = 1
+            with np.errstate(invalid="ignore"):
+                A = np.nan_to_num(A / A.sum(0), nan=0)
+            A[:, np.isclose(A.sum(0), 0)] = 1 / mw
+            x = np.ones(n) / n
+            for it in range(100_000):
+                g = ((P.reshape(-1, 1) * A) / A.dot(x).reshape(-1, 1)).sum(0)
+                new = g * x
+                eps = np.linalg.norm(new - x)
+                x = new
+                if np.logical_or(np.isclose(g, 1, atol=break_atol), np.isclose(g, 0, atol=break_atol)).all():
+                    break
+            Aq = A.dot(x)
+            kl_opt = (P * np.log(P / Aq)).sum()
+            kl_sub = (P * np.log(P / A.dot(q_sub))).sum()
+            out.append(dict(EMD_submitted=e_sub, EMD_opt=e_opt, KL_pq_opt=kl_opt, KL_pq_submitted=kl_sub,
+                            kl_iter_stop=it, kl_eps_stop=eps, q_opt_kl=x))
+    finally:
+        np.random.set_state(state)
+    return out
+
+
+def _check_against_transcription(got, ref):
+    for g, r in zip(got, ref):
+        for k in ("EMD_submitted", "EMD_opt", "KL_pq_opt", "KL_pq_submitted", "kl_eps_stop"):
+            assert g[k] == pytest.approx(r[k], rel=1e-7, abs=1e-10), k
+        assert g["kl_iter_stop"] == r["kl_iter_stop"]
+        np.testing.assert_allclose(g["q_opt_kl"], r["q_opt_kl"], rtol=1e-9)
+
+
+def test_reference_mode_reproduces_the_published_pipeline_on_the_published_pickle(fixtures):
+    """The challenge's own map-to-map pickle and GT metadata, with its test config (3 replicates,
+    windows of 2, 90 %): reference mode equals the transcription, and shows the published KL
+    degeneracy (every window picks one map: KL_opt = KL_submitted = KL(P‖uniform), §7.6)."""
+    import pandas as pd
+
+    pkl = fixtures / "data_for_dist_to_dist/test_map_to_map_distance_matrix_submission_0.pkl"
+    csv = fixtures / "Ground_truth/test_metadata_10.csv"
+    got = dist.evaluate_published_pickle(pkl, csv, n_replicates=3, n_pool=2)["l2"]
+    import pickle
+    d = pickle.load(open(pkl, "rb"))
+    ref = _published_d2d_numpy(d["l2"]["cost_matrix"].to_numpy(), pd.read_csv(csv),
+                               np.asarray(d["user_submitted_populations"], float), 3, 2, 0.9)
+    _check_against_transcription(got, ref)
+    for g in got:
+        assert g["KL_pq_opt"] == pytest.approx(g["KL_pq_submitted"], abs=1e-12)
+        P = g["P"]
+        assert g["KL_pq_opt"] == pytest.approx(float(np.sum(P * np.log(P * len(P)))), rel=1e-9)
+
+
+def test_reference_mode_matches_the_transcription_on_a_non_degenerate_case():
+    """A cost with structure (windows prefer different maps) so the KL iteration runs for several
+    steps, ties in the ranks and unsorted metadata rows, as in the challenge's file."""
+    import pandas as pd
+
+    rng = np.random.default_rng(8)
+    m, n = 60, 12
+    pc1 = rng.permutation(np.linspace(-200, 200, m))
+    centres = np.linspace(-200, 200, n)
+    cost = np.abs(np.subtract.outer(pc1, centres)) + rng.uniform(0, 20, (m, n))
+    cost[:, 5] = cost[:, 4]  # tied columns: averaged ranks
+    p = rng.dirichlet(np.ones(m))
+    q = rng.dirichlet(np.ones(n))
+    meta = pd.DataFrame({"pc1": pc1, "populations": p})
+    got = dist.evaluate(cost, p, pc1, q, n_pool=5, fraction=0.9, n_replicates=4, mode="reference")
+    ref = _published_d2d_numpy(cost, meta, q, 4, 5, 0.9)
+    assert max(r["kl_iter_stop"] for r in ref) > 5
+    _check_against_transcription(got, ref)
