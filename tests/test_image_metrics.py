@@ -88,8 +88,8 @@ def test_true_map_beats_its_lowpass_when_poses_are_off_grid():
 def test_refined_integral_approaches_a_dense_grid():
     """Second quadrature: a grid 15x denser in rotations (1500 x 48) with 1/3-px shifts (and one
     refinement level). At SNR 0.3 the refined coarse integral (100 x 12, ½-px shifts) lands within
-    1.5 nat/image of it on average, with 10x less error than the plain coarse grid (measured:
-    0.8 vs 9.6 nat/image; at SNR 1 3.9 vs 38)."""
+    2 nat/image of it in *absolute* per-image error (signed errors of both signs would cancel in a
+    mean), with 5x less error than the plain coarse grid (measured: 1.3 vs 10.1 nat/image)."""
     V, imgs, cp, _ = _continuous_pose_images(0.3, M=24, seed=1)
     dense = im.ImageSearch(imgs, 3.0, cp, n_directions=1500, n_inplane=48, shift_step=1 / 3, refine_levels=1,
                            max_shift=1).search(V[None])["logp_integrated"][:, 0]
@@ -97,9 +97,67 @@ def test_refined_integral_approaches_a_dense_grid():
     refined = s.search(V[None])["logp_integrated"][:, 0]
     s.refine_levels = 0
     plain = s.search(V[None])["logp_integrated"][:, 0]
-    err_refined, err_plain = abs(np.mean(refined - dense)), np.mean(dense - plain)
-    assert err_refined < 1.5 and err_plain > 5
+    err_refined, err_plain = np.abs(refined - dense).mean(), np.abs(plain - dense).mean()
+    assert err_refined < 2.0 and np.median(np.abs(refined - dense)) < 1.0 and err_plain > 5
     assert err_refined < err_plain / 5
+
+
+def _brute_force_grid(V, imgs, px, cp, n_dir, n_inplane, max_shift, step):
+    """Independent of the search code: for every grid rotation, shift and image, the CTF-weighted
+    template is made in numpy, both images are band-passed in real space (0 < |k| < n/2 − 1 on
+    the full FFT grid) and ρ, log P come from real-space sums; the pose integral is a plain
+    log-mean-exp over the grid. Shares only the projector and the CTF, tested on their own."""
+    from scipy.special import gammaln, logsumexp
+
+    n = imgs.shape[-1]
+    k = np.fft.fftfreq(n, 1.0 / n)
+    band_full = (np.hypot(k[None, :], k[:, None]) > 0) & (np.hypot(k[None, :], k[:, None]) < n // 2 - 1)
+    d = int(band_full.sum())  # real degrees of freedom of the band
+    m = d - 1
+
+    def bandpass(x):
+        f = np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)))
+        return np.fft.fftshift(np.fft.ifft2(f * band_full).real, axes=(-2, -1))
+
+    yb = bandpass(imgs.astype(np.float64))
+    yy = (yb ** 2).sum((1, 2))
+    _, R, _ = pose_grid(n_dir, n_inplane)
+    h = int(np.floor(max_shift / step + 1e-9))
+    r = np.arange(-h, h + 1) * step
+    shifts = np.stack(np.meshgrid(r, r, indexing="xy"), -1).reshape(-1, 2)
+    C = P.ctf(n, px, cp["defocus_u"], cp["defocus_v"], cp["defocus_angle"]).numpy()
+    kx, ky = (t.numpy() for t in P.image_freqs(n))
+    proj = P.FourierSliceProjector(V[None])
+    M = len(imgs)
+    lp = np.empty((M, len(R), len(shifts)))
+    rho = np.empty_like(lp)
+    for j in range(len(R)):
+        T = proj.project_ft(R[j][None]).numpy()[0, 0].astype(np.complex128)
+        for si, (sx, sy) in enumerate(shifts):
+            ph = np.exp(-2j * np.pi * (kx * sx + ky * sy) / n)
+            x = np.fft.fftshift(np.fft.irfft2(C * T[None] * ph[None], s=(n, n)), axes=(-2, -1))
+            xb = bandpass(x)
+            xy, xx = (xb * yb).sum((1, 2)), (xb ** 2).sum((1, 2))
+            rho[:, j, si] = xy / np.sqrt(xx * yy)
+            lp[:, j, si] = (gammaln(m / 2) - np.log(2) - 0.5 * np.log(n * n)
+                            - (m / 2) * np.log(np.pi * yy * (1 - rho[:, j, si] ** 2)))
+    flat = lp.reshape(M, -1)
+    arg = rho.reshape(M, -1).argmax(1)
+    return (logsumexp(flat, 1) - np.log(flat.shape[1]), rho.reshape(M, -1).max(1),
+            flat.max(1), shifts[arg % len(shifts)])  # log P is monotone in ρ²; the best ρ is positive here
+
+
+def test_grid_search_equals_an_independent_brute_force():
+    """The batched search (GEMMs over templates × images × shifts, Fourier-space sums with
+    half-spectrum weights) against a per-pose numpy loop in real space, on the same grid."""
+    V, imgs, cp, _ = _continuous_pose_images(1.0, n=20, M=5, seed=4)
+    kw = dict(n_directions=20, n_inplane=6, max_shift=1, shift_step=0.5)
+    got = im.ImageSearch(imgs, 3.0, cp, refine_levels=0, **kw).search(V[None])
+    lp_int, best_cc, lp_best, best_shift = _brute_force_grid(V, imgs, 3.0, cp, 20, 6, 1, 0.5)
+    np.testing.assert_allclose(got["logp_integrated"][:, 0], lp_int, atol=2e-3)
+    np.testing.assert_allclose(got["best_cc"][:, 0], best_cc, atol=1e-5)
+    np.testing.assert_allclose(got["logp_best"][:, 0], lp_best, atol=2e-3)
+    np.testing.assert_array_equal(got["shift"][:, 0], best_shift)  # the shift's sign, too
 
 
 def test_analytic_marginal_matches_numerical_integration():
@@ -154,6 +212,22 @@ def test_em_weights_recover_sampling_proportions():
 
 
 def test_downsample_images_preserves_mean_and_bandlimit():
-    x = np.random.default_rng(0).standard_normal((2, 32, 32)) + 2.0
-    y = im.downsample_images(x, 16).numpy()
-    np.testing.assert_allclose(y.mean((1, 2)), x.mean((1, 2)), rtol=1e-6)
+    """A band-limited image (cosines below the coarse Nyquist, origin at pixel n//2) sampled on
+    32² and Fourier-cropped to 16² equals the same function sampled on the coarse grid; a
+    constant image stays constant."""
+    n, m = 32, 16
+    c = np.arange(n) - n // 2
+    X, Y = np.meshgrid(c, c, indexing="xy")
+    rng = np.random.default_rng(0)
+    waves = [(rng.integers(-7, 8), rng.integers(-7, 8), rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 2)) for _ in range(6)]
+
+    def f(x, y, size):
+        return 2.0 + sum(a * np.cos(2 * np.pi * (u * x + v * y) / size + p) for u, v, p, a in waves)
+    fine = np.stack([f(X, Y, n), 3 * f(X, Y, n) - 1])
+    cc = np.arange(m) - m // 2
+    Xc, Yc = np.meshgrid(cc, cc, indexing="xy")
+    coarse = f(2 * Xc, 2 * Yc, n)  # the same function at the coarse pixel centres (2 fine pixels apart)
+    y = im.downsample_images(fine, m).numpy()
+    np.testing.assert_allclose(y[0], coarse, atol=1e-9)
+    np.testing.assert_allclose(y[1], 3 * coarse - 1, atol=1e-9)
+    np.testing.assert_allclose(im.downsample_images(np.full((1, n, n), 4.5), m).numpy(), 4.5, atol=1e-12)
