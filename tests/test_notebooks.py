@@ -72,41 +72,72 @@ def test_data_and_preprocessing_outputs(executed):
     other = MapSet.load(res / "preprocessed" / "other_grid.npz")
     assert other.box == 32 and other.voxel_size == pytest.approx(4.292)
     assert any("crop/pad" in s for s in other.provenance["steps"])
+    # the Other-grid mock is the Averaged GT on another box and voxel size: back on the GT grid
+    # it matches the Averaged GT map by map
+    avg = MapSet.load(res / "preprocessed" / "averaged_gt.npz")
+    a, b = avg.maps.reshape(avg.n_maps, -1), other.maps.reshape(other.n_maps, -1)
+    corr = [np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)]
+    assert min(corr) > 0.99
 
 
 def test_volume_metric_outputs(executed):
+    """Chapter 3's claims on the tiny run: blur and noise cost resolution; the soft mask adds no
+    spurious correlation (corrected ≈ masked, both far better than unmasked for the noisy mock);
+    noise and misalignment cost transport coverage."""
     res = executed / "results" / "volume_metrics"
     z = np.load(res / "averaged_gt.npz")
     assert z["l2"].shape == (40, 8) and z["fsc_curves"].shape == (40, 8, 16)
-    assert np.all(z["res"] >= 2 * 4.292 - 1e-9)
     s = pd.read_csv(res / "summary.csv").set_index("label")
-    assert s.loc["Low-pass", "best_res_median_A"] > s.loc["Averaged GT", "best_res_median_A"]
+    assert s.loc["Low-pass", "best_res_median_A"] > s.loc["Averaged GT", "best_res_median_A"] + 2
+    noisy = s.loc["Noisy"]
+    assert noisy.best_res_unmasked_median_A > noisy.best_res_median_A + 5  # measured 28.2 vs 8.7 Å
+    assert abs(noisy.best_res_corrected_median_A - noisy.best_res_median_A) < 0.1 * (
+        noisy.best_res_unmasked_median_A - noisy.best_res_median_A)
+    # the best match of each Sampled-GT map (itself a GT map) is an identical GT map: FSC = 1
+    sg = np.load(res / "sampled_gt.npz")
+    np.testing.assert_allclose(sg["fsc_curves"].max(0), 1.0, atol=1e-5)
+    t = pd.read_csv(res / "transport.csv").set_index("label")
+    for col in ("gw_coverage_A", "pw_coverage_A"):
+        assert t.loc["Noisy", col] > t.loc["Averaged GT", col] + 0.5
+        assert t.loc["Rotated", col] > t.loc["Averaged GT", col] + 0.2
 
 
 def test_subspace_outputs(executed):
+    """Chapter 4: the GT-derived controls capture the GT's motion (> 90 % of PC1), noise does not."""
     res = executed / "results" / "subspace"
-    pcv = pd.read_csv(res / "pcv.csv", index_col=0)
-    assert np.allclose(np.diag(pcv.values), 100)
     first = pd.read_csv(res / "gt_pc1_captured.csv", index_col=0).iloc[:, 0]
-    assert first["Averaged GT"] > 90 and first["Sampled GT"] > 90
+    assert first["Averaged GT"] > 99 and first["Sampled GT"] > 95
+    assert first["Noisy"] < first["Averaged GT"] - 5  # measured 85.8 vs 99.8 %
+    pcv = pd.read_csv(res / "pcv.csv", index_col=0)
+    assert pcv.loc["GT", "Noisy"] == pcv.loc["GT"].drop("GT").min()  # noise captures the least GT variance
 
 
 def test_distribution_outputs(executed):
+    """Chapter 5: wrong populations are caught by the EMD/KL with submitted populations and
+    repaired by the optimised ones (same maps as Averaged GT -> same EMD_opt); a perfect score is 0."""
     res = executed / "results" / "distribution"
     rep = pd.read_csv(res / "replicates.csv")
     assert set(rep.metric) == {"l2", "corr", "fsc", "res", "sw"}
-    assert (rep.EMD_opt <= rep.EMD_submitted + 1e-9).all()  # optimising populations never hurts
-    l2 = rep[rep.metric == "l2"].groupby("label").EMD_submitted.mean()
-    assert l2["Bimodal"] > l2["Averaged GT"]
-    assert (res / "n_volumes_study.csv").exists()
+    l2 = rep[rep.metric == "l2"].groupby("label")[["EMD_submitted", "EMD_opt", "KL_pq_submitted"]].mean()
+    for bad in ("Bimodal", "Middle mode"):
+        assert l2.loc[bad, "EMD_submitted"] > l2.loc["Averaged GT", "EMD_submitted"] + 0.3
+        assert l2.loc[bad, "KL_pq_submitted"] > 3 * l2.loc["Averaged GT", "KL_pq_submitted"]
+        assert l2.loc[bad, "EMD_opt"] == pytest.approx(l2.loc["Averaged GT", "EMD_opt"], abs=1e-9)
+    assert l2.loc["Averaged GT", "EMD_opt"] < 0.5  # ranks from 0: near-perfect maps cost little
+    study = pd.read_csv(res / "n_volumes_study.csv")
+    assert set(study.n_maps) == {4, 8}
 
 
 def test_image_metric_outputs(executed):
+    """Chapter 6 on the tiny run (24 images at 16 px cannot rank the GT first; the demo does, see
+    test_demo_headlines): noise is caught, and the optimised weights never lower the likelihood."""
     res = executed / "results" / "image_metrics"
     s = pd.read_csv(res / "summary.csv", index_col=0)
     assert "GT ensemble" in s.index and len(s) == 12
+    assert s["loglik_submitted"].idxmin() == "Noisy"
+    assert s.loc["Noisy", "delta_per_image_vs_gt"] < -1.0  # measured −4.7 nat/image
     assert (s.loglik_optimised >= s.loglik_submitted - 1e-6).all()
-    z = np.load(res / "ground_truth.npz") if (res / "ground_truth.npz").exists() else np.load(res / "gt_ensemble.npz")
+    z = np.load(res / "gt_ensemble.npz")
     assert z["logp_integrated"].shape == (24, 8)
 
 
