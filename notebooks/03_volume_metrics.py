@@ -121,7 +121,7 @@ fig.tight_layout()
 # scale (real methods' maps have arbitrary ones: without it a submission `5·s + 3` lost 20 Å).
 # The demo's maps are zero in the solvent, so this changes none of their numbers.
 
-# %%
+# %% tags=["remove-input"]
 from IPython.display import Markdown
 
 cols = ["label", "best_res_median_A", "best_res_corrected_median_A", "best_res_unmasked_median_A"]

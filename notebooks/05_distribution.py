@@ -90,7 +90,7 @@ summary.columns = [f"{a}_{b}" for a, b in summary.columns]
 save_csv(out / "distribution" / "summary.csv", summary.reset_index().set_index("label"))
 summary.xs("l2", level="metric").round(3)
 
-# %%
+# %% tags=["remove-input"]
 from IPython.display import Markdown
 
 l2m = summary.xs("l2", level="metric")

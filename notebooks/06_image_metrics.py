@@ -128,7 +128,7 @@ ax.set_xlabel("ensemble log-likelihood per image, relative to the GT ensemble (n
 ax.set_title("Image likelihood (submitted populations)")
 fig.tight_layout()
 
-# %%
+# %% tags=["remove-input"]
 from IPython.display import Markdown
 
 dl = summary["delta_per_image_vs_gt"]
