@@ -125,15 +125,58 @@ def read_populations(path, n_maps: int, provenance: dict | None = None) -> np.nd
 
 
 # ---------------------------------------------------------------------- raw submissions
+MAP_SUFFIXES = (".mrc", ".map", ".mrcs")
+
+
 def list_map_files(folder) -> list[Path]:
-    """The ``*.mrc`` files of a folder in natural order, skipping files named like masks."""
+    """The map files (``*.mrc``, ``*.map``, ``*.mrcs``) of a folder in natural order, skipping
+    files named like masks."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "folder not found.", "Point the config's path at the submission folder.")
-    files = [f for f in folder.iterdir() if f.suffix.lower() == ".mrc" and "mask" not in f.name.lower()]
+    files = [f for f in folder.iterdir() if f.suffix.lower() in MAP_SUFFIXES and "mask" not in f.name.lower()
+             and not f.name.startswith(".")]
     if not files:
-        raise InputError(folder, "contains no .mrc maps.", "Put the submission's maps (*.mrc) in it.")
+        others = sorted(f.name for f in folder.iterdir())[:5]
+        raise InputError(folder, f"contains no maps (.mrc, .map or .mrcs){'; it holds ' + ', '.join(others) if others else ''}.",
+                         "Put the submission's maps in it (one MRC per map, or one MRC stack of maps).")
     return sorted(files, key=lambda f: natural_key(f.name))
+
+
+def read_map_stack(path):
+    """Maps of one MRC file: (1, N, N, N) for a map, (k, N, N, N) for a volume stack (ISPG 401,
+    or a (k·N, N, N) block of k cubic maps). Returns (maps, voxel size or None)."""
+    path = Path(path)
+    try:
+        with mrcfile.open(path, mode="r", permissive=False) as m:
+            data = np.array(m.data, dtype=np.float32)
+            vs = float(m.voxel_size.x)
+            if m.is_volume_stack() and data.ndim == 4:
+                pass
+    except Exception as exc:
+        raise InputError(path, f"cannot be read as MRC ({exc}).",
+                         "Check that the file is a complete MRC map (re-export or re-copy it).") from None
+    while data.ndim > 4 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim == 3 and data.shape[1] == data.shape[2] and data.shape[0] != data.shape[1] \
+            and data.shape[0] % data.shape[1] == 0:
+        k = data.shape[0] // data.shape[1]
+        data = data.reshape(k, data.shape[1], data.shape[1], data.shape[1])
+        from .schema import notice
+        notice(path, f"read as a stack of {k} maps of {data.shape[1]}³ (its z extent is {k} box lengths).")
+    if data.ndim == 3:
+        if len(set(data.shape)) != 1:
+            raise InputError(path, f"map is not cubic: shape {data.shape}.",
+                             "Pad or crop the map to a cubic box (e.g. relion_image_handler --new_box).")
+        data = data[None]
+    if data.ndim != 4 or len(set(data.shape[1:])) != 1:
+        raise InputError(path, f"shape {data.shape} is neither a cubic map nor a stack of cubic maps.",
+                         "Write one cubic map per file, or a stack of cubic maps.")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(path, f"{bad} voxels are NaN or Inf.",
+                         "Fix the map in the method that produced it (or replace them by 0 yourself).")
+    return data, (vs if vs > 0 else None)
 
 
 def read_submission_folder(folder, populations_file=None, voxel_size: float | None = None,
@@ -148,16 +191,22 @@ def read_submission_folder(folder, populations_file=None, voxel_size: float | No
     maps, sizes = [], set()
     first_shape = None
     for f in files:
-        data, vs = read_mrc(f)
-        if first_shape is None:
-            first_shape = data.shape
-        elif data.shape != first_shape:
-            raise InputError(f, f"box {data.shape} differs from {files[0].name}'s {first_shape}.",
-                             "All maps of a submission must share one box size.")
-        if not np.any(data):
-            raise InputError(f, "map is all zeros.", "Remove it (and its population) or fix it.")
+        stack, vs = read_map_stack(f)
+        for k, data in enumerate(stack):
+            name = f.name if len(stack) == 1 else f"{f.name} (map {k + 1} of the stack)"
+            if first_shape is None:
+                first_shape = data.shape
+            elif data.shape != first_shape:
+                raise InputError(f, f"box {data.shape} differs from {files[0].name}'s {first_shape}.",
+                                 "All maps of a submission must share one box size.")
+            if not np.any(data):
+                raise InputError(name if len(stack) > 1 else f, "map is all zeros.",
+                                 "Remove it (and its population) or fix it.")
+            if float(data.max()) == float(data.min()):
+                raise InputError(f, f"{name} is constant ({float(data.max()):g}): no structure to compare.",
+                                 "Remove it (and its population) or fix it.")
+            maps.append(data)
         sizes.add(None if vs is None else round(vs, 4))
-        maps.append(data)
     known = {s for s in sizes if s is not None}
     if len(known) > 1:
         raise InputError(folder, f"maps have different voxel sizes {sorted(known)} Å.",
@@ -217,51 +266,43 @@ def _locate(p, base: Path, what: str, config: Path) -> Path:
 
 
 def read_config(path):
-    """Read a challenge submission config (JSON with ``gt`` first, or YAML).
+    """Read and validate a challenge submission config (JSON with ``gt`` first, or YAML).
 
-    Returns ``(gt, entries)``: ``gt`` a dict (path, box_size, voxel_size, ref_align_fname) and
-    ``entries`` a list of :class:`SubmissionEntry`. Duplicate labels are refused.
+    Validation (:mod:`helpers.schema`): typed, range-checked fields, duplicated JSON keys,
+    result-name collisions, a config without submissions, alignment without a reference; every
+    problem of the file is listed in one :class:`InputError`. Returns ``(gt, entries)``: ``gt`` a
+    dict (path, box_size, voxel_size, ref_align_fname) and ``entries`` a list of
+    :class:`SubmissionEntry`.
     """
-    import yaml
+    from .schema import load_config_text, validate_config
 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "config file not found.", "Give the path of submission_config.json/.yaml.")
-    try:
-        text = path.read_text()
-        cfg = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except Exception as exc:
-        raise InputError(path, f"cannot be parsed ({exc}).", "Fix the JSON/YAML syntax.") from None
+    cfg = load_config_text(path)
+    gt_model, models = validate_config(cfg, path)
     base = path.parent
-    if not isinstance(cfg, dict) or "gt" not in cfg:
-        raise InputError(path, "has no 'gt' entry.", "Start the config with the GT entry (key 'gt').")
     gt = dict(cfg["gt"])
-    if isinstance(cfg.get("submissions"), list):  # YAML flavour
-        raw = cfg["submissions"]
-    else:
-        keys = list(cfg.keys())
-        if keys[0] != "gt":
-            raise InputError(path, "key 'gt' is not first (the challenge code takes it as first).",
-                             "Move the 'gt' entry to the top of the JSON.")
-        raw = [cfg[k] for k in keys[1:]]
-    gt["voxel_size"] = gt.get("voxel_size", gt.get("pixel_size"))
-    entries, seen = [], set()
-    for i, e in enumerate(raw):
-        name = e.get("label") or e.get("flavor_name") or e.get("submission_name") or e.get("name") or f"submission {i}"
-        version = str(e.get("submission_version", "") or "")
-        label = f"{name} {version}".strip() if version not in ("", "0") else name
-        if label in seen:
-            raise InputError(path, f"duplicate submission label {label!r}.",
-                             "Give every submission a unique flavor_name/submission_version.")
-        seen.add(label)
-        folder = _locate(e.get("path") or e.get("path_to_volumes"), base, "submission folder", path)
-        pop = e.get("populations_file") or e.get("path_to_populations_file") or folder / "populations.txt"
-        pop = _locate(pop, base, "populations file", path) if not Path(pop).is_file() else Path(pop)
+    gt.update(box_size=gt_model.box_size, voxel_size=float(gt_model.voxel_size))
+    entries, problems = [], []
+    raw_entries = cfg["submissions"] if isinstance(cfg.get("submissions"), list) else [cfg[k] for k in cfg if k != "gt"]
+    for m, raw in zip(models, raw_entries):
+        try:
+            folder = _locate(m.path, base, "submission folder", path)
+            pop = m.populations_file or folder / "populations.txt"
+            pop = _locate(pop, base, "populations file", path) if not Path(pop).is_file() else Path(pop)
+        except InputError as exc:
+            problems.append(f"{m.label!r}: {exc.problem}")
+            continue
+        extra = {k: v for k, v in m.model_dump().items() if k not in ("label", "path", "populations_file")}
+        extra.update({k: v for k, v in raw.items() if k not in extra})
         entries.append(SubmissionEntry(
-            label=label, path=folder, populations_file=pop, box_size=e.get("box_size"),
-            voxel_size=e.get("voxel_size", e.get("pixel_size")),
-            flip=bool(int(e.get("flip", e.get("flip_handedness", 0)) or 0)),
-            align=bool(int(e.get("align", 0) or 0)), extra=dict(e)))
+            label=m.label, path=folder, populations_file=Path(pop), box_size=m.box_size,
+            voxel_size=None if m.voxel_size is None else float(m.voxel_size), flip=m.flip, align=m.align,
+            extra=extra))
+    if problems:
+        raise InputError(path, f"{len(problems)} path(s) not found:\n  - " + "\n  - ".join(problems),
+                         "Fix the paths in the config (absolute, or relative to the config's folder).")
     return gt, entries
 
 
@@ -327,14 +368,19 @@ def read_gt_maps(path, box: int | None = None, mmap: bool = True) -> np.ndarray:
     """GT map stack (N, n, n, n) float32 from ``.npy`` (memory-mapped), ``.pt`` or an MRC folder."""
     path = Path(path)
     if path.is_dir():
-        return np.stack([read_mrc(f)[0] for f in list_map_files(path)])
+        return np.concatenate([read_map_stack(f)[0] for f in list_map_files(path)])
     if not path.is_file():
         raise InputError(path, "GT maps not found.", "Point gt_maps at the .npy/.pt stack or MRC folder.")
     if path.suffix == ".npy":
         try:
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise InputError(path, f"cannot be read as .npy ({exc}).", "Re-save it with numpy.save.") from None
+        if not isinstance(arr, np.ndarray):  # np.load opened an .npz archive
+            names = list(getattr(arr, "files", []))
+            raise InputError(path, f"is an .npz archive (arrays {names[:4]}), not an .npy array.",
+                             "Save the GT stack with numpy.save (one array), or rename the file to .npz and "
+                             "extract its stack.")
     elif path.suffix == ".pt":
         import torch
         try:
@@ -353,28 +399,95 @@ def read_gt_maps(path, box: int | None = None, mmap: bool = True) -> np.ndarray:
         raise InputError(path, f"shape {arr.shape} is not (N, n, n, n).", "Give (N, n³) or (N, n, n, n).")
     if box is not None and arr.shape[-1] != box:
         raise InputError(path, f"box {arr.shape[-1]} but the config says {box}.", "Fix the config's box_size.")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(path, f"dtype {arr.dtype} is not a floating-point map stack.", "Save the maps as float32.")
+    check_finite_stack(arr, path)
     return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
-def read_gt_metadata(path, n_maps: int | None = None) -> pd.DataFrame:
-    """GT ``metadata.csv``; checks the columns and, if given, the number of rows."""
+def check_finite_stack(arr, path, chunk_bytes: int = 256 * 2 ** 20) -> None:
+    """Refuse a map stack with NaN/Inf voxels, reading a memory map chunk by chunk; names the maps."""
+    per = max(1, chunk_bytes // max(1, arr[0].nbytes))
+    bad = []
+    for a in range(0, arr.shape[0], per):
+        block = np.asarray(arr[a:a + per])
+        ok = np.isfinite(block.reshape(len(block), -1)).all(1)
+        bad += (np.flatnonzero(~ok) + a).tolist()
+        if len(bad) >= 10:
+            break
+    if bad:
+        raise InputError(path, f"GT map(s) {bad[:10]} (0-based) contain NaN or Inf voxels.",
+                         "Fix or drop these maps (and their metadata rows) before scoring.")
+
+
+def read_gt_metadata(path, n_maps: int | None = None, map_names: list[str] | None = None) -> pd.DataFrame:
+    """GT ``metadata.csv``, its rows in the order of the GT maps.
+
+    Checks the columns, the number of rows, finite numeric ``pc1`` and ``populations`` (≥ 0).
+    Rows are matched to maps by identity, not position, where the file says which map a row is:
+    with ``map_names`` (a GT given as a folder of MRC files) by the ``volumes`` column; for a
+    stack, when ``index`` is a permutation of 0…N−1 it is read as the stack position (a file
+    re-sorted in a spreadsheet is put back in order, with a notice). Otherwise (the challenge's
+    ``index`` is a row id in a larger set) rows follow the stack order, as the challenge's code
+    assumes.
+    """
+    from .schema import notice
+
     path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "GT metadata not found.", "Put metadata.csv next to the GT maps.")
     try:
         df = pd.read_csv(path)
     except Exception as exc:
         raise InputError(path, f"cannot be read as CSV ({exc}).", "Give the GT metadata.csv.") from None
     missing = [c for c in ("pc1", "populations") if c not in df.columns]
     if missing:
-        raise InputError(path, f"missing columns {missing}.", f"Columns must include {GT_METADATA_COLUMNS}.")
+        raise InputError(path, f"missing columns {missing} (has {list(df.columns)[:8]}).",
+                         f"Columns must include {GT_METADATA_COLUMNS}.")
+    problems = []
+    for col in ("pc1", "populations"):
+        v = pd.to_numeric(df[col], errors="coerce")
+        bad = np.flatnonzero(~np.isfinite(v.to_numpy(dtype=float)))
+        if len(bad):
+            problems.append(f"column '{col}' has {len(bad)} empty, non-numeric or non-finite value(s) "
+                            f"(rows {(bad + 2).tolist()[:6]} of the file)")
+        df[col] = v
+    if (df["populations"] < 0).any():
+        problems.append(f"column 'populations' has {int((df['populations'] < 0).sum())} negative value(s)")
+    if problems:
+        raise InputError(path, "; ".join(problems) + ".", "Give every GT map a finite pc1 and a population ≥ 0.")
     if n_maps is not None and len(df) != n_maps:
         raise InputError(path, f"{len(df)} rows for {n_maps} GT maps.", "Use the metadata of this GT stack.")
+    if map_names is not None and "volumes" in df.columns:
+        names = df["volumes"].astype(str).map(lambda x: Path(x).name).tolist()
+        missing = sorted(set(map_names) - set(names))
+        if missing:
+            raise InputError(path, f"no row for GT map file(s) {missing[:5]} (column 'volumes').",
+                             "Give one row per GT map file, its name in 'volumes'.")
+        if len(set(names)) != len(names):
+            raise InputError(path, "column 'volumes' names a file twice.", "One row per GT map file.")
+        pos = {n: i for i, n in enumerate(names)}
+        order = [pos[n] for n in map_names]
+        if order != list(range(len(order))):
+            notice(path, "rows matched to the GT map files by the 'volumes' column (file order differs).")
+        return df.iloc[order].reset_index(drop=True)
+    if "index" in df.columns and n_maps is not None:
+        idx = pd.to_numeric(df["index"], errors="coerce").to_numpy()
+        if np.isfinite(idx).all() and sorted(idx.astype(int).tolist()) == list(range(n_maps)) \
+                and (idx == idx.astype(int)).all():
+            if not (idx == np.arange(n_maps)).all():
+                notice(path, "rows are not in stack order; re-ordered by the 'index' column "
+                             "(index = position of the map in the GT stack).")
+                return df.sort_values("index", kind="stable").reset_index(drop=True)
     return df
 
 
 def read_gt(maps_path, metadata_path, voxel_size: float, label: str = "ground truth") -> MapSet:
-    """The GT as a MapSet: maps in file order, populations renormalised, ``pc1`` attached."""
+    """The GT as a MapSet: maps in file order, metadata rows matched to them
+    (:func:`read_gt_metadata`), populations renormalised, ``pc1`` attached."""
     maps = read_gt_maps(maps_path)
-    meta = read_gt_metadata(metadata_path, maps.shape[0])
+    names = [f.name for f in list_map_files(maps_path)] if Path(maps_path).is_dir() else None
+    meta = read_gt_metadata(metadata_path, maps.shape[0], names)
     prov = {"source": str(maps_path), "metadata": str(metadata_path), "steps": []}
     pops = check_populations(meta["populations"].to_numpy(), maps.shape[0], metadata_path, None)
     return MapSet(maps, pops, voxel_size, label, prov, pc1=meta["pc1"].to_numpy())
@@ -386,10 +499,20 @@ def read_mask(path, box: int | None = None, mask_rule: str = "weight") -> np.nda
     ``mask_rule``: ``"weight"`` (default) clips to [0, 1] (a soft mask stays soft);
     ``"binary"`` = weight > 0.5; ``"nonzero"`` = the published code's ``astype(bool)``.
     """
+    from .schema import notice
+
     data, _ = read_mrc(path)
     if box is not None and data.shape != (box,) * 3:
         raise InputError(path, f"mask shape {data.shape} does not match the maps' box {box}.",
                          "Use the mask made for this GT grid (or resample it).")
+    if not (data > 0.5 if mask_rule == "binary" else data > 0).any():
+        raise InputError(path, "the mask selects no voxel (all ≤ 0).",
+                         "Use the GT's mask (values 0…1, 1 inside the molecule).")
+    if mask_rule == "weight" and (data.min() < -1e-6 or data.max() > 1 + 1e-6):
+        notice(path, f"mask values span {data.min():.3g}…{data.max():.3g}; clipped to [0, 1] and used as weights.")
+    if mask_rule == "weight" and not (data > 0.5).any():
+        raise InputError(path, f"no voxel has a mask weight above 0.5 (max {data.max():.3g}): the distances "
+                               "would select nothing.", "Scale the mask to 0…1 (1 inside the molecule).")
     if mask_rule == "weight":
         return np.clip(data, 0, 1).astype(np.float32)
     if mask_rule == "binary":
@@ -426,9 +549,38 @@ def read_particles(star_path) -> ParticleStack:
     if "optics" not in blocks or "particles" not in blocks:
         raise InputError(star_path, "needs 'optics' and 'particles' blocks (RELION 3.1).",
                          "Convert with relion_convert_star.")
-    optics = blocks["optics"].iloc[0]
     parts = blocks["particles"]
-    names = parts["rlnImageName"].str.split("@")
+    problems = []
+    need_p = ["rlnImageName", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"]
+    need_o = ["rlnImagePixelSize", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"]
+    miss_p = [c for c in need_p if c not in parts.columns]
+    miss_o = [c for c in need_o if c not in blocks["optics"].columns]
+    if miss_p:
+        problems.append(f"particles block lacks {miss_p}")
+    if miss_o:
+        problems.append(f"optics block lacks {miss_o}")
+    if problems:
+        raise InputError(star_path, "; ".join(problems) + ".",
+                         "Export a RELION 3.1 STAR with image names, CTF parameters and optics.")
+    optics = blocks["optics"].iloc[0]
+    for c in need_p[1:]:
+        v = pd.to_numeric(parts[c], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(v).all():
+            problems.append(f"column {c} has {int((~np.isfinite(v)).sum())} empty or non-numeric value(s)")
+    for c in need_o:
+        try:
+            v = float(optics[c])
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not np.isfinite(v) or (c in ("rlnImagePixelSize", "rlnVoltage") and v <= 0):
+            problems.append(f"optics {c} = {optics[c]!r} is not a positive number")
+    if problems:
+        raise InputError(star_path, "; ".join(problems) + ".", "Fix those columns in the STAR file.")
+    names = parts["rlnImageName"].astype(str).str.split("@")
+    if not names.map(len).eq(2).all():
+        bad = parts["rlnImageName"][~names.map(len).eq(2)].iloc[0]
+        raise InputError(star_path, f"rlnImageName {bad!r} is not of the form 'index@stack.mrcs'.",
+                         "Use RELION image names (1-based index @ stack file).")
     stack_files = names.str[1].unique()
     if len(stack_files) != 1:
         raise InputError(star_path, "refers to several image stacks.", "Use one .mrcs per STAR file.")
@@ -438,11 +590,56 @@ def read_particles(star_path) -> ParticleStack:
             images = np.array(m.data, dtype=np.float32)
     except Exception as exc:
         raise InputError(stack, f"cannot be read ({exc}).", "Check the .mrcs stack.") from None
-    idx = names.str[0].astype(int).to_numpy() - 1
-    return ParticleStack(images=images[idx], pixel_size=float(optics["rlnImagePixelSize"]), table=parts,
+    if images.ndim == 2:
+        images = images[None]
+    idx_raw = pd.to_numeric(names.str[0], errors="coerce").to_numpy()
+    if not np.isfinite(idx_raw).all() or (idx_raw != np.round(idx_raw)).any():
+        raise InputError(star_path, "rlnImageName has non-integer image indices.", "Use 1-based integer indices.")
+    idx = idx_raw.astype(int) - 1
+    if (idx < 0).any():
+        raise InputError(star_path, f"{int((idx < 0).sum())} image index(es) are 0 or negative: RELION's indices "
+                                    "start at 1 (a 0-based file would silently read the wrong images).",
+                         "Add 1 to every index (1@stack.mrcs is the first image).")
+    if (idx >= len(images)).any():
+        raise InputError(star_path, f"image index {int(idx.max()) + 1} is beyond the stack's {len(images)} images "
+                                    f"({stack.name}).", "Use the STAR file that belongs to this stack.")
+    sel = images[idx]
+    if not np.isfinite(sel).all():
+        bad = np.flatnonzero(~np.isfinite(sel.reshape(len(sel), -1)).all(1))
+        raise InputError(stack, f"image(s) {(idx[bad] + 1).tolist()[:10]} (1-based) contain NaN or Inf.",
+                         "Drop those particles from the STAR file.")
+    return ParticleStack(images=sel, pixel_size=float(optics["rlnImagePixelSize"]), table=parts,
                          optics={"voltage": float(optics["rlnVoltage"]),
                                  "cs": float(optics["rlnSphericalAberration"]),
                                  "amplitude_contrast": float(optics["rlnAmplitudeContrast"])})
+
+
+def find_gt(data_dir) -> dict:
+    """Locate the GT files in ``data_dir/gt``: the maps (``maps_gt.npy``, ``maps_gt.pt``,
+    ``maps_gt_flat.pt``, the only ``.npy``/``.pt`` there, or a folder ``maps/`` of MRC files),
+    ``metadata.csv`` and ``mask.mrc``. Returns {"maps", "metadata", "mask"} paths; a clear error
+    lists what was looked for."""
+    gt = Path(data_dir) / "gt"
+    if not gt.is_dir():
+        raise InputError(gt, "GT folder not found.", "Put the GT in <data_dir>/gt (maps, metadata.csv, mask.mrc).")
+    cands = [gt / n for n in ("maps_gt.npy", "maps_gt.pt", "maps_gt_flat.pt", "maps")]
+    found = [c for c in cands if c.exists()]
+    if not found:
+        stacks = sorted(p for p in gt.iterdir() if p.suffix in (".npy", ".pt"))
+        found = stacks if len(stacks) == 1 else []
+        if len(stacks) > 1:
+            raise InputError(gt, f"several possible GT stacks {[p.name for p in stacks]}.",
+                             "Name the GT stack maps_gt.npy (or .pt), or keep only one.")
+    if not found:
+        raise InputError(gt, "no GT maps found (looked for maps_gt.npy, maps_gt.pt, maps_gt_flat.pt, "
+                             "a single .npy/.pt, or a folder maps/ of MRC files).",
+                         "Put the GT stack there under one of those names.")
+    meta = gt / "metadata.csv"
+    mask = gt / "mask.mrc"
+    if not mask.exists():
+        masks = sorted(gt.glob("mask*.mrc"))
+        mask = masks[0] if len(masks) == 1 else mask
+    return {"maps": found[0], "metadata": meta, "mask": mask}
 
 
 def mapset_path(folder, label: str) -> Path:

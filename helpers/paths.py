@@ -26,9 +26,20 @@ def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temporary file next to ``path``; rename it onto ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open a temporary file next to ``path``; rename it onto ``path`` only on success.
+
+    While the runner executes a chapter, result files are redirected into that chapter's
+    staging folder (:func:`helpers.manifest.staged_path`) and moved into place only if the
+    chapter succeeds."""
+    from .manifest import staged_path
+
+    path = staged_path(Path(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from .errors import InputError
+        raise InputError(path.parent, f"cannot create the results folder ({exc.strerror}).",
+                         "Choose a results_dir you can write to (common.results_dir), or fix its permissions.") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:

@@ -16,6 +16,7 @@ and prints its name, the failing cell and the error.
 from __future__ import annotations
 
 import argparse
+import shutil
 import ast
 import os
 import sys
@@ -114,8 +115,25 @@ def _tag_injected(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def run_notebook(path: Path, cfg: dict, out_dir: Path) -> Path:
-    """Execute one text notebook with its parameters; returns the executed ``.ipynb`` path."""
+def check_writable(folder: Path) -> None:
+    """Refuse early, with a clear message, a results folder that cannot be written."""
+    from .errors import InputError
+
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "is a file, not a folder.", "Point common.results_dir at a folder (or move the file).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(folder, f"cannot be written ({exc.strerror}).",
+                         "Choose a results_dir you can write to (common.results_dir), or fix its permissions.") from None
+
+
+def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None) -> Path:
+    """Execute one text notebook with its parameters; returns the executed ``.ipynb`` path.
+    ``env``: variables set for the kernel (staging folder, notices file)."""
     import jupytext
     import papermill as pm
 
@@ -124,16 +142,35 @@ def run_notebook(path: Path, cfg: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{path.stem}.ipynb"
     tmp = out_dir / f".{path.stem}.running.ipynb"
-    env_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # kernel = this Python
+    saved = {k: os.environ.get(k) for k in ["PATH", *(env or {})]}
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{saved['PATH'] or ''}"  # kernel = this Python
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
     try:
         pm.execute_notebook(nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
                             progress_bar=False, request_save_on_cell_execute=False)
     finally:
-        os.environ["PATH"] = env_path
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     _tag_injected(tmp)
     os.replace(tmp, out)
     return out
+
+
+def _report(notices: Path, failures: list) -> None:
+    """Print a chapter's automatic fixes and per-submission failures on the terminal."""
+    import json
+
+    if notices.is_file():
+        for line in notices.read_text().splitlines():
+            n = json.loads(line)
+            print(f"    note: {n['where']}: {n['message']}", flush=True)
+        notices.unlink()
+    for f in failures:
+        first = f["message"].splitlines()[0]
+        print(f"    FAILED submission {f['label']!r}: {first}", file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
@@ -161,19 +198,52 @@ def main(argv=None) -> int:
             print(f"no notebook matches {args.only}", file=sys.stderr)
             return 2
     os.environ.setdefault("HETBOOK_QUIET", "1")
+    from . import manifest
+    from .errors import InputError
+    from .schema import NOTICES_ENV
+
+    results = resolve(cfg["common"]["results_dir"]) if cfg.get("common", {}).get("results_dir") else None
+    if results is not None:
+        try:
+            check_writable(results)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        data_dir = resolve(cfg["common"].get("data_dir", "."))
+        fresh = any(p.stem.startswith("02") for p in nbs) or not (results / manifest.NAME).is_file()
+        manifest.start(results, cfg, data_dir, fresh=fresh)
     t0 = time.time()
     for i, path in enumerate(nbs, 1):
         t = time.time()
         print(f"[{i}/{len(nbs)}] {path.stem} ...", end=" ", flush=True)
+        env = {}
+        if results is not None:
+            stage = results / ".staging" / path.stem
+            shutil.rmtree(stage, ignore_errors=True)
+            notices = results / ".staging" / f"{path.stem}.notices.jsonl"
+            notices.unlink(missing_ok=True)
+            env = {manifest.STAGE_ENV: stage, manifest.RESULTS_ENV: results, manifest.CHAPTER_ENV: path.stem,
+                   NOTICES_ENV: notices}
         try:
-            run_notebook(path, cfg, out_dir)
+            run_notebook(path, cfg, out_dir, env)
         except pm.PapermillExecutionError as exc:
             print("FAILED")
             print(f"\nnotebook {path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}",
                   file=sys.stderr)
             print(f"(the partly executed notebook is {out_dir / ('.' + path.stem + '.running.ipynb')})", file=sys.stderr)
+            if results is not None:
+                kept = manifest.discard_stage(env[manifest.STAGE_ENV], results, path.stem)
+                if kept:
+                    print(f"(its partial results were kept aside in {kept}; later chapters never read them)",
+                          file=sys.stderr)
             return 1
         print(f"done in {time.time() - t:.0f} s", flush=True)
+        if results is not None:
+            manifest.commit_stage(env[manifest.STAGE_ENV], results)
+            m = manifest.merge_update(results, path.stem)
+            _report(env[NOTICES_ENV], [f for f in m.get("failures", []) if f["chapter"] == path.stem])
+    if results is not None:
+        shutil.rmtree(results / ".staging", ignore_errors=True)
     print(f"all {len(nbs)} notebooks done in {time.time() - t0:.0f} s -> {out_dir}")
     return 0
 

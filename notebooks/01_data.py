@@ -40,8 +40,8 @@ from helpers.paths import resolve, save_json
 plots.set_style()
 data = resolve(data_dir)
 out = resolve(results_dir)
-gt = io.read_gt(data / "gt/maps_gt.npy", data / "gt/metadata.csv", voxel_size)
-mask = io.read_mask(data / "gt/mask.mrc", gt.box)
+gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)
+mask = io.read_mask(gtf["mask"], gt.box)
 manifest = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").exists() else {}
 print(gt, "| mask voxels with weight > 0.5:", int((mask > 0.5).sum()))
 

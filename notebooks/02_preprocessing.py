@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import io, plots, preprocess
+from helpers import io, manifest, plots, preprocess
 from helpers.geometry import rotation_angle
 from helpers.mapset import slug
 from helpers.paths import resolve, save_csv
@@ -51,29 +51,38 @@ plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
 gt_entry, entries = io.read_config(data / config)
 gt_box, gt_voxel = int(gt_entry["box_size"]), float(gt_entry["voxel_size"])
-gt_folder = (data / config).parent / gt_entry["path"]
-reference, _ = io.read_mrc(gt_folder / gt_entry["ref_align_fname"])
+gt_folder = io._locate(gt_entry.get("path") or ".", (data / config).parent, "GT folder", data / config)
+reference = None
+if gt_entry.get("ref_align_fname"):
+    reference, _ = io.read_mrc(io._locate(gt_entry["ref_align_fname"], gt_folder, "alignment reference", data / config))
 print(f"GT grid: {gt_box}³ at {gt_voxel} Å; {len(entries)} submissions")
 
 # %%
 rows, sets, raw = [], {}, {}
+failures = manifest.Failures(out, "02_preprocessing")  # a bad submission is listed, the others go on
 for e in entries:
-    ms = e.read()
-    raw[e.label] = ms
-    t = time.time()
-    pre, rep = preprocess.preprocess_submission(
-        ms, gt_box, gt_voxel, flip=e.flip, align=e.align, reference=reference,
-        align_kwargs=dict(box_ds=align_box, n_directions=align_directions, n_inplane=align_inplane))
-    rep["seconds"] = time.time() - t
-    truth = e.extra.get("hetbook_truth", {})
-    if "rotation_matrix" in truth and "rotation_matrix" in rep:
-        rep["rotation_error_deg"] = float(rotation_angle(np.array(rep["rotation_matrix"]) @ np.array(truth["rotation_matrix"])))
-    pre.provenance["truth"] = truth
-    pre.save(out / "preprocessed" / f"{slug(e.label)}.npz")
-    sets[e.label] = pre
-    rows.append(rep)
+    with failures.guard(e.label):
+        ms = e.read()
+        raw[e.label] = ms
+        t = time.time()
+        pre, rep = preprocess.preprocess_submission(
+            ms, gt_box, gt_voxel, flip=e.flip, align=e.align, reference=reference,
+            align_kwargs=dict(box_ds=align_box, n_directions=align_directions, n_inplane=align_inplane))
+        rep["seconds"] = time.time() - t
+        truth = e.extra.get("hetbook_truth", {})
+        if "rotation_matrix" in truth and "rotation_matrix" in rep:
+            rep["rotation_error_deg"] = float(rotation_angle(np.array(rep["rotation_matrix"]) @ np.array(truth["rotation_matrix"])))
+        pre.provenance["truth"] = truth
+        pre.save(out / "preprocessed" / f"{slug(e.label)}.npz")
+        sets[e.label] = pre
+        rows.append(rep)
+manifest.update(out, submissions={lab: f"preprocessed/{slug(lab)}.npz" for lab in sets})
+failed = failures.save()
 report = pd.DataFrame(rows).drop(columns=["rotation_matrix"], errors="ignore")
 save_csv(out / "preprocessing_report.csv", report)
+if len(failed):
+    display(failed)  # noqa: F821 (IPython)
+print(f"{len(sets)} of {len(entries)} submissions preprocessed" + (f"; {len(failed)} failed (listed above)" if len(failed) else ""))
 report.round(3)
 
 # %% [markdown]

@@ -54,39 +54,46 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import io, plots, widgets
+from helpers import io, manifest, plots, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-gt = io.read_gt(data / "gt/maps_gt.npy", data / "gt/metadata.csv", voxel_size)
-mask = io.read_mask(data / "gt/mask.mrc", gt.box)
-subs = {s.label: s for s in (MapSet.load(p) for p in sorted((out / "preprocessed").glob("*.npz")))}
+gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)
+mask = io.read_mask(gtf["mask"], gt.box)
+subs = manifest.load_submissions(out)  # this run's submissions (the manifest), never a folder glob
 order = np.argsort(gt.pc1)
 print(gt, "|", len(subs), "submissions")
 
 # %%
 results, mask_fix, rows, gt_cache = {}, {}, [], {}  # the GT's statistics are computed once, reused for every submission
+failures = manifest.Failures(out, "03_volume_metrics")
 for label, s in subs.items():
-    r = vm.distance_matrices(gt.maps, s.maps, mask, metrics=metrics, voxel_size=voxel_size,
-                             sw_directions=sw_directions, cache=gt_cache, label=label)
-    # mask correction for each submitted map and its best GT match (highest mean FSC)
-    best_gt = np.argmax(r["fsc_curves"].mean(-1), axis=0)
-    mc = vm.mask_corrected_fsc(gt.maps, s.maps, mask, a_index=best_gt)
-    r.update(best_gt_index=best_gt, fsc_best_corrected=mc["corrected"], fsc_best_unmasked=mc["unmasked"],
-             fsc_best_randomised=mc["randomised"])
-    results[label], mask_fix[label] = r, mc
-    arrays = {k: v for k, v in r.items() if isinstance(v, np.ndarray)}
-    save_npz(out / "volume_metrics" / f"{slug(label)}.npz", gt_pc1=gt.pc1, **arrays)
-    best = r["res"].min(0)  # each submitted map against its best GT match
-    rows.append({"label": label, "n_maps": s.n_maps, "best_res_median_A": np.median(best),
-                 "best_res_p10_A": np.percentile(best, 10), "best_res_min_A": best.min(),
-                 "best_res_corrected_median_A": np.median(vm.resolution(mc["corrected"], voxel_size)),
-                 "best_res_unmasked_median_A": np.median(vm.resolution(mc["unmasked"], voxel_size))})
+    with failures.guard(label):
+        r = vm.distance_matrices(gt.maps, s.maps, mask, metrics=metrics, voxel_size=voxel_size,
+                                 sw_directions=sw_directions, cache=gt_cache, label=label)
+        # mask correction for each submitted map and its best GT match (highest mean FSC)
+        best_gt = np.argmax(r["fsc_curves"].mean(-1), axis=0)
+        mc = vm.mask_corrected_fsc(gt.maps, s.maps, mask, a_index=best_gt)
+        r.update(best_gt_index=best_gt, fsc_best_corrected=mc["corrected"], fsc_best_unmasked=mc["unmasked"],
+                 fsc_best_randomised=mc["randomised"])
+        results[label], mask_fix[label] = r, mc
+        arrays = {k: v for k, v in r.items() if isinstance(v, np.ndarray)}
+        save_npz(out / "volume_metrics" / f"{slug(label)}.npz", gt_pc1=gt.pc1, **arrays)
+        best = r["res"].min(0)  # each submitted map against its best GT match
+        rows.append({"label": label, "n_maps": s.n_maps, "best_res_median_A": np.median(best),
+                     "best_res_p10_A": np.percentile(best, 10), "best_res_min_A": best.min(),
+                     "best_res_corrected_median_A": np.median(vm.resolution(mc["corrected"], voxel_size)),
+                     "best_res_unmasked_median_A": np.median(vm.resolution(mc["unmasked"], voxel_size))})
 summary = pd.DataFrame(rows)
 save_csv(out / "volume_metrics" / "summary.csv", summary)
+failed = failures.save()
+if len(failed):
+    display(failed)
+results = {k: v for k, v in results.items() if k in failures.ok}
+subs = {k: v for k, v in subs.items() if k in failures.ok}
 summary.round(2)
 
 # %% [markdown]

@@ -42,15 +42,24 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from helpers import io, plots, preprocess, subspace
+from helpers import io, manifest, plots, preprocess, subspace
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-gt = io.read_gt(data / "gt/maps_gt.npy", data / "gt/metadata.csv", voxel_size)
-mask = io.read_mask(data / "gt/mask.mrc", gt.box)
-subs = {s.label: s for s in (MapSet.load(p) for p in sorted((out / "preprocessed").glob("*.npz")))}
+gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)
+mask = io.read_mask(gtf["mask"], gt.box)
+subs = manifest.load_submissions(out)  # this run's submissions (the manifest)
+failures = manifest.Failures(out, "04_subspace")
+for lab, s in list(subs.items()):
+    with failures.guard(lab):
+        if s.n_maps < 2:
+            from helpers.errors import InputError
+            raise InputError(lab, f"{s.n_maps} map: a subspace (PCA) needs at least 2 maps.",
+                             "Submit at least two maps to be scored in this chapter.")
+    if lab not in failures.ok:
+        del subs[lab]
 sets = {"GT": gt, **subs}
 
 # %%
@@ -67,7 +76,9 @@ var.columns = [f"PC{i + 1}" for i in range(var.shape[1])]
 save_csv(out / "subspace" / "variance.csv", var.rename_axis("label"))
 M, labels = subspace.pcv_matrix(pcas)
 pcv = pd.DataFrame(100 * M, index=labels, columns=labels)
-save_csv(out / "subspace" / "pcv.csv", pcv.rename_axis("reference"));
+save_csv(out / "subspace" / "pcv.csv", pcv.rename_axis("reference"))
+failed = failures.save()
+failed if len(failed) else None
 
 # %% [markdown]
 # ## Percentage of captured variance (Fig. 2B)

@@ -54,34 +54,40 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import distribution as dist
-from helpers import io, plots, simulate
+from helpers import io, manifest, plots, simulate
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-meta = io.read_gt_metadata(data / "gt/metadata.csv")
-p_gt = meta["populations"].to_numpy() / meta["populations"].sum()
-pc1 = meta["pc1"].to_numpy()
-subs = {s.label: s for s in (MapSet.load(p) for p in sorted((out / "preprocessed").glob("*.npz")))}
+gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)  # rows matched to maps
+p_gt, pc1 = gt.populations, gt.pc1
+done = manifest.labels_done(out, "03_volume_metrics")  # scored by chapter 3 in this run
+subs = {k: v for k, v in manifest.load_submissions(out).items() if k in done}
 mats = {lab: dict(np.load(out / "volume_metrics" / f"{slug(lab)}.npz")) for lab in subs}
 
 # %%
 rows, qopt = [], {}
+failures = manifest.Failures(out, "05_distribution")
 for lab, s in subs.items():
-    for metric in metrics:
-        # reference mode ranks the matrix as the published code does (similarities not negated)
-        cost = mats[lab][metric] if mode == "reference" else dist.to_cost(mats[lab][metric], metric)
-        for npool in n_pool_sweep:
-            reps = dist.evaluate(cost, p_gt, pc1, s.populations, n_pool=npool, fraction=fraction,
-                                 n_replicates=n_replicates, mode=mode)
-            for r in reps:
-                rows.append({"label": lab, "metric": metric, "n_pool": npool,
-                             **{k: v for k, v in r.items() if np.isscalar(v)}})
-            if npool == n_pool:
-                qopt[f"{slug(lab)}__{metric}"] = np.mean([r["q_opt_emd"] for r in reps], 0)
+    with failures.guard(lab):
+        for metric in metrics:
+            # reference mode ranks the matrix as the published code does (similarities not negated)
+            cost = mats[lab][metric] if mode == "reference" else dist.to_cost(mats[lab][metric], metric)
+            for npool in n_pool_sweep:
+                reps = dist.evaluate(cost, p_gt, pc1, s.populations, n_pool=npool, fraction=fraction,
+                                     n_replicates=n_replicates, mode=mode)
+                for r in reps:
+                    rows.append({"label": lab, "metric": metric, "n_pool": npool,
+                                 **{k: v for k, v in r.items() if np.isscalar(v)}})
+                if npool == n_pool:
+                    qopt[f"{slug(lab)}__{metric}"] = np.mean([r["q_opt_emd"] for r in reps], 0)
 rep = pd.DataFrame(rows)
+rep = rep[rep.label.isin(failures.ok)]  # a submission that failed half-way is left out entirely
+failed = failures.save()
+if len(failed):
+    display(failed)
 save_csv(out / "distribution" / "replicates.csv", rep)
 save_npz(out / "distribution" / "q_opt.npz", **qopt)
 cols = ["EMD_submitted", "EMD_opt", "KL_pq_submitted", "KL_pq_opt"]
@@ -158,8 +164,7 @@ fig.tight_layout()
 # Averaged-GT mocks made from the GT with 8 … 80 maps; EMD with their own (correct) populations.
 
 # %%
-gt = io.read_gt(data / "gt/maps_gt.npy", data / "gt/metadata.csv", voxel_size)
-mask = io.read_mask(data / "gt/mask.mrc", gt.box)
+mask = io.read_mask(gtf["mask"], gt.box)
 study = []
 for k in n_volumes_study:
     if k > gt.n_maps // 2:

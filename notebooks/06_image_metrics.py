@@ -54,7 +54,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import image_metrics as im
-from helpers import io, plots
+from helpers import io, manifest, plots
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
 
@@ -71,26 +71,31 @@ search = im.ImageSearch(imgs, px, ctf_params, n_directions=n_directions, n_inpla
 print(f"{search.M} images of {box_ds}² px at {px:.2f} Å, {search.n_poses} grid poses "
       f"+ {search.n_evaluated - search.n_poses} refinement poses per image and map")
 
-gt = io.read_gt(data / "gt/maps_gt.npy", data / "gt/metadata.csv", voxel_size)
+gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)
 if 0 < n_gt_maps < gt.n_maps:
     gt = gt.subset(np.argsort(gt.pc1)[np.linspace(0, gt.n_maps - 1, n_gt_maps).astype(int)])
 sets = {"GT ensemble": gt}
-sets.update({s.label: s for s in (MapSet.load(p) for p in sorted((out / "preprocessed").glob("*.npz")))})
+sets.update(manifest.load_submissions(out))  # this run's submissions (the manifest)
 
 # %%
 res, rows = {}, []
+failures = manifest.Failures(out, "06_image_metrics")
 for lab, s in sets.items():
-    r = search.search(im.maps_to_image_grid(np.asarray(s.maps), box_ds), lab)
-    res[lab] = r
-    save_npz(out / "image_metrics" / f"{slug(lab)}.npz", **{k: v for k, v in r.items() if k != "seconds"},
-             populations=s.populations)
-    w_opt = im.optimise_weights(r["logp_integrated"])
-    rows.append({"label": lab, "n_maps": s.n_maps,
-                 "loglik_submitted": im.ensemble_loglik(r["logp_integrated"], s.populations),
-                 "loglik_optimised": im.ensemble_loglik(r["logp_integrated"], w_opt),
-                 "loglik_best_pose_submitted": im.ensemble_loglik(r["logp_best"], s.populations),
-                 "median_best_cc": float(np.median(r["best_cc"].max(1))), "seconds": r["seconds"]})
-    res[lab]["w_opt"] = w_opt
+    with failures.guard(lab):
+        r = search.search(im.maps_to_image_grid(np.asarray(s.maps), box_ds), lab)
+        res[lab] = r
+        save_npz(out / "image_metrics" / f"{slug(lab)}.npz", **{k: v for k, v in r.items() if k != "seconds"},
+                 populations=s.populations)
+        w_opt = im.optimise_weights(r["logp_integrated"])
+        rows.append({"label": lab, "n_maps": s.n_maps,
+                     "loglik_submitted": im.ensemble_loglik(r["logp_integrated"], s.populations),
+                     "loglik_optimised": im.ensemble_loglik(r["logp_integrated"], w_opt),
+                     "loglik_best_pose_submitted": im.ensemble_loglik(r["logp_best"], s.populations),
+                     "median_best_cc": float(np.median(r["best_cc"].max(1))), "seconds": r["seconds"]})
+        res[lab]["w_opt"] = w_opt
+failed = failures.save([k for k in failures.ok if k != "GT ensemble"])
+if len(failed):
+    display(failed)
 summary = pd.DataFrame(rows).set_index("label")
 ref = summary.loc["GT ensemble", "loglik_submitted"]
 summary["delta_per_image_vs_gt"] = (summary["loglik_submitted"] - ref) / search.M

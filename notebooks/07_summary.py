@@ -46,14 +46,17 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import io, plots, widgets
+from helpers import io, manifest, plots, widgets
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-subs = {s.label: s for s in (MapSet.load(p) for p in sorted((out / "preprocessed").glob("*.npz")))}
-labels = list(subs)
+subs = manifest.load_submissions(out)  # this run's submissions (the manifest)
+done = {ch: set(manifest.labels_done(out, ch)) for ch in
+        ("03_volume_metrics", "04_subspace", "05_distribution", "06_image_metrics")}
+labels = [lab for lab in subs if all(lab in d for d in done.values())]  # scored by every chapter
+missing = {lab: [ch for ch, d in done.items() if lab not in d] for lab in subs if lab not in labels}
 
 vol = pd.read_csv(out / "volume_metrics/summary.csv", index_col="label")
 pcv = pd.read_csv(out / "subspace/pcv.csv", index_col=0)
@@ -100,6 +103,20 @@ board = board.join(ranks.add_prefix("rank_"))
 board["mean_rank"] = ranks.mean(axis=1)
 board = board.sort_values("mean_rank")
 save_csv(out / "summary" / "leaderboard.csv", board);
+
+
+# %% [markdown]
+# ## Submissions that could not be scored
+# A submission that fails in a chapter (unreadable maps, a degenerate map, too few maps for a
+# subspace, …) is listed here with the reason; every other submission is still scored.
+
+# %%
+fails = pd.DataFrame(manifest.read(out).get("failures", []), columns=["chapter", "label", "message"])
+if len(fails):
+    display(fails.style.set_properties(subset=["message"], **{"white-space": "pre-wrap", "text-align": "left"}))
+print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderboard"
+      + (f"; left out: {', '.join(f'{k} (failed in {v})' for k, v in missing.items())}" if missing else "")
+      + (f"; {fails.label.nunique()} submission(s) failed somewhere (table above)" if len(fails) else ""))
 
 # %% [markdown]
 # ## The leaderboard
@@ -180,8 +197,8 @@ widgets.nested_browser(labels, [map_frames(subs[lab]) for lab in labels])
 # GT's population along MD-PC1 (both per unit PC1, so they are comparable).
 
 # %%
-meta = io.read_gt_metadata(data / "gt/metadata.csv")
-gpc, gp = meta.pc1.to_numpy(), meta.populations.to_numpy() / meta.populations.sum()
+gt_set = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)  # rows matched to maps
+gpc, gp = gt_set.pc1, gt_set.populations
 go = np.argsort(gpc)
 bins = np.linspace(gpc.min(), gpc.max(), 25)
 gt_hist = np.histogram(gpc, bins, weights=gp)[0]

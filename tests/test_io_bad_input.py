@@ -13,6 +13,8 @@ from helpers import io
 from helpers.errors import InputError
 from helpers.mapset import MapSet
 
+RNG = np.random.default_rng(42)
+
 
 # ------------------------------------------------------------------- real fixtures
 def test_reads_every_fixture(fixtures):
@@ -85,29 +87,29 @@ def test_good_folder_reads(good):
 
 
 def test_natural_sort_and_mask_files_skipped(good):
-    write_map(good / "10.mrc", np.ones((8, 8, 8)), 2.0)
+    write_map(good / "10.mrc", RNG.uniform(0.1, 1, (8, 8, 8)), 2.0)
     write_map(good / "mask.mrc", np.ones((8, 8, 8)), 2.0)
     assert [f.name for f in io.list_map_files(good)] == ["1.mrc", "2.mrc", "3.mrc", "10.mrc"]
 
 
 def test_non_cubic_map(good):
-    write_map(good / "2.mrc", np.ones((8, 8, 9)), 2.0)
+    write_map(good / "2.mrc", RNG.uniform(0.1, 1, (8, 8, 9)), 2.0)
     expect_error(lambda: io.read_submission_folder(good), "2.mrc", "not cubic")
 
 
 def test_box_mismatch(good):
-    write_map(good / "3.mrc", np.ones((10, 10, 10)), 2.0)
+    write_map(good / "3.mrc", RNG.uniform(0.1, 1, (10, 10, 10)), 2.0)
     expect_error(lambda: io.read_submission_folder(good), "3.mrc", "box")
 
 
 def test_voxel_mismatch(good):
-    write_map(good / "3.mrc", np.ones((8, 8, 8)), 3.0)
+    write_map(good / "3.mrc", RNG.uniform(0.1, 1, (8, 8, 8)), 3.0)
     expect_error(lambda: io.read_submission_folder(good), "voxel sizes")
 
 
 def test_voxel_missing_everywhere(good):
     for f in good.glob("*.mrc"):
-        write_map(f, np.ones((8, 8, 8)), 0.0)
+        write_map(f, RNG.uniform(0.1, 1, (8, 8, 8)), 0.0)
     expect_error(lambda: io.read_submission_folder(good), "voxel size", "config")
 
 
@@ -169,7 +171,7 @@ def test_missing_populations_file(good):
 
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    expect_error(lambda: io.read_submission_folder(tmp_path / "empty"), "empty", "no .mrc")
+    expect_error(lambda: io.read_submission_folder(tmp_path / "empty"), "empty", "contains no maps")
 
 
 def test_missing_folder(tmp_path):
@@ -223,7 +225,7 @@ def test_config_gt_not_first(tmp_path, good):
 
 
 def test_config_missing_folder(tmp_path):
-    cfg = {"gt": {"path": "."}, "0": {"flavor_name": "A", "path": "does/not/exist"}}
+    cfg = {"gt": {"path": ".", "box_size": 16, "pixel_size": 2.0}, "0": {"flavor_name": "A", "path": "does/not/exist"}}
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     expect_error(lambda: io.read_config(tmp_path / "c.json"), "not found", "does/not/exist")
 
