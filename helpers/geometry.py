@@ -132,9 +132,11 @@ def grid_spacing_deg(n_directions: int, n_inplane: int) -> float:
     return max(np.rad2deg(math.sqrt(4 * math.pi / n_directions)), 360.0 / n_inplane)
 
 
-def rotate_volume(maps, R, order: str = "bilinear") -> torch.Tensor:
+def rotate_volume(maps, R, order: str = "bilinear", shift_in=None, shift_out=None) -> torch.Tensor:
     """Rotate maps (..., N, N, N) actively by R (3×3, or (B,3,3) for B maps): V'(r) = V(Rᵀ r).
 
+    With ``shift_in``/``shift_out`` ((x, y, z) voxels from the centre) a rigid motion:
+    V'(r) = V(Rᵀ (r − shift_out) + shift_in) — the point ``shift_in`` of V lands on ``shift_out``.
     Trilinear interpolation about voxel N//2; voxels sampled from outside the box are 0.
     """
     x = as_tensor(maps)
@@ -147,7 +149,11 @@ def rotate_volume(maps, R, order: str = "bilinear") -> torch.Tensor:
     c = torch.arange(n, dtype=torch.float32, device=x.device) - n // 2
     zz, yy, xx = torch.meshgrid(c, c, c, indexing="ij")
     r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)  # (n³, 3) as (x, y, z)
+    if shift_out is not None:
+        r = r - torch.as_tensor(np.asarray(shift_out, dtype=np.float32), device=x.device)
     src = torch.einsum("pj,bji->bpi", r, Rt)  # Rᵀ r for row vectors: r @ R
+    if shift_in is not None:
+        src = src + torch.as_tensor(np.asarray(shift_in, dtype=np.float32), device=x.device)
     idx = src + n // 2
     norm = 2 * idx / (n - 1) - 1  # align_corners=True: -1 -> 0, 1 -> n-1
     grid = norm.reshape(b, n, n, n, 3)

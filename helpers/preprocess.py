@@ -138,10 +138,19 @@ def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool =
         if reference is None:
             raise InputError(ms.label, "alignment asked for but no reference map given.",
                              "Set ref_align_fname in the GT entry of the config.")
-        res = align_to_reference(out.maps, reference, **(align_kwargs or {}))
+        from .align import MIN_SCORE
         from .geometry import rotate_volume
-        out = out.with_maps(rotate_volume(out.maps, res["rotation"]).numpy(),
-                            step=f"rotate by the alignment rotation (score {res['score']:.4f})")
+        from .schema import notice
+
+        res = align_to_reference(out.maps, reference, **(align_kwargs or {}))
+        out = out.with_maps(rotate_volume(out.maps, res["rotation"], shift_in=res["shift_in"],
+                                          shift_out=res["shift_out"]).numpy(),
+                            step=f"rigid alignment: rotation + centre-of-mass translation (score {res['score']:.4f})")
+        report["alignment_doubtful"] = bool(res["score"] < MIN_SCORE)
+        if report["alignment_doubtful"]:
+            notice(ms.label, f"alignment doubtful: score {res['score']:.3f} < {MIN_SCORE} (correlation with the "
+                             "reference after the best rotation and translation); check the maps side by side "
+                             "in the preprocessing chapter before trusting its metrics.")
         out.provenance["rotation_matrix"] = np.asarray(res["rotation"]).tolist()
         report.update({k: v for k, v in res.items() if k != "rotation"})
         report["rotation_matrix"] = np.asarray(res["rotation"]).tolist()

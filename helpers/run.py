@@ -74,6 +74,64 @@ def apply_override(cfg: dict, item: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
+def _type_problem(name: str, default, value) -> str | None:
+    """A parameter value whose type does not match the notebook's default (None if fine)."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "a whole number"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        want = "a number"
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+        want = "a text (quote it)"
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        want = "a list, e.g. [a, b]"
+    else:
+        return None
+    return None if ok else f"{name} = {value!r} should be {want} (its default is {default!r})"
+
+
+def validate_params(cfg: dict, notebooks: list[Path], source: str) -> None:
+    """Check every parameter the runner would pass against the notebooks' declared defaults:
+    unknown names and wrong types, all listed at once (exits with a message, never a traceback
+    from inside a notebook)."""
+    import jupytext
+
+    problems = []
+    for path in notebooks:
+        declared = declared_parameters(jupytext.read(path))
+        own = cfg["notebooks"].get(path.stem, {}) or {}
+        if not isinstance(own, dict):
+            problems.append(f"notebooks.{path.stem} should be a mapping of parameters, got {own!r}")
+            continue
+        for k in sorted(set(own) - set(declared)):
+            problems.append(f"notebooks.{path.stem}.{k} is not a parameter of {path.stem} "
+                            f"(it declares {', '.join(sorted(declared))})")
+        for k, v in {**{k: v for k, v in cfg["common"].items() if k in declared}, **own}.items():
+            if k in declared:
+                msg = _type_problem(k, declared[k], v)
+                if msg:
+                    problems.append(f"{path.stem}: {msg}")
+                if isinstance(declared[k], (int, float)) and not isinstance(declared[k], bool) \
+                        and isinstance(v, (int, float)) and not isinstance(v, bool) and k in POSITIVE and v <= 0:
+                    problems.append(f"{path.stem}: {k} = {v!r} must be positive")
+    if problems:
+        raise SystemExit(f"{source}: {len(problems)} problem(s) with the parameters:\n  - " + "\n  - ".join(problems)
+                         + "\nFix: correct them in the parameters file or the --set options.")
+
+
+POSITIVE = {"voxel_size", "n_images", "box_ds", "n_directions", "n_inplane", "rank", "n_pool", "n_replicates",
+            "sw_directions", "align_box", "align_directions", "align_inplane", "n_bootstrap", "transport_top_k",
+            "transport_box"}
+
+
 def parameters_for(nb, stem: str, cfg: dict) -> dict:
     """The parameters passed to one notebook: the ``common`` ones it declares + its own section."""
     declared = declared_parameters(nb)
@@ -197,6 +255,7 @@ def main(argv=None) -> int:
         if not nbs:
             print(f"no notebook matches {args.only}", file=sys.stderr)
             return 2
+    validate_params(cfg, nbs, args.params)
     os.environ.setdefault("HETBOOK_QUIET", "1")
     from . import manifest
     from .errors import InputError

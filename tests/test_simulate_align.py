@@ -117,3 +117,35 @@ def test_hand_test_detects_the_mirror(tiny_data):
     res = align.align_to_reference(read["Flipped hand"].read().maps, ref, box_ds=24, n_directions=150,
                                    n_inplane=12, test_hand=True)
     assert res["flipped"] and res["score_mirror"] > 0.95
+
+
+@pytest.mark.parametrize("shift", [(1, 0, 0), (2, -3, 1)])
+def test_alignment_recovers_a_rotated_and_shifted_submission(tiny_data, shift):
+    """180° about an oblique axis plus a shift (voxels, (dz, dy, dx)): the rotation search about
+    the box centre alone found the wrong pose (correlation ~0.5); centring on the centres of
+    mass first recovers rotation and translation."""
+    from helpers.geometry import axis_angle_to_matrix, rotate_volume
+
+    read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
+    ref, _ = io.read_mrc(tiny_data / "gt/reference.mrc")
+    maps = read["Averaged GT"].read().maps
+    R_true = axis_angle_to_matrix([1, 1, 0], 180)
+    moved = np.roll(rotate_volume(maps, R_true).numpy(), shift, axis=(1, 2, 3))
+    res = align.align_to_reference(moved, ref, box_ds=24, n_directions=200, n_inplane=18)
+    assert rotation_angle(res["rotation"] @ R_true) < 4.0
+    back = rotate_volume(moved.mean(0), res["rotation"], shift_in=res["shift_in"], shift_out=res["shift_out"]).numpy()
+    assert np.corrcoef(back.ravel(), maps.mean(0).ravel())[0, 1] > 0.95
+    assert res["score"] > align.MIN_SCORE
+
+
+def test_alignment_of_an_unrelated_map_is_called_doubtful(tiny_data):
+    from helpers import preprocess
+    from helpers.mapset import MapSet
+
+    ref, _ = io.read_mrc(tiny_data / "gt/reference.mrc")
+    noise = np.random.default_rng(0).standard_normal((3,) + ref.shape).astype(np.float32)
+    with pytest.warns(UserWarning, match="alignment doubtful"):
+        _, rep = preprocess.preprocess_submission(MapSet(noise, [1 / 3] * 3, 5.7, "noise"), ref.shape[-1], 5.7,
+                                                  align=True, reference=ref,
+                                                  align_kwargs=dict(box_ds=16, n_directions=50, n_inplane=8))
+    assert rep["alignment_doubtful"] and rep["score"] < align.MIN_SCORE
