@@ -387,7 +387,16 @@ def read_gt_maps(path, box: int | None = None, mmap: bool = True) -> np.ndarray:
             t = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except Exception as exc:
             raise InputError(path, f"cannot be read as a tensor ({exc}).", "Save a plain tensor.") from None
-        arr = t.numpy()
+        if isinstance(t, dict):  # a preprocessed submission or a state dict, not a GT stack
+            keys = list(t)[:5]
+            t = t.get("volumes", t.get("maps")) if isinstance(t.get("volumes", t.get("maps")), torch.Tensor) else None
+            if t is None:
+                raise InputError(path, f"holds a dict (keys {keys}), not a tensor of GT maps.",
+                                 "Save the GT stack itself: torch.save(maps, path) with maps (N, n, n, n).")
+        if not isinstance(t, torch.Tensor):
+            raise InputError(path, f"holds a {type(t).__name__}, not a tensor of GT maps.",
+                             "Save the GT stack itself: torch.save(maps, path) with maps (N, n, n, n).")
+        arr = t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
     else:
         raise InputError(path, "unknown GT format.", "Use .npy, .pt or a folder of .mrc maps.")
     if arr.ndim == 2:

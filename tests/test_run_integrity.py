@@ -1,0 +1,111 @@
+"""Run integrity through the public runner (``python -m helpers.run``): one bad submission never
+blocks the others, a stale result is never scored, a failed chapter leaves no partial results."""
+import json
+import shutil
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import manifest, run
+from helpers.errors import InputError
+from helpers.mapset import MapSet
+
+
+def params(tmp_path, data):
+    cfg = {"executed_dir": str(tmp_path / "executed"), "dataset": {},
+           "common": {"data_dir": str(data), "results_dir": str(tmp_path / "results")},
+           "notebooks": {"02_preprocessing": {"align_box": 12, "align_directions": 50, "align_inplane": 8},
+                         "03_volume_metrics": {"voxel_size": 5.7, "sw_directions": 4, "transport_metrics": []},
+                         "04_subspace": {"voxel_size": 5.7, "box_ds": 12, "rank": 2}}}
+    (tmp_path / "p.yml").write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / "p.yml")
+
+
+def add_submission(data, name, maps, pops, vs=5.7):
+    d = data / "submissions" / name
+    d.mkdir()
+    for i, m in enumerate(maps):
+        with mrcfile.new(d / f"{i + 1}.mrc") as h:
+            h.set_data(np.asarray(m, np.float32))
+            h.voxel_size = vs
+    (d / "populations.txt").write_text("\n".join(map(str, pops)))
+    cfg_path = data / "submissions/submission_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg[str(len(cfg) - 1)] = {"flavor_name": name.replace("_", " ").title(), "path": name, "box_size": maps.shape[-1],
+                              "pixel_size": vs, "flip": 0, "align": 0}
+    cfg_path.write_text(json.dumps(cfg))
+
+
+@pytest.fixture
+def data(tiny_data, tmp_path):
+    d = tmp_path / "data"
+    shutil.copytree(tiny_data, d)
+    return d
+
+
+def test_one_bad_submission_among_good_ones(data, tmp_path, capsys):
+    gt = np.load(data / "gt/maps_gt.npy")
+    bad = gt[:3].copy()
+    bad[1] = 2.0  # a constant map: refused when read
+    add_submission(data, "constant_map", bad, [1 / 3] * 3)
+    add_submission(data, "one_map", gt[:1], [1.0])  # fine for chapter 3, too few maps for a subspace
+    add_submission(data, "pure_noise", np.random.default_rng(0).standard_normal((4, 24, 24, 24)), [0.25] * 4)
+    assert run.main(["--params", params(tmp_path, data), "--no-data", "--only", "02", "--only", "03", "--only", "04"]) == 0
+    err = capsys.readouterr().err
+    assert "FAILED submission 'Constant Map'" in err and "constant" in err
+    assert "FAILED submission 'One Map'" in err and "at least 2 maps" in err
+    res = tmp_path / "results"
+    m = manifest.read(res)
+    assert {(f["chapter"], f["label"]) for f in m["failures"]} == {("02_preprocessing", "Constant Map"),
+                                                                   ("04_subspace", "One Map")}
+    assert len(m["submissions"]) == 13 and "Constant Map" not in m["submissions"]
+    vol = pd.read_csv(res / "volume_metrics/summary.csv")
+    assert len(vol) == 13 and {"Pure Noise", "One Map", "Averaged GT"} <= set(vol.label)
+    assert set(m["chapters"]["04_subspace"]["labels"]) == set(m["submissions"]) - {"One Map"}
+    pcv = pd.read_csv(res / "subspace/pcv.csv", index_col=0)
+    assert "One Map" not in pcv.index and "Pure Noise" in pcv.index
+
+
+def test_a_stale_result_is_never_scored(data, tmp_path):
+    p = params(tmp_path, data)
+    assert run.main(["--params", p, "--no-data", "--only", "02", "--only", "03"]) == 0
+    res = tmp_path / "results"
+    # a file left by an earlier run for a submission that is no longer in the config
+    ghost = MapSet.load(res / "preprocessed/averaged_gt.npz")
+    MapSet(ghost.maps, ghost.populations, ghost.voxel_size, "Ghost").save(res / "preprocessed/ghost.npz")
+    cfg_path = data / "submissions/submission_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    removed = cfg.pop("1")["flavor_name"]
+    cfg_path.write_text(json.dumps(cfg))
+    assert run.main(["--params", p, "--no-data", "--only", "02", "--only", "03"]) == 0
+    m = manifest.read(res)
+    assert "Ghost" not in m["submissions"] and removed not in m["submissions"] and len(m["submissions"]) == 10
+    labels = set(pd.read_csv(res / "volume_metrics/summary.csv").label)
+    assert "Ghost" not in labels and removed not in labels and len(labels) == 10
+    assert m["inputs"]["submissions/submission_config.json"]["sha1"]  # inputs fingerprinted
+
+
+def test_a_failed_chapter_leaves_no_partial_results(tmp_path, monkeypatch, capsys):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    head = "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n#     name: python3\n# ---\n\n"
+    body = ('# %% tags=["parameters"]\nresults_dir = "x"\n\n# %%\nimport pandas as pd\n'
+            'from helpers.paths import save_csv\nfrom pathlib import Path\n'
+            'save_csv(Path(results_dir) / "part/half.csv", pd.DataFrame({"a": [1]}))\n')
+    (nbdir / "01_good.py").write_text(head + body.replace("half.csv", "good.csv"))
+    (nbdir / "02_bad.py").write_text(head + body + 'raise RuntimeError("broken half-way")\n')
+    res = tmp_path / "results"
+    (tmp_path / "p.yml").write_text(yaml.safe_dump({"executed_dir": str(tmp_path / "out"), "dataset": {},
+                                                    "common": {"results_dir": str(res), "data_dir": str(tmp_path)}}))
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", nbdir)
+    assert run.main(["--params", str(tmp_path / "p.yml"), "--no-data"]) == 1
+    assert (res / "part/good.csv").is_file()  # the good chapter's output was moved into place
+    assert not (res / "part/half.csv").exists()  # the failed chapter's is not where later chapters look
+    assert (res / ".failed/02_bad/part/half.csv").is_file()
+    err = capsys.readouterr().err
+    assert "kept aside" in err and "broken half-way" in err
+    with pytest.raises(InputError, match="has not finished"):
+        manifest.labels_done(res, "02_bad")
