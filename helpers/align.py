@@ -9,9 +9,9 @@ rotations at once by trilinear sampling (torch). Search: a quasi-uniform SO(3) g
 shrinking random perturbations. Optionally the mirror image is searched too (hand test) and an
 integer translation is found by FFT cross-correlation.
 
-Translation: before the rotation search both prepared maps are centred on their centres of
-mass, so a submission that is also shifted (by any amount, sub-voxel included) is found; the
-result is a rigid motion ``rotate_volume(sub, R, shift_in=c_sub, shift_out=c_ref)`` ≈ ``ref``
+Translation: the rotation is searched twice — about the box centre, and with both prepared maps
+first centred on their centres of mass, so a submission that is also shifted (by any amount,
+sub-voxel included) is found — and the better-scoring motion kept; the result is a rigid motion ``rotate_volume(sub, R, shift_in=c_sub, shift_out=c_ref)`` ≈ ``ref``
 (c = centres of mass, (x, y, z) voxels from the box centre, at full size).
 
 Score: the correlation (≤ 1) of the prepared maps after the motion. Below ``MIN_SCORE`` the
@@ -128,22 +128,30 @@ def align_to_reference(maps, reference, box_ds: int = 32, percentile: float = 93
     c_ref = centre_of_mass(ref)
 
     def solve(s):
+        """Best of two searches: about the box centre (maps already centred), and with both maps
+        centred on their centres of mass first (a shifted submission)."""
+        best = None
         c_s = centre_of_mass(s)
-        s_c = rotate_volume(s, np.eye(3), shift_in=c_s)  # centred on its centre of mass
-        r_c = rotate_volume(ref, np.eye(3), shift_in=c_ref)
-        R, _ = search_rotation(s_c / s_c.norm().clamp_min(1e-30), r_c / r_c.norm().clamp_min(1e-30), seed=seed, **search)
-        moved = rotate_volume(s, R, shift_in=c_s, shift_out=c_ref)
-        score = float((moved * ref).sum() / (moved.norm() * ref.norm()).clamp_min(1e-30))
-        return R, score, c_s
+        for cs, cr in ((np.zeros(3), np.zeros(3)), (c_s, c_ref)):
+            s_c = rotate_volume(s, np.eye(3), shift_in=cs)
+            r_c = rotate_volume(ref, np.eye(3), shift_in=cr)
+            R, _ = search_rotation(s_c / s_c.norm().clamp_min(1e-30), r_c / r_c.norm().clamp_min(1e-30),
+                                   seed=seed, **search)
+            moved = rotate_volume(s, R, shift_in=cs, shift_out=cr)
+            score = float((moved * ref).sum() / (moved.norm() * ref.norm()).clamp_min(1e-30))
+            if best is None or score > best[1]:
+                best = (R, score, cs, cr)
+        return best
 
-    R, score, c_s = solve(sub)
+    R, score, c_s, c_r = solve(sub)
     out = {"rotation": R, "score": score, "flipped": False,
-           "shift_in": (c_s * scale).tolist(), "shift_out": (c_ref * scale).tolist()}
+           "shift_in": (c_s * scale).tolist(), "shift_out": (c_r * scale).tolist()}
     if test_hand:
-        Rm, score_m, c_m = solve(sub.flip(-1))
+        Rm, score_m, c_m, c_rm = solve(sub.flip(-1))
         out["score_mirror"] = score_m
         if score_m > score:
-            out.update(rotation=Rm, score=score_m, flipped=True, shift_in=(c_m * scale).tolist())
+            out.update(rotation=Rm, score=score_m, flipped=True, shift_in=(c_m * scale).tolist(),
+                       shift_out=(c_rm * scale).tolist())
     if translate:
         from .geometry import rotate_volume
 

@@ -104,7 +104,8 @@ def check_populations(p, n_maps: int, where, provenance: dict | None = None) -> 
     if s <= 0:
         raise InputError(where, "populations are all zero.", "Give each map its population.")
     if abs(s - 1) > 1e-6:
-        warnings.warn(f"{where}: populations sum to {s:.6g}; renormalised to 1.", stacklevel=3)
+        from .schema import notice
+        notice(where, f"populations sum to {s:.6g}; renormalised to 1.")
         if provenance is not None:
             provenance["populations_renormalised_from_sum"] = float(s)
     return p / s

@@ -199,9 +199,17 @@ def _spectra(maps, mask, layout: ShellLayout, dev) -> tuple[torch.Tensor, torch.
     x = as_tensor(maps, dev)
     if mask is not None:
         x = x * as_tensor(mask, dev)
+    x = _unit_scale(x)
     # no ifftshift: a shift common to both maps multiplies both spectra by the same phase ramp,
     # which cancels in Re Σ G S*, and the copy costs more than the transform
     return _shell_sorted(torch.fft.rfftn(x, dim=(-3, -2, -1)), layout)
+
+
+def _unit_scale(x: torch.Tensor) -> torch.Tensor:
+    """Each map divided by its largest |value| (the FSC is scale invariant): float32 products of
+    maps with huge values (1e30) would overflow to inf and give NaN FSCs."""
+    m = x.reshape(x.shape[0], -1).abs().amax(1).clamp_min(1e-30)
+    return x / m.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def _shell_sorted(f: torch.Tensor, layout: ShellLayout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,6 +370,7 @@ def mask_corrected_fsc(a, b, mask, threshold: float = 0.8, seed: int = 0, dev=No
 
 def _mask_corrected_chunk(a, b, w, threshold, seed, layout, first_index) -> dict:
     N, dev, dims = a.shape[-1], a.device, (-3, -2, -1)
+    a, b = _unit_scale(a), _unit_scale(b)
     fa, fb = torch.fft.rfftn(a, dim=dims), torch.fft.rfftn(b, dim=dims)  # reused for the randomisation
     unmasked = _paired(_shell_sorted(fa, layout), _shell_sorted(fb, layout), layout)
     masked = _paired(_spectra(a, w, layout, dev), _spectra(b, w, layout, dev), layout)

@@ -28,7 +28,7 @@ transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available
 # map-to-map distance — and which GT maps does each submission cover? (The paper's Fig. 2E,
 # 3A and S4.)
 #
-# **Inputs.** `preprocessed/*.npz`, the GT stack, metadata and mask. **Outputs.**
+# **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `volume_metrics/<label>.npz` with one (n_gt, n_sub) matrix per metric (`l2`, `corr`,
 # `bioem`, `fsc`, `res` in Å, `sw` in Å), `fsc_curves` (n_gt, n_sub, N/2, shells 1..N/2),
 # `gt_pc1`, and for each submitted map its best GT match `best_gt_index` (n_sub,) with that

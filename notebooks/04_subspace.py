@@ -23,7 +23,7 @@ randomized_above = 2000  # use seeded randomised SVD for sets with more maps tha
 # **Question.** Does each submission vary along the same directions as the GT and as each
 # other? (The paper's Fig. 2A, 2B, 2D, 2G, S2, S3.)
 #
-# **Inputs.** `preprocessed/*.npz`, the GT stack, metadata and mask. **Outputs.**
+# **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `subspace/pcv.csv` (PCV matrix in %: row = reference set, column = capturing set),
 # `subspace/embeddings.npz` (common-subspace coordinates `common_<label>` (n_maps, 2), GT-axis
 # coordinates `gtaxes_<label>` (n_maps, 2), populations `pop_<label>`),

@@ -28,7 +28,7 @@ n_gt_maps = 0  # GT maps in the reference ensemble (0: all, the true ensemble; e
 # **Question.** Without any ground truth, how well does a submission's ensemble (maps + populations)
 # explain the particle images? (The paper's Fig. 2C/2F, 3D, S6.)
 #
-# **Inputs.** `particles/particles.star` + `.mrcs`, `preprocessed/*.npz`, the GT. **Outputs.**
+# **Inputs.** `particles/particles.star` + `.mrcs`, this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT. **Outputs.**
 # `image_metrics/<label>.npz` (`logp_integrated`, `logp_best`, `best_cc` — each (n_images, n_maps)),
 # `image_metrics/summary.csv` (per set: ensemble log-likelihood with submitted and with
 # EM-optimised weights, per image relative to the GT ensemble; median best CC; rank).

@@ -419,3 +419,19 @@ def test_l2_of_near_identical_maps_with_an_offset_matches_float64(normalise):
     np.testing.assert_allclose(np.diag(got["l2"]), np.diag(ref), rtol=1e-3, atol=1e-10)
     off = ~np.eye(2, dtype=bool)
     np.testing.assert_allclose(got["l2"][off], ref[off], rtol=1e-5)
+
+
+def test_maps_with_huge_values_score_like_the_same_maps_scaled_down():
+    """A map written in other units (values ~1e30) gave NaN FSCs (float32 products overflow); every
+    metric that is scale invariant must give the same number as for the map at its usual scale."""
+    g, s = _blob_pair()
+    mask = _soft_and_hard_masks(24)["soft"]
+    kw = dict(metrics=["corr", "fsc", "res"], voxel_size=2.0)
+    base = vm.distance_matrices(g, s, mask, **kw)
+    big = np.float32(1e30)
+    huge = vm.distance_matrices((g * big).astype(np.float32), (s * big).astype(np.float32), mask, **kw)
+    for m in ("corr", "fsc", "res", "fsc_curves"):
+        assert np.isfinite(huge[m]).all(), m
+        np.testing.assert_allclose(huge[m], base[m], rtol=1e-4, atol=1e-5, err_msg=m)
+    mc = vm.mask_corrected_fsc((g * big).astype(np.float32), (s * big).astype(np.float32), mask)
+    np.testing.assert_allclose(mc["corrected"], vm.mask_corrected_fsc(g, s, mask)["corrected"], atol=1e-5)
