@@ -8,7 +8,6 @@ are applied by the metric chapters, which state which they use.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch
@@ -38,8 +37,9 @@ def to_gt_grid(ms: MapSet, gt_box: int, gt_voxel: float, allow_coarser: bool = T
         if not allow_coarser:
             raise InputError(where, f"voxel {p:.4f} Å is coarser than the GT's {gt_voxel:.4f} Å.",
                              "Resample the maps to the GT voxel size, or allow upsampling (allow_coarser=True).")
-        warnings.warn(f"{ms.label}: voxel {p:.4f} Å coarser than GT {gt_voxel:.4f} Å; Fourier-upsampled "
-                      "(its resolution cannot exceed its own Nyquist).", stacklevel=2)
+        from .schema import notice
+        notice(ms.label, f"voxel {p:.4f} Å coarser than GT {gt_voxel:.4f} Å; Fourier-upsampled "
+                         "(its resolution cannot exceed its own Nyquist).")
     T = int(round(gt_box * gt_voxel / p))
     if abs(T * p - gt_box * gt_voxel) > tolerance * gt_box * gt_voxel:
         raise InputError(where, f"box {T}×{p:.4f} Å cannot match the GT box {gt_box}×{gt_voxel} Å.",

@@ -280,6 +280,7 @@ def main(argv=None) -> int:
             stage = results / ".staging" / path.stem
             shutil.rmtree(stage, ignore_errors=True)
             notices = results / ".staging" / f"{path.stem}.notices.jsonl"
+            notices.parent.mkdir(parents=True, exist_ok=True)
             notices.unlink(missing_ok=True)
             env = {manifest.STAGE_ENV: stage, manifest.RESULTS_ENV: results, manifest.CHAPTER_ENV: path.stem,
                    NOTICES_ENV: notices}
