@@ -1,5 +1,6 @@
 """Every notebook executed through papermill with the tiny parameters; assertions on the files
-each one writes (the very text notebooks the book is built from)."""
+each one writes (the very text notebooks the book is built from). Marked ``slow`` (notebook
+runs): ``pytest -m "not slow"`` skips them; ``make test`` runs them."""
 import json
 
 import numpy as np
@@ -10,6 +11,8 @@ import yaml
 from helpers import run
 from helpers.mapset import MapSet
 from helpers.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +69,13 @@ def test_data_and_preprocessing_outputs(executed):
     res = executed / "results"
     summary = json.loads((res / "data_summary.json").read_text())
     assert summary["n_gt_maps"] == 40 and summary["box"] == 32
+    # chapter 1's claims: one motion dominates (MD-PC1), three modes with a weaker middle one
+    assert summary["md_pc1_variance_fraction"] > 0.5 and summary["snr"] == 0.05
+    meta = pd.read_csv(executed / "data/gt/metadata.csv")
+    lo, hi = meta.pc1.min(), meta.pc1.max()
+    third = np.digitize(meta.pc1, [lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3])
+    mass = np.bincount(third, weights=meta.populations, minlength=3)
+    assert mass[1] < min(mass[0], mass[2])
     rep = pd.read_csv(res / "preprocessing_report.csv")
     assert len(rep) == 11
     assert rep.loc[rep.label == "Rotated", "rotation_error_deg"].item() < 8.0  # coarse tiny grid; 3° test: test_simulate_align

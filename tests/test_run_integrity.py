@@ -13,6 +13,8 @@ from helpers import manifest, run
 from helpers.errors import InputError
 from helpers.mapset import MapSet
 
+pytestmark = pytest.mark.slow  # runs notebooks
+
 
 def params(tmp_path, data):
     cfg = {"executed_dir": str(tmp_path / "executed"), "dataset": {},
