@@ -18,6 +18,12 @@ Everything is computed from batched matrix products, never pair by pair:
   the molecule's own density (its removal would change the FSC of an offset-free map) and the
   median is robust to noise and stray density outside the mask. z-scoring before masking is
   not a fix: the subtracted median is a protein-dependent value, again stamped by the mask.
+* **Shells without signal**: where either map has (almost) no power in a shell (below
+  ``NO_SIGNAL`` × its strongest shell's power, e.g. beyond a low-pass filter's cutoff) the FSC
+  is undefined and returned as NaN, not as the ±0.4 that rounding noise correlates to. The
+  resolution treats such a shell as failing the threshold, the FSC distance and the FSC area
+  (:func:`fsc_area`) count it as 0, and :func:`best_match` picks each submitted map's GT
+  match by the largest FSC area (not by the smallest resolution, which ties at Nyquist).
 * **Mask correction** (:func:`mask_corrected_fsc`, for chosen pairs such as each submitted map
   and its best GT match): RELION's phase-randomisation test (Chen et al. 2013) of how much of
   a masked FSC the mask itself creates; the pairs' FSCs are computed batched (:func:`paired_fsc`).
@@ -71,6 +77,7 @@ from .preprocess import median_zscore
 METRICS = ("l2", "corr", "bioem", "fsc", "res")
 COST_METRICS = {"l2": "l2", "corr": "1 - corr", "bioem": "bioem", "fsc": "fsc", "res": "res", "sw": "sw"}
 BACKGROUND_WEIGHT = 0.01  # mask weights at or below this are solvent, where the background is estimated
+NO_SIGNAL = 1e-6  # shell power below this fraction of a map's strongest shell: no signal, FSC undefined
 
 
 class DegenerateMapError(InputError):
@@ -278,8 +285,28 @@ def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = No
         num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
                            for lo, hi in layout.bounds], -1).double()
         den = torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
-        out[a:b] = (num / den).float().cpu().numpy()
+        f = num / den
+        dead = _no_signal(pg)[:, None, :] | _no_signal(ps)[None, :, :]
+        out[a:b] = torch.where(dead, torch.full_like(f, float("nan")), f).float().cpu().numpy()
     return out
+
+
+def _no_signal(power: torch.Tensor) -> torch.Tensor:
+    """(n, shells) bool: shells whose power is below NO_SIGNAL × the map's strongest shell."""
+    return power <= NO_SIGNAL * power.amax(1, keepdim=True)
+
+
+def fsc_area(curves) -> np.ndarray:
+    """Mean FSC over the shells (NaN — no signal — counted as 0): 1 for identical maps, ~0 for
+    unrelated ones. curves (..., N//2) → (...)."""
+    return np.nan_to_num(np.asarray(curves, dtype=np.float64), nan=0.0).mean(-1)
+
+
+def best_match(curves) -> np.ndarray:
+    """For each submitted map (column of (n_gt, n_sub, N//2) curves), the GT map with the largest
+    FSC area. Unlike the smallest resolution, this does not tie when several GT maps reach
+    Nyquist: the whole curve decides."""
+    return np.argmax(fsc_area(curves), axis=0)
 
 
 def paired_fsc(a, b, mask=None, dev=None, background: bool = True) -> np.ndarray:
@@ -301,7 +328,8 @@ def _paired(sa, sb, layout: ShellLayout) -> np.ndarray:
     K = layout.order.numel()
     prod = prod[:, :K] + prod[:, K:]
     num = torch.stack([prod[:, lo:hi].sum(1) for lo, hi in layout.bounds], 1)
-    return (num / torch.sqrt(pa * pb).clamp_min(1e-300)).cpu().numpy()
+    f = num / torch.sqrt(pa * pb).clamp_min(1e-300)
+    return torch.where(_no_signal(pa) | _no_signal(pb), torch.full_like(f, float("nan")), f).cpu().numpy()
 
 
 def phase_randomise(maps, from_shell, seed: int = 0, dev=None, first_index: int = 0) -> torch.Tensor:
@@ -374,7 +402,7 @@ def _mask_corrected_chunk(a, b, w, threshold, seed, layout, first_index) -> dict
     fa, fb = torch.fft.rfftn(a, dim=dims), torch.fft.rfftn(b, dim=dims)  # reused for the randomisation
     unmasked = _paired(_shell_sorted(fa, layout), _shell_sorted(fb, layout), layout)
     masked = _paired(_spectra(a, w, layout, dev), _spectra(b, w, layout, dev), layout)
-    below = unmasked < threshold
+    below = np.nan_to_num(unmasked, nan=0.0) < threshold
     at = np.where(below.any(1), np.argmax(below, 1) + 1, -1)  # shell number (1-based), −1: never
     ra = _replace_phases(fa, N, at, seed, first_index)
     rb = _replace_phases(fb, N, at, seed + 1, first_index)
@@ -398,6 +426,7 @@ def resolution(fsc, voxel_size: float, threshold: float = 0.5, rule: str = "inte
     fsc = np.asarray(fsc, dtype=np.float64)
     ns = fsc.shape[-1]
     n = 2 * ns
+    fsc = np.nan_to_num(fsc, nan=0.0)  # a shell without signal: no correlation (fails any threshold > 0)
     if rule == "published":
         idx = np.argmin(fsc > threshold, axis=-1)  # 0 if never fails (the published defect)
         return n * voxel_size / (idx + 1)
@@ -542,7 +571,7 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
             use = np.ones(n // 2, bool)
             if fsc_cutoff_A:
                 use = shell_frequencies(n, voxel_size)[1:] <= 1.0 / fsc_cutoff_A
-            out["fsc"] = 1.0 - curves[..., use].astype(np.float64).mean(-1)
+            out["fsc"] = 1.0 - fsc_area(curves[..., use])  # shells without signal count as 0
         if "res" in want:
             out["res"] = resolution(curves, voxel_size, 0.5, "published" if ref else "interpolated")
     if "sw" in want:

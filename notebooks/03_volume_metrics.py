@@ -31,11 +31,14 @@ transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `volume_metrics/<label>.npz` with one (n_gt, n_sub) matrix per metric (`l2`, `corr`,
 # `bioem`, `fsc`, `res` in Å, `sw` in Å), `fsc_curves` (n_gt, n_sub, N/2, shells 1..N/2),
-# `gt_pc1`, and for each submitted map its best GT match `best_gt_index` (n_sub,) with that
+# `gt_pc1`, and for each submitted map its best GT match `best_gt_index` (n_sub,; the largest FSC
+# area) with that
 # pair's FSC curves `fsc_best_corrected` (mask-corrected), `fsc_best_unmasked` and
 # `fsc_best_randomised` (n_sub, N/2); `volume_metrics/summary.csv` (per submission: median and 10th percentile of each
-# submitted map's best resolution against the GT, in Å, and the median resolution of the
-# best-match pairs after mask correction and without a mask); `volume_metrics/transport/<label>.npz`
+# submitted map's best resolution against the GT, in Å, `best_fsc_area_median` (median over
+# maps of the best match's FSC area: mean FSC over shells, NaN shells as 0), and the median
+# resolution of the best-match pairs after mask correction and without a mask); `fsc_curves`
+# are NaN in shells where either map has no signal; `volume_metrics/transport/<label>.npz`
 # (`gw`, `pw` in Å on subsets: rows `gt_index`, columns `sub_index`) and
 # `volume_metrics/transport.csv` (per submission: mean over the GT subset of the distance to the
 # closest submitted map, `gw_coverage_A`, `pw_coverage_A`). **Run time.** About 10 s per
@@ -74,8 +77,8 @@ for label, s in subs.items():
     with failures.guard(label):
         r = vm.distance_matrices(gt.maps, s.maps, mask, metrics=metrics, voxel_size=voxel_size,
                                  sw_directions=sw_directions, cache=gt_cache, label=label)
-        # mask correction for each submitted map and its best GT match (highest mean FSC)
-        best_gt = np.argmax(r["fsc_curves"].mean(-1), axis=0)
+        # mask correction for each submitted map and its best GT match (largest FSC area)
+        best_gt = vm.best_match(r["fsc_curves"])
         mc = vm.mask_corrected_fsc(gt.maps, s.maps, mask, a_index=best_gt)
         r.update(best_gt_index=best_gt, fsc_best_corrected=mc["corrected"], fsc_best_unmasked=mc["unmasked"],
                  fsc_best_randomised=mc["randomised"])
@@ -85,6 +88,7 @@ for label, s in subs.items():
         best = r["res"].min(0)  # each submitted map against its best GT match
         rows.append({"label": label, "n_maps": s.n_maps, "best_res_median_A": np.median(best),
                      "best_res_p10_A": np.percentile(best, 10), "best_res_min_A": best.min(),
+                     "best_fsc_area_median": np.median(vm.fsc_area(r["fsc_curves"][best_gt, np.arange(s.n_maps)])),
                      "best_res_corrected_median_A": np.median(vm.resolution(mc["corrected"], voxel_size)),
                      "best_res_unmasked_median_A": np.median(vm.resolution(mc["unmasked"], voxel_size))})
 summary = pd.DataFrame(rows)
@@ -159,13 +163,16 @@ fig.tight_layout()
 
 # %% [markdown]
 # ## FSC curves
-# FSC of each submission's middle map against its best-matching GT map.
+# FSC of each submission's middle map against its best-matching GT map (the GT map with the
+# largest FSC area: several GT maps can reach Nyquist, and then the smallest resolution does not
+# decide). Where either map has no signal in a shell (beyond a low-pass filter's cutoff) the FSC
+# is undefined and the curve stops, instead of swinging around 0 on rounding noise.
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4))
 for lab, r in results.items():
     j = r["res"].shape[1] // 2
-    i = int(np.argmin(r["res"][:, j]))
+    i = int(r["best_gt_index"][j])  # chosen by the whole curve (FSC area), not by tied resolutions
     ax.plot(freqs, r["fsc_curves"][i, j], label=lab, lw=1.2)
 ax.axhline(0.5, c="k", lw=0.8, ls="--")
 ax.axhline(0.143, c="k", lw=0.8, ls=":")

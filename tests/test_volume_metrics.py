@@ -435,3 +435,36 @@ def test_maps_with_huge_values_score_like_the_same_maps_scaled_down():
         np.testing.assert_allclose(huge[m], base[m], rtol=1e-4, atol=1e-5, err_msg=m)
     mc = vm.mask_corrected_fsc((g * big).astype(np.float32), (s * big).astype(np.float32), mask)
     np.testing.assert_allclose(mc["corrected"], vm.mask_corrected_fsc(g, s, mask)["corrected"], atol=1e-5)
+
+
+def test_fsc_is_undefined_where_a_map_has_no_signal():
+    """A map low-passed with a hard cutoff has no power beyond it: there its FSC with anything is
+    undefined (NaN), not the ±0.4 that float rounding correlates to; the resolution and the FSC
+    distance count such shells as no correlation (0)."""
+    n = 32
+    rng = np.random.default_rng(9)
+    v = rng.standard_normal((1, n, n, n)).astype(np.float32)
+    lp = Fo.lowpass(v, 4.0, 1.0).numpy()  # cutoff 1/4 Å⁻¹: shell 8 of 16
+    noisy = (v + 0.3 * rng.standard_normal(v.shape)).astype(np.float32)
+    c = vm.fsc_matrix(noisy, lp)[0, 0]
+    shells = np.arange(1, 17)
+    assert np.all(np.isnan(c[shells > 8])) and np.all(np.isfinite(c[shells <= 8]))
+    assert vm.resolution(c, 1.0) == pytest.approx(vm.resolution(np.nan_to_num(c), 1.0))
+    r = vm.distance_matrices(noisy, lp, metrics=["fsc"], normalise=None)
+    assert r["fsc"][0, 0] == pytest.approx(1 - np.nansum(c) / 16, rel=1e-6)
+    np.testing.assert_allclose(vm.paired_fsc(noisy, lp)[0], c, atol=1e-5)  # same rule, paired kernel
+
+
+def test_best_match_is_decided_by_the_curve_not_by_tied_resolutions():
+    """Several GT maps reach Nyquist against a submitted map (resolution ties); the smallest
+    resolution then picks the first of them, the FSC area the identical one."""
+    n = 24
+    rng = np.random.default_rng(10)
+    base = rng.standard_normal((n, n, n))
+    gt = np.stack([base + 0.3 * rng.standard_normal(base.shape) for _ in range(5)]).astype(np.float32)
+    gt[3] = base
+    sub = base[None].astype(np.float32)
+    c = vm.fsc_matrix(gt, sub)
+    res = vm.resolution(c, 1.0)[:, 0]
+    assert np.sum(res == res.min()) >= 2  # a tie at the best resolution
+    assert vm.best_match(c)[0] == 3
