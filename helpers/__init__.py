@@ -17,6 +17,7 @@ One module per concern (README "Layout" lists the rest of the repository):
 ``transport``        Gromov-/Procrustes-Wasserstein distances between top-k voxel clouds (CPU, POT)
 ``subspace``         PCA, percentage of captured variance, common subspace
 ``distribution``     EMD / KL between GT and submitted or optimised populations
+``leaderboard``      ranks that respect error bars (ties within uncertainty), metrics that separate
 ``projection``       Fourier-slice projector and CTF
 ``image_metrics``    pose search, image cross-correlation and marginal likelihood
 ``simulate``         the adenylate-kinase demo data set

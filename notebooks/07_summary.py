@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import io, manifest, plots, widgets
+from helpers import io, leaderboard, manifest, plots, widgets
+from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv
 
@@ -83,26 +84,38 @@ for lab in labels:
     d = rep[rep.label == lab]
     z = np.load(out / "image_metrics" / f"{slug(lab)}.npz")
     diff = per_image_ll(z) - ref_ll
+    best_res = vm.resolution(np.load(out / "volume_metrics" / f"{slug(lab)}.npz")["fsc_curves"], voxel_size).min(0)
+    bres = rng.integers(0, len(best_res), (n_bootstrap, len(best_res)))
+    cc = z["best_cc"].max(1)  # per image: best over maps and poses
     rows.append({
         "label": lab,
-        "resolution_A": vol.loc[lab, "best_res_median_A"], "resolution_p10_A": vol.loc[lab, "best_res_p10_A"],
+        "resolution_A": vol.loc[lab, "best_res_median_A"], "resolution_A_err": np.median(best_res[bres], 1).std(),
+        "resolution_p10_A": vol.loc[lab, "best_res_p10_A"],
         **({"pw_coverage_A": transport.loc[lab, "pw_coverage_A"]} if "pw_coverage_A" in transport and lab in transport.index else {}),
         "pcv_gt_captured": pcv.loc["GT", lab], "pcv_set_in_gt": pcv.loc[lab, "GT"],
         "emd_submitted": d.EMD_submitted.mean(), "emd_submitted_err": d.EMD_submitted.std(),
         "emd_optimised": d.EMD_opt.mean(), "emd_optimised_err": d.EMD_opt.std(),
         "kl_submitted": d.KL_pq_submitted.mean(), "kl_submitted_err": d.KL_pq_submitted.std(),
         "loglik_per_image": diff.mean(), "loglik_per_image_err": diff[boot].mean(1).std(),
-        "best_cc": img.loc[lab, "median_best_cc"],
+        "best_cc": img.loc[lab, "median_best_cc"], "best_cc_err": np.median(cc[boot], 1).std(),
     })
 board = pd.DataFrame(rows).set_index("label")
 better = {"resolution_A": "low", **({"pw_coverage_A": "low"} if "pw_coverage_A" in board else {}),
           "pcv_gt_captured": "high", "pcv_set_in_gt": "high", "emd_submitted": "low",
           "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
-ranks = pd.DataFrame({m: board[m].rank(ascending=(b == "low"), method="min") for m, b in better.items()})
-board = board.join(ranks.add_prefix("rank_"))
-board["mean_rank"] = ranks.mean(axis=1)
-board = board.sort_values("mean_rank")
-save_csv(out / "summary" / "leaderboard.csv", board);
+# ranks that respect each metric's error bar (helpers.leaderboard): values within uncertainty
+# (2 σ, or 0.1 % relative where a metric has no error bar) share a rank; metrics that separate
+# fewer than a quarter of the pairs are shown but left out of the mean rank
+extra = board[["resolution_p10_A"]]
+board, metric_info = leaderboard.board(board[list(better)], board[[c for c in board if c.endswith("_err")]]
+                                       .rename(columns=lambda c: c[:-4]), better)
+board = board.join(extra)
+ranks = board[[f"rank_{m}" for m in better]].rename(columns=lambda c: c[5:])
+save_csv(out / "summary" / "leaderboard.csv", board)
+save_csv(out / "summary" / "metrics.csv", metric_info)
+winner = board.index[0]
+tied = [k for k in board.index[1:] if abs(board.loc[k, "mean_rank"] - board.loc[winner, "mean_rank"]) < 0.5]
+left_out = [m for m in better if not metric_info.loc[m, "in_mean_rank"]]
 
 
 # %% [markdown]
@@ -118,22 +131,36 @@ print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderb
       + (f"; left out: {', '.join(f'{k} (failed in {v})' for k, v in missing.items())}" if missing else "")
       + (f"; {fails.label.nunique()} submission(s) failed somewhere (table above)" if len(fails) else ""))
 
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+Markdown(f"**Verdict.** {winner} has the best mean rank ({board.loc[winner, 'mean_rank']:.2f})"
+         + (f", tied within half a rank with {', '.join(tied)}" if tied else "")
+         + f"; {board.index[-1]} is last ({board.loc[board.index[-1], 'mean_rank']:.2f}). Ranks count a "
+         "difference only beyond the metrics' error bars (2 σ; 0.1 % relative without one)"
+         + (f"; left out of the mean rank because they separate fewer than a quarter of the pairs: "
+            f"{', '.join(left_out)}" if left_out else "") + ".")
+
 # %% [markdown]
 # ## The leaderboard
-# Colour = rank on each metric (dark = best); the last column is the mean rank. A submission
-# can lead on one family and trail on another — that is the point of scoring on all of them.
+# Colour = rank on each metric (dark = best), the mean rank first. Values within each other's
+# uncertainty share a rank (the midpoint of their rank interval, in `leaderboard.csv` as
+# `rank_<metric>_interval`); metrics marked † separate too few pairs and stay out of the mean
+# rank. A submission can lead on one family and trail on another — that is the point of scoring
+# on all of them.
 
 # %%
-show = board[list(better) + ["mean_rank"]]
+show = board[["mean_rank"] + list(better)].rename(columns={m: f"{m} †" for m in left_out})
 pal = sns.color_palette("cividis", len(board)).as_hex()  # colour-blind safe; dark = rank 1
 
 
 def by_rank(col):
-    r = ranks.loc[col.index, col.name].astype(int)
-    return [f"background-color: {pal[k - 1]}; color: {'white' if k <= len(board) / 2 else 'black'}" for k in r]
+    r = ranks.loc[col.index, col.name.rstrip(" †")]
+    return [f"background-color: {pal[int(k) - 1]}; color: {'white' if k <= len(board) / 2 else 'black'}" for k in r]
 
 
-show.style.apply(by_rank, subset=list(better)).background_gradient(cmap="cividis", subset=["mean_rank"]).format(precision=2)
+show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean_rank"]).background_gradient(
+    cmap="cividis", subset=["mean_rank"]).format(precision=2)
 
 # %% [markdown]
 # Each metric with its error bar (std over replicates for EMD/KL, bootstrap over images for the
@@ -156,12 +183,14 @@ fig.tight_layout()
 
 # %% [markdown]
 # ## Do the metrics agree?
-# Spearman correlation between the rankings the metrics induce (1 = same order). Map-level
+# Spearman correlation between the rankings the metrics induce (1 = same order; metrics that
+# tie every submission are left out). Map-level
 # metrics (resolution, PW coverage, subspace) ignore populations; distribution and image metrics see them —
 # so a submission with perfect maps but wrong populations splits the families.
 
 # %%
-rc = ranks.corr(method="spearman")
+varying = [m for m in ranks if ranks[m].nunique() > 1]  # a metric that ties everyone has no ranking to compare
+rc = ranks[varying].corr(method="spearman")
 save_csv(out / "summary" / "rank_correlation.csv", rc.rename_axis("metric"))
 fig, ax = plt.subplots(figsize=(6.5, 5.5))
 sns.heatmap(rc, annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=ax, annot_kws={"fontsize": 7},

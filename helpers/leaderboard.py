@@ -1,0 +1,81 @@
+"""Ranks that respect uncertainty: no rank is decided by float noise.
+
+For one metric, submission i is *significantly better* than j when its value is better by more
+than ``max(k·sqrt(e_i² + e_j²), rtol·max(|v_i|, |v_j|), atol)`` (e = the metric's error bar:
+std over replicates or bootstrap resamples; 0 where none exists, and then only the relative
+tolerance, 0.1 % by default, separates: on the demo the Other-grid mock — the Averaged GT on
+another grid — differs from it by 0.02 % in PW coverage, an optimisation's noise). Each submission gets a rank interval [1 + #significantly better,
+n − #significantly worse] and the midpoint of that interval as its rank, so submissions whose
+values are within uncertainty share a rank (two mocks differing by 1e-7 tie instead of ranking
+5th and 1st).
+
+A metric *separates* the submissions when at least ``min_fraction`` of the pairs are
+significantly different; metrics that do not are reported but left out of the mean rank.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def significance(values, errors=None, better: str = "low", k: float = 2.0, rtol: float = 1e-3,
+                 atol: float = 1e-12) -> np.ndarray:
+    """(n, n) bool: entry [i, j] is True when i is significantly better than j (module docstring).
+    NaN values are never significantly better or worse."""
+    v = np.asarray(values, dtype=np.float64)
+    e = np.zeros_like(v) if errors is None else np.nan_to_num(np.asarray(errors, dtype=np.float64), nan=0.0)
+    gap = (v[None, :] - v[:, None]) if better == "low" else (v[:, None] - v[None, :])  # > 0: i better than j
+    tol = np.maximum.reduce([k * np.sqrt(e[:, None] ** 2 + e[None, :] ** 2),
+                             rtol * np.maximum(np.abs(v[:, None]), np.abs(v[None, :])), np.full(gap.shape, atol)])
+    out = gap > tol
+    out[np.isnan(gap)] = False
+    return out
+
+
+def tied_ranks(values, errors=None, better: str = "low", **kw) -> pd.DataFrame:
+    """Rank (midpoint of the interval), rank_lo, rank_hi for each submission (1 = best)."""
+    sig = significance(values, errors, better, **kw)
+    n = len(sig)
+    lo = 1 + sig.sum(0)       # how many are significantly better than me
+    hi = n - sig.sum(1)       # minus how many I am significantly better than
+    return pd.DataFrame({"rank": (lo + hi) / 2.0, "rank_lo": lo, "rank_hi": hi})
+
+
+def separates(values, errors=None, better: str = "low", min_fraction: float = 0.25, **kw) -> tuple[bool, float]:
+    """(whether the metric separates the submissions, fraction of significantly different pairs)."""
+    sig = significance(values, errors, better, **kw)
+    n = len(sig)
+    if n < 2:
+        return False, 0.0
+    frac = float((sig | sig.T)[np.triu_indices(n, 1)].mean())
+    return frac >= min_fraction, frac
+
+
+def board(values: pd.DataFrame, errors: pd.DataFrame, better: dict, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leaderboard from per-submission metric values and errors (same index and columns).
+
+    Returns (board, metrics): ``board`` has ``mean_rank`` first (over the separating metrics),
+    then per metric its value, ``<m>_err``, ``rank_<m>`` and ``rank_<m>_interval`` ("lo–hi");
+    ``metrics`` has, per metric, whether it separates, the fraction of separated pairs and
+    whether it enters the mean rank."""
+    cols, info = {}, []
+    ranks = {}
+    for m, b in better.items():
+        err = errors[m] if m in errors else None
+        tr = tied_ranks(values[m].to_numpy(), None if err is None else err.to_numpy(), b, **kw)
+        tr.index = values.index
+        ok, frac = separates(values[m].to_numpy(), None if err is None else err.to_numpy(), b, **kw)
+        info.append({"metric": m, "better": b, "separates": ok, "separated_pairs": frac,
+                     "has_error_bar": err is not None and bool(np.nan_to_num(err.to_numpy()).any())})
+        ranks[m] = tr["rank"]
+        cols[m] = values[m]
+        if err is not None:
+            cols[f"{m}_err"] = err
+        cols[f"rank_{m}"] = tr["rank"]
+        cols[f"rank_{m}_interval"] = [f"{a}–{c}" if a != c else f"{a}" for a, c in zip(tr.rank_lo, tr.rank_hi)]
+    info = pd.DataFrame(info).set_index("metric")
+    used = [m for m in better if info.loc[m, "separates"]]
+    info["in_mean_rank"] = info.index.isin(used)
+    out = pd.DataFrame(cols, index=values.index)
+    out.insert(0, "mean_rank", pd.DataFrame(ranks)[used].mean(axis=1) if used else np.nan)
+    return out.sort_values("mean_rank"), info

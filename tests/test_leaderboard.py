@@ -1,0 +1,39 @@
+"""Tie-aware ranks: values within uncertainty share a rank; metrics that separate nothing are
+left out of the mean rank."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import leaderboard as lb
+
+
+def test_float_noise_never_decides_a_rank():
+    """The demo's case: 0.5842746 vs 0.5842747 (best CC, no error bar) ranked 5th vs 1st."""
+    v = np.array([0.5842747, 0.5842746, 0.5801, 0.4])
+    r = lb.tied_ranks(v, None, better="high")
+    assert r["rank"][0] == r["rank"][1] == 1.5 and list(r.rank_lo[:2]) == [1, 1] and list(r.rank_hi[:2]) == [2, 2]
+    assert r["rank"][2] == 3 and r["rank"][3] == 4
+
+
+def test_ranks_with_error_bars_closed_form():
+    """Values 1, 1.5, 4 with errors 0.3: |1 − 1.5| = 0.5 < 2·√(0.09+0.09) = 0.85 → tie; 4 is
+    significantly worse than both. Without errors the order is strict and matches argsort."""
+    v, e = np.array([1.0, 1.5, 4.0]), np.full(3, 0.3)
+    r = lb.tied_ranks(v, e, better="low")
+    np.testing.assert_allclose(r["rank"], [1.5, 1.5, 3.0])
+    strict = lb.tied_ranks(v, None, better="low")
+    np.testing.assert_allclose(strict["rank"], [1, 2, 3])
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0, 10, 12)
+    np.testing.assert_allclose(lb.tied_ranks(w, None, "high")["rank"], pd.Series(w).rank(ascending=False))
+
+
+def test_a_metric_that_separates_nothing_is_left_out_of_the_mean_rank():
+    idx = ["a", "b", "c", "d"]
+    values = pd.DataFrame({"good": [1.0, 2.0, 3.0, 4.0], "flat": [0.58, 0.58 + 1e-7, 0.58 - 1e-7, 0.58]}, index=idx)
+    errors = pd.DataFrame({"good": [0.1] * 4}, index=idx)
+    board, info = lb.board(values, errors, {"good": "low", "flat": "high"})
+    assert info.loc["good", "in_mean_rank"] and not info.loc["flat", "in_mean_rank"]
+    assert list(board.columns[:1]) == ["mean_rank"] and list(board.index) == idx
+    np.testing.assert_allclose(board["mean_rank"], [1, 2, 3, 4])
+    assert (board["rank_flat"] == 2.5).all()
