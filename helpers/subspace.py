@@ -109,3 +109,12 @@ def common_subspace(pcas: dict, rank: int):
 def embed(p: PCA, basis: torch.Tensor) -> np.ndarray:
     """Coordinates (n, k) of a set's centred rank-r maps U S Vᵀ in an orthonormal basis (D, k)."""
     return ((p.U * p.S) @ (p.V.T @ basis)).numpy()
+
+
+def project_on(p: PCA, ref: PCA, k: int = 2) -> np.ndarray:
+    """Coordinates (n, k) of a set's rank-r maps on ``ref``'s first k principal axes, measured
+    from ``ref``'s mean: (U S Vᵀ + mean_p − mean_ref) V_ref. Every set shares the GT's origin, so a
+    submission whose maps sit where the GT's do lands on the same coordinates (centring each set
+    on its own mean, as :func:`embed` does, shifts a set with another population balance)."""
+    X = (p.U * p.S) @ p.V.T + (p.mean - ref.mean)[None]
+    return (X @ ref.V[:, :k]).numpy()

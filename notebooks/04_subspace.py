@@ -26,7 +26,7 @@ randomized_above = 2000  # use seeded randomised SVD for sets with more maps tha
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `subspace/pcv.csv` (PCV matrix in %: row = reference set, column = capturing set),
 # `subspace/embeddings.npz` (common-subspace coordinates `common_<label>` (n_maps, 2), GT-axis
-# coordinates `gtaxes_<label>` (n_maps, 2), populations `pop_<label>`),
+# coordinates `gtaxes_<label>` (n_maps, 2; on the GT's first two axes, from the GT's mean), populations `pop_<label>`),
 # `subspace/variance.csv` (variance fraction of each set's first components).
 # **Run time.** Seconds.
 #
@@ -115,7 +115,7 @@ first.round(1).to_frame()
 # %%
 basis, _ = subspace.common_subspace({k: v for k, v in pcas.items() if k != "GT"}, 2)
 emb = {lab: subspace.embed(p, basis) for lab, p in pcas.items()}
-gtax = {lab: subspace.embed(p, pcas["GT"].V[:, :2]) for lab, p in pcas.items()}
+gtax = {lab: subspace.project_on(p, pcas["GT"], 2) for lab, p in pcas.items()}  # from the GT's mean, for every set
 pops = {lab: s.populations for lab, s in sets.items()}
 save_npz(out / "subspace" / "embeddings.npz",
          **{f"common_{slug(k)}": v for k, v in emb.items()}, **{f"gtaxes_{slug(k)}": v for k, v in gtax.items()},
@@ -138,8 +138,10 @@ fig.tight_layout()
 
 # %% [markdown]
 # ## Population along the GT's first axis (Fig. S2)
-# Each set's maps projected on the GT's PC1, population scaled to its maximum. The GT shows
-# three modes; a submission that recovers the distribution shows them too.
+# Each set's maps projected on the GT's PC1, measured from the GT's mean (every set shares that
+# origin; centring each set on its own mean shifted a set with another population balance, e.g.
+# the DIMS2 path), population scaled to its maximum. The GT shows three modes; a submission that
+# recovers the distribution shows them too.
 
 # %%
 fig, panels, axes = plots.panel_grid(labs, panel=(3, 2.2), sharex=True)

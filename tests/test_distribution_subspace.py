@@ -265,3 +265,20 @@ def test_reference_mode_matches_the_transcription_on_a_non_degenerate_case():
     ref = _published_d2d_numpy(cost, meta, q, 4, 5, 0.9)
     assert max(r["kl_iter_stop"] for r in ref) > 5
     _check_against_transcription(got, ref)
+
+
+def test_projection_on_gt_axes_shares_the_gt_origin():
+    """A submission made of some of the GT's own maps (an unbalanced subset) must land on those
+    maps' GT coordinates; centring the subset on its own mean shifts it (the S2 defect)."""
+    rng = np.random.default_rng(5)
+    t = np.linspace(-1, 1, 60)
+    D = 40
+    a, b = rng.standard_normal(D), rng.standard_normal(D)
+    X = t[:, None] * a + 0.3 * t[:, None] ** 2 * b + 0.01 * rng.standard_normal((60, D))
+    gt = sub.pca(torch.as_tensor(X), 3)
+    pick = np.arange(30, 60)  # only the upper half of the motion
+    part = sub.pca(torch.as_tensor(X[pick]), 3)
+    ref = ((torch.as_tensor(X[pick]) - gt.mean) @ gt.V[:, :2]).numpy()
+    np.testing.assert_allclose(sub.project_on(part, gt, 2), ref, atol=0.05)
+    shifted = sub.embed(part, gt.V[:, :2])
+    assert np.abs(shifted[:, 0] - ref[:, 0]).mean() > 0.2  # own-mean centring moves it
