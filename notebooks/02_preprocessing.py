@@ -113,3 +113,22 @@ fig.tight_layout()
 
 # %%
 report[report["align"]][["label", "score", "rotation_error_deg", "seconds"]].round(3) if "rotation_error_deg" in report else report[report["align"]]
+
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+regrid = [lab for lab in sets if raw[lab].box != gt_box or abs(raw[lab].voxel_size - gt_voxel) > 1e-6]
+flipped = report.loc[report["flip"], "label"].tolist()
+aligned = report[report["align"]]
+txt = [f"**What the demo shows.** {len(sets)} of {len(entries)} submissions are on the GT grid and frame"]
+if regrid:
+    txt.append(f"{', '.join(regrid)} came at another box or voxel size and were resampled")
+if flipped:
+    txt.append(f"{', '.join(flipped)} {'was' if len(flipped) == 1 else 'were'} mirrored as the config asks")
+for _, r in aligned.iterrows():
+    err = f", {r['rotation_error_deg']:.1f}° from the known rotation" if "rotation_error_deg" in r and pd.notna(r.get("rotation_error_deg")) else ""
+    txt.append(f"{r['label']} was aligned with score {r['score']:.3f}{err}"
+               + (" — doubtful, check it above" if r.get("alignment_doubtful") else ""))
+if len(failed):
+    txt.append(f"{len(failed)} failed (table above) and {'is' if len(failed) == 1 else 'are'} left out of every later chapter")
+Markdown("; ".join(txt) + ".")

@@ -106,6 +106,18 @@ first = pd.Series({lab: float(((p.V.T @ v1) ** 2).sum() / (v1 ** 2).sum()) * 100
 save_csv(out / "subspace" / "gt_pc1_captured.csv", first.rename_axis("label").to_frame())
 first.round(1).to_frame()
 
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+subs_first = first.drop("GT", errors="ignore")
+Markdown(f"**What the demo shows.** Every submission's subspace captures between {subs_first.min():.1f} % "
+         f"({subs_first.idxmin()}) and {subs_first.max():.1f} % ({subs_first.idxmax()}) of the GT's first "
+         "principal direction, the motion itself. "
+         + ", ".join(f"{k} {subs_first[k]:.1f} %" for k in ("Averaged GT", "Sampled GT") if k in subs_first)
+         + (" — the GT-derived controls are near the top" if {"Averaged GT", "Sampled GT"} <= set(subs_first.index) else "")
+         + ("; noise in the maps spreads the Noisy mock's variance over directions the GT does not use."
+            if subs_first.idxmin() == "Noisy" else "."))
+
 # %% [markdown]
 # ## Common subspace (Fig. 2D)
 # The weighted principal directions of all submissions define a common basis; every set's maps
