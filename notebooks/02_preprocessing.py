@@ -122,7 +122,7 @@ flipped = report.loc[report["flip"], "label"].tolist()
 aligned = report[report["align"]]
 txt = [f"**What the demo shows.** {len(sets)} of {len(entries)} submissions are on the GT grid and frame"]
 if regrid:
-    txt.append(f"{', '.join(regrid)} came at another box or voxel size and were resampled")
+    txt.append(f"{', '.join(regrid)} came at another box or voxel size and {'was' if len(regrid) == 1 else 'were'} resampled")
 if flipped:
     txt.append(f"{', '.join(flipped)} {'was' if len(flipped) == 1 else 'were'} mirrored as the config asks")
 for _, r in aligned.iterrows():
