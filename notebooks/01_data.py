@@ -11,7 +11,7 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir = "data/demo"  # folder with gt/, submissions/, particles/ (repo-relative or absolute)
 results_dir = "results/demo"  # where this run's result files go
 voxel_size = 2.146  # Å; the GT's voxel size

@@ -8,7 +8,7 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir = "data/demo"  # folder with gt/ and submissions/ (repo-relative or absolute)
 results_dir = "results/demo"  # this run's results
 config = "submissions/submission_config.json"  # challenge config, relative to data_dir

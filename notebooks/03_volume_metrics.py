@@ -8,7 +8,7 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir = "data/demo"  # folder with gt/ (repo-relative or absolute)
 results_dir = "results/demo"  # reads preprocessed/, writes volume_metrics/
 voxel_size = 2.146  # Å, the GT voxel size
@@ -31,7 +31,7 @@ transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `volume_metrics/<label>.npz` with one (n_gt, n_sub) matrix per metric (`l2`, `corr`,
 # `bioem`, `fsc`, `res` in Å, `sw` in Å), `fsc_curves` (n_gt, n_sub, N/2, shells 1..N/2),
-# `gt_pc1`, and for each submitted map its best GT match `best_gt_index` (n_sub,; the largest FSC
+# `gt_pc1`, and for each submitted map its best GT match `best_gt_index` ((n_sub,), the largest FSC
 # area) with that
 # pair's FSC curves `fsc_best_corrected` (mask-corrected), `fsc_best_unmasked` and
 # `fsc_best_randomised` (n_sub, N/2); `volume_metrics/summary.csv` (per submission: median and 10th percentile of each

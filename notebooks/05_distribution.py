@@ -8,7 +8,7 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir = "data/demo"  # folder with gt/
 results_dir = "results/demo"  # reads preprocessed/ and volume_metrics/, writes distribution/
 voxel_size = 2.146  # Å

@@ -8,7 +8,7 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir = "data/demo"  # folder with gt/ and particles/
 results_dir = "results/demo"  # reads preprocessed/, writes image_metrics/
 voxel_size = 2.146  # Å

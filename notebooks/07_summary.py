@@ -8,7 +8,7 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir = "data/demo"  # folder with gt/
 results_dir = "results/demo"  # reads every chapter's results, writes summary/
 voxel_size = 2.146  # Å
