@@ -106,7 +106,7 @@ for j in range(k):
         a.set_xticks([]), a.set_yticks([])
 axes[0, 0].set_ylabel("clean")
 axes[1, 0].set_ylabel(f"SNR {sim['snr']}")
-fig.suptitle(f"{len(parts.images)} particle images, {parts.images.shape[-1]}² px at {parts.pixel_size} Å")
+fig.suptitle(f"{len(parts.images)} particle images, {parts.images.shape[-1]}² px at {parts.pixel_size} Å");
 
 # %%
 tab = parts.table

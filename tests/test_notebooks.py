@@ -266,3 +266,19 @@ def test_distribution_chapter_in_reference_mode(executed, tmp_path):
     both = ref.merge(dflt, on=key, suffixes=("_ref", "_def"))
     assert len(both) == len(ref) == len(dflt)
     assert not np.allclose(both.EMD_submitted_ref, both.EMD_submitted_def)
+
+
+def test_no_stray_repr_outputs(executed):
+    """A cell ending in a matplotlib call shows its return value ("Text(0.5, 0.98, ...)") in the
+    book; every chapter must end such cells with ';' or a figure call."""
+    import re
+
+    import nbformat
+
+    for path in sorted((executed / "executed").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for c in nb.cells:
+            for o in c.get("outputs", []) if c.cell_type == "code" else []:
+                t = o.get("data", {}).get("text/plain", "") if o.get("output_type") == "execute_result" else ""
+                t = "".join(t) if isinstance(t, list) else t
+                assert not re.match(r"^(Text\(|<matplotlib|\[<matplotlib|<Axes)", t), (path.name, t[:60])
