@@ -50,26 +50,36 @@ def read_mrc(path, allow_2d: bool = False):
     NaN/Inf voxels and unreadable or truncated files.
     """
     path = Path(path)
-    try:
-        with mrcfile.open(path, mode="r", permissive=False) as m:
-            data = np.array(m.data, dtype=np.float32)
-            vs = float(m.voxel_size.x)
-            vs_all = (float(m.voxel_size.x), float(m.voxel_size.y), float(m.voxel_size.z))
-    except Exception as exc:  # mrcfile raises ValueError / OSError on bad headers and sizes
-        raise InputError(path, f"cannot be read as MRC ({exc}).",
-                         "Check that the file is a complete MRC map (re-export or re-copy it).") from None
+    data, vs, vs_all = _open_mrc(path)
     while data.ndim > 3 and data.shape[0] == 1:
         data = data[0]
     if data.ndim != 3 or (not allow_2d and len(set(data.shape)) != 1):
         raise InputError(path, f"map is not cubic: shape {data.shape}.",
                          "Pad or crop the map to a cubic box (e.g. relion_image_handler --new_box).")
+    _check_map_values(data, path, vs_all)
+    return data, (vs if vs > 0 else None)
+
+
+def _open_mrc(path: Path):
+    """(data float32, voxel size x, (x, y, z) voxel sizes) of an MRC file, or a clear error."""
+    try:
+        with mrcfile.open(path, mode="r", permissive=False) as m:
+            data = np.array(m.data, dtype=np.float32)
+            vs_all = (float(m.voxel_size.x), float(m.voxel_size.y), float(m.voxel_size.z))
+    except Exception as exc:  # mrcfile raises ValueError / OSError on bad headers and sizes
+        raise InputError(path, f"cannot be read as MRC ({exc}).",
+                         "Check that the file is a complete MRC map (re-export or re-copy it).") from None
+    return data, vs_all[0], vs_all
+
+
+def _check_map_values(data: np.ndarray, path: Path, vs_all) -> None:
+    """Refuse NaN/Inf voxels and anisotropic voxel sizes."""
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise InputError(path, f"{bad} voxels are NaN or Inf.",
                          "Fix the map in the method that produced it (or replace them by 0 yourself).")
     if len({round(v, 4) for v in vs_all}) > 1:
         raise InputError(path, f"anisotropic voxel size {vs_all}.", "Resample to isotropic voxels.")
-    return data, (vs if vs > 0 else None)
 
 
 def write_mrc(path, data, voxel_size: float, overwrite: bool = False) -> Path:
@@ -148,15 +158,7 @@ def read_map_stack(path):
     """Maps of one MRC file: (1, N, N, N) for a map, (k, N, N, N) for a volume stack (ISPG 401,
     or a (k·N, N, N) block of k cubic maps). Returns (maps, voxel size or None)."""
     path = Path(path)
-    try:
-        with mrcfile.open(path, mode="r", permissive=False) as m:
-            data = np.array(m.data, dtype=np.float32)
-            vs = float(m.voxel_size.x)
-            if m.is_volume_stack() and data.ndim == 4:
-                pass
-    except Exception as exc:
-        raise InputError(path, f"cannot be read as MRC ({exc}).",
-                         "Check that the file is a complete MRC map (re-export or re-copy it).") from None
+    data, vs, vs_all = _open_mrc(path)
     while data.ndim > 4 and data.shape[0] == 1:
         data = data[0]
     if data.ndim == 3 and data.shape[1] == data.shape[2] and data.shape[0] != data.shape[1] \
@@ -173,10 +175,7 @@ def read_map_stack(path):
     if data.ndim != 4 or len(set(data.shape[1:])) != 1:
         raise InputError(path, f"shape {data.shape} is neither a cubic map nor a stack of cubic maps.",
                          "Write one cubic map per file, or a stack of cubic maps.")
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise InputError(path, f"{bad} voxels are NaN or Inf.",
-                         "Fix the map in the method that produced it (or replace them by 0 yourself).")
+    _check_map_values(data, path, vs_all)
     return data, (vs if vs > 0 else None)
 
 
@@ -365,8 +364,11 @@ def read_preprocessed_pt(path, voxel_size: float, allow_unsafe_pickle: bool = Fa
 
 
 # ---------------------------------------------------------------------------------- GT
-def read_gt_maps(path, box: int | None = None, mmap: bool = True) -> np.ndarray:
-    """GT map stack (N, n, n, n) float32 from ``.npy`` (memory-mapped), ``.pt`` or an MRC folder."""
+def read_gt_maps(path, box: int | None = None, mmap: bool = True, check_finite: bool = True) -> np.ndarray:
+    """GT map stack (N, n, n, n) float32 from ``.npy`` (memory-mapped), ``.pt`` or an MRC folder.
+
+    ``check_finite`` reads the whole stack once to refuse NaN/Inf maps (chunk by chunk); chapters
+    whose kernels check every chunk they read, or that need only the metadata, pass False."""
     path = Path(path)
     if path.is_dir():
         return np.concatenate([read_map_stack(f)[0] for f in list_map_files(path)])
@@ -411,7 +413,8 @@ def read_gt_maps(path, box: int | None = None, mmap: bool = True) -> np.ndarray:
         raise InputError(path, f"box {arr.shape[-1]} but the config says {box}.", "Fix the config's box_size.")
     if not np.issubdtype(arr.dtype, np.floating):
         raise InputError(path, f"dtype {arr.dtype} is not a floating-point map stack.", "Save the maps as float32.")
-    check_finite_stack(arr, path)
+    if check_finite:
+        check_finite_stack(arr, path)
     return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
 
@@ -492,10 +495,12 @@ def read_gt_metadata(path, n_maps: int | None = None, map_names: list[str] | Non
     return df
 
 
-def read_gt(maps_path, metadata_path, voxel_size: float, label: str = "ground truth") -> MapSet:
+def read_gt(maps_path, metadata_path, voxel_size: float, label: str = "ground truth",
+            check_finite: bool = True) -> MapSet:
     """The GT as a MapSet: maps in file order, metadata rows matched to them
-    (:func:`read_gt_metadata`), populations renormalised, ``pc1`` attached."""
-    maps = read_gt_maps(maps_path)
+    (:func:`read_gt_metadata`), populations renormalised, ``pc1`` attached (``check_finite``: see
+    :func:`read_gt_maps`)."""
+    maps = read_gt_maps(maps_path, check_finite=check_finite)
     names = [f.name for f in list_map_files(maps_path)] if Path(maps_path).is_dir() else None
     meta = read_gt_metadata(metadata_path, maps.shape[0], names)
     prov = {"source": str(maps_path), "metadata": str(metadata_path), "steps": []}

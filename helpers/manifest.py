@@ -85,9 +85,9 @@ def discard_stage(stage: Path, results: Path, chapter: str) -> Path | None:
 
 
 # ------------------------------------------------------------------------------ manifest
-def _sha1(path: Path, limit: int = 256 * 2 ** 20) -> str | None:
+def _sha1(path: Path, limit: int = 16 * 2 ** 20) -> str | None:
     if path.stat().st_size > limit:
-        return None  # large stacks: size and mtime only (reading 174 GB to hash it is not worth it)
+        return None  # maps and stacks: size and mtime only (hashing every map at each run costs a full read)
     h = hashlib.sha1()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(2 ** 20), b""):

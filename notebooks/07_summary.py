@@ -226,7 +226,7 @@ widgets.nested_browser(labels, [map_frames(subs[lab]) for lab in labels])
 # GT's population along MD-PC1 (both per unit PC1, so they are comparable).
 
 # %%
-gt_set = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)  # rows matched to maps
+gt_set = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)  # rows matched to maps
 gpc, gp = gt_set.pc1, gt_set.populations
 go = np.argsort(gpc)
 bins = np.linspace(gpc.min(), gpc.max(), 25)
