@@ -31,14 +31,15 @@ class FairLoop:
         self.n = n
         band = band.reshape(n, n // 2 + 1)
         self.band = band
-        Y = P.image_rfft(torch.as_tensor(imgs, dtype=torch.float32)).to(torch.complex64) * band
+        dev = band.device  # the loop runs where the batched search runs
+        Y = P.image_rfft(torch.as_tensor(imgs, dtype=torch.float32, device=dev)).to(torch.complex64) * band
         self.Y = Y
-        w = torch.full((n, n // 2 + 1), 2.0)
+        w = torch.full((n, n // 2 + 1), 2.0, device=dev)
         w[:, 0] = 1.0
         w[:, -1] = 1.0
         self.w = w
         self.yy = (w * Y.abs() ** 2).sum((1, 2)) / (n * n)
-        self.C = P.ctf(n, px, cp["defocus_u"], cp["defocus_v"], cp["defocus_angle"]).to(torch.float32)
+        self.C = P.ctf(n, px, cp["defocus_u"], cp["defocus_v"], cp["defocus_angle"]).to(dtype=torch.float32, device=dev)
         c = np.arange(-1, 2)
         self.iy, self.ix = np.meshgrid(c % n, c % n, indexing="ij")
 
@@ -80,14 +81,18 @@ def main():
     few = im.ImageSearch(imgs, 4.0, cp, n_directions=20, n_inplane=6, max_shift=1, shift_step=1.0,
                          refine_levels=0, dev=dev)
     ref = few.search(maps[:1])["best_cc"][:, 0]
-    got = torch.stack([loop.template_all_images(proj, 0, R) for R in few.R]).amax(0).numpy()
+    got = torch.stack([loop.template_all_images(proj, 0, R) for R in few.R]).amax(0).cpu().numpy()
     np.testing.assert_allclose(got, ref, atol=2e-4)  # the loop computes what the search computes
     rots = range(0, len(s.R), max(1, len(s.R) // max(1, a.naive)))
     for r in list(rots)[:2]:
         loop.template_all_images(proj, 0, s.R[r])  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     t = time.perf_counter()
     for k, r in enumerate(rots):
         loop.template_all_images(proj, k % a.maps, s.R[r])
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     per_rot = (time.perf_counter() - t) / len(rots)
     t_naive = per_rot * a.maps * len(s.R)
     print(f"device {dev}: {a.images} images × {a.maps} maps × {s.n_poses} poses ({len(s.R)} rotations × {len(s.shifts)} shifts), box {n}")

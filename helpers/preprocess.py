@@ -83,7 +83,10 @@ def median_zscore(maps, mask=None, convention: str = "numpy") -> torch.Tensor:
         med = _numpy_median(sel)
     else:
         raise ValueError(f"unknown convention {convention!r}")
-    sd = sel.std(dim=1, unbiased=True)
+    # std of the maps scaled to max |x| = 1: CUDA reduces float32 in float32, and x² of maps in
+    # other units (1e30) overflows there (the CPU accumulates in float64 and would not notice)
+    scale = sel.abs().amax(1).clamp_min(torch.finfo(sel.dtype).tiny)
+    sd = (sel / scale[:, None]).std(dim=1, unbiased=True) * scale
     return ((flat - med[:, None]) / sd[:, None]).reshape(x.shape)
 
 
