@@ -7,13 +7,13 @@ Pipeline (:func:`make_dataset`), each step a function:
 
 1. :func:`superpose` every frame of every path onto the first DIMS frame (Kabsch, all heavy
    atoms, two rounds against the mean structure), centred at the origin.
-2. :func:`motion_pca`: PC1 of the frames of the GT paths (DIMS + TMD) = "MD-PC1", in Å
-   (projection of the centred coordinate vector onto the unit PC1 vector), sign chosen so that
-   closed is negative.
-3. :func:`sample_conformations`: ``n_gt`` PC1 targets evenly spaced over the paths' range; each
-   conformation interpolates linearly between the two frames of one path (alternating DIMS /
-   TMD) that bracket the target, plus isotropic Gaussian coordinate noise (``coord_noise`` Å),
-   so other degrees of freedom remain.
+2. :func:`motion_pca`: PC1 of the frames of the GT path (DIMS, one coherent motion) =
+   "MD-PC1", in Å (projection of the centred coordinate vector onto the unit PC1 vector, i.e. the
+   displacement along PC1 summed over atoms; divide by √(number of atoms) for an RMSD-like
+   per-atom scale), sign chosen so that closed is negative.
+3. :func:`sample_conformations`: ``n_gt`` PC1 targets evenly spaced over the path's range; each
+   conformation interpolates linearly between the two DIMS frames that bracket the target, plus
+   isotropic Gaussian coordinate noise (``coord_noise`` Å), so other degrees of freedom remain.
 4. :func:`three_gaussian_populations`: populations ∝ a 3-Gaussian mixture along PC1 with a
    less-populated middle mode (the challenge's design N(−m, s) + ½ N(0, s_mid) + N(+m, s)).
 5. :func:`render_maps`: a Gaussian per heavy atom, weight = atomic number, σ² = σ_atom² + B/(8π²).
@@ -21,6 +21,10 @@ Pipeline (:func:`make_dataset`), each step a function:
    ``gt/reference.mrc``); mock submissions as folders of MRC maps + ``populations.txt`` and one
    ``submissions/submission_config.json``; particle images as ``particles/particles.mrcs`` +
    ``particles.star``.
+7. :func:`build_mocks`: the noise-free controls (Averaged / Sampled GT), "Reconstructed" (a
+   method with perfect classification and poses: ``n_recon_images`` simulated particle images,
+   one Wiener-filtered reconstruction per PC1 group, :mod:`helpers.reconstruct`) and one
+   degradation of it per metric family.
 """
 from __future__ import annotations
 
@@ -34,13 +38,17 @@ import torch
 
 from .backend import progress
 from .fourier import as_tensor, fourier_resample, crop_or_pad, lowpass
-from .geometry import axis_angle_to_matrix, random_rotations, rotate_volume, matrix_to_euler
+from .geometry import axis_angle_to_matrix, euler_to_matrix, random_rotations, rotate_volume, matrix_to_euler
 from .io import write_mrc
 from .paths import save_json
 from .projection import FourierSliceProjector, ctf, image_irfft, shift_phase
+from .reconstruct import reconstruct
 
 ATOMIC_NUMBER = {"C": 6, "N": 7, "O": 8, "S": 16, "P": 15, "H": 1}
-GT_PATHS = ("dims", "tmd")
+# Bumped whenever the generated data change meaning; a data folder of another version is refused
+# (helpers.run.ensure_data) rather than silently mixed with new results.
+DATA_VERSION = 2
+GT_PATHS = ("dims",)  # one coherent motion; DIMS2 is the "other path" mock, TMD is unused
 
 
 # ---------------------------------------------------------------------------- molecules
@@ -238,7 +246,8 @@ def simulate_particles(maps, pops, n_images: int, pixel_size: float, rng: np.ran
 DEFAULTS = dict(box=64, voxel_size=2.146, n_gt=400, n_maps=80, n_small=20, coord_noise=0.3,
                 bfactor=30.0, n_images=2000, snr=0.05, max_shift=2.0, seed=0,
                 rotation_axis=(1.0, 2.0, 3.0), rotation_deg=40.0, other_voxel_factor=1.5,
-                noise_fraction=4.0, lowpass_range=(10.0, 18.0))
+                noise_fraction=2.0, lowpass_range=(14.0, 22.0), n_recon_images=24000,
+                missing_above=0.6)
 
 
 def _partial(folder: Path) -> Path:
@@ -268,7 +277,8 @@ def make_dataset(out_dir, adk_npz, **params) -> dict:
     mean, v, var1 = motion_pca(gt_frames, sup["dims"][0])
     all_pc1 = np.concatenate([project_pc1(sup[k], mean, v) for k in GT_PATHS])
     lo, hi = float(all_pc1.min()), float(all_pc1.max())
-    manifest = {"params": {k: (list(x) if isinstance(x, tuple) else x) for k, x in p.items()},
+    manifest = {"data_version": DATA_VERSION,
+                "params": {k: (list(x) if isinstance(x, tuple) else x) for k, x in p.items()},
                 "md_pc1_variance_fraction": var1, "pc1_range": [lo, hi]}
 
     gt_dir = out / "gt"
@@ -334,58 +344,130 @@ def make_dataset(out_dir, adk_npz, **params) -> dict:
     return manifest
 
 
+def reconstruct_groups(images, table, group_of_map, n_groups: int, pixel_size: float,
+                       min_images: int = 10) -> dict:
+    """A method with perfect classification and poses: each particle assigned to the group of
+    the map it was made from (``group_of_map[hetbookTrueMapIndex]``), one Wiener-filtered
+    reconstruction per group (:func:`helpers.reconstruct.reconstruct`). Groups with fewer than
+    ``min_images`` particles give no map (a real method reports no empty class).
+
+    Returns dict(maps (K', N, N, N), populations (K',) = fractions of the particles, groups (K',)
+    kept group numbers, n_images (K',), fsc_half (K', N//2)).
+    """
+    cls = np.asarray(group_of_map)[table["hetbookTrueMapIndex"].to_numpy()]
+    R = euler_to_matrix(table["rlnAngleRot"], table["rlnAngleTilt"], table["rlnAnglePsi"])
+    r = reconstruct(images, pixel_size, R, table[["hetbookShiftXPx", "hetbookShiftYPx"]].to_numpy(),
+                    table["rlnDefocusU"], table["rlnDefocusV"], table["rlnDefocusAngle"],
+                    classes=cls, n_classes=n_groups)
+    keep = np.flatnonzero(r["n_images"] >= min_images)
+    counts = r["n_images"][keep]
+    return {"maps": r["maps"][keep], "populations": counts / counts.sum(), "groups": keep,
+            "n_images": counts, "fsc_half": r["fsc_half"][keep]}
+
+
+def _groups_of(pc1, n_groups: int) -> np.ndarray:
+    g = np.empty(len(pc1), dtype=int)
+    for k, idx in enumerate(group_by_pc1(pc1, n_groups)):
+        g[idx] = k
+    return g
+
+
 def build_mocks(maps, pops, pc1, sup, mean, v, elements, lo, hi, p, rng) -> dict:
-    """The mock submissions, each a dict(label, maps, populations, voxel_size, truth[, flip, align])."""
+    """The mock submissions, each a dict(label, maps, populations, voxel_size, truth[, flip, align]).
+
+    Two noise-free controls made from the GT (Averaged / Sampled GT); "Reconstructed": what a
+    method with perfect classification and poses would deliver from ``n_recon_images`` particle
+    images (simulated like ``particles/`` but independent of them, so the image metrics never
+    score a map on the images it was made from); every other mock degrades "Reconstructed" in
+    one way aimed at one metric family.
+    """
     box, vs, K = p["box"], p["voxel_size"], p["n_maps"]
     avg, avg_p, avg_pc1 = averaged_gt(maps, pops, pc1, K)
     samp, samp_p, _ = sampled_gt(maps, pops, pc1, K)
     mocks = {}
     mocks["averaged_gt"] = dict(label="Averaged GT", maps=avg, populations=avg_p, voxel_size=vs,
-                                truth={"what": f"GT sorted by pc1, {K} equal groups, mean map, summed populations"})
+                                truth={"what": f"control: GT sorted by pc1, {K} equal groups, mean map, summed populations"})
     mocks["sampled_gt"] = dict(label="Sampled GT", maps=samp, populations=samp_p, voxel_size=vs,
-                               truth={"what": f"GT sorted by pc1, {K} groups, most populated map of each"})
-    res = rng.uniform(*p["lowpass_range"], K)
-    lp = np.stack([lowpass(m, r, vs, width=0.01).numpy() for m, r in zip(avg, res)])
-    mocks["lowpass"] = dict(label="Low-pass", maps=lp, populations=avg_p, voxel_size=vs,
-                            truth={"what": "Averaged GT low-passed per map (raised-cosine edge 0.01/Å)",
+                               truth={"what": f"control: GT sorted by pc1, {K} groups, most populated map of each"})
+    n_img = p["n_recon_images"]
+    images, _clean, table, _sigma = simulate_particles(maps, pops, n_img, vs, rng, p["snr"], p["max_shift"])
+    del _clean
+    rec = reconstruct_groups(images, table, _groups_of(pc1, K), K, vs)
+    rmaps, rpops = rec["maps"], rec["populations"]
+    rpc1 = avg_pc1[rec["groups"]]
+    res_half = [float(x) for x in _half_resolution(rec["fsc_half"], vs)]
+    recon_truth = {"n_images": int(n_img), "images_per_map": rec["n_images"].tolist(),
+                   "half_set_resolution_A_0.143": [round(x, 2) for x in res_half]}
+    mocks["reconstructed"] = dict(
+        label="Reconstructed", maps=rmaps, populations=rpops, voxel_size=vs,
+        truth={"what": f"{n_img} particle images (SNR {p['snr']}) assigned to the pc1 group of their GT map, "
+                       f"{K} groups, one Wiener-filtered reconstruction per group; populations = particle "
+                       "fractions", **recon_truth})
+    res = rng.uniform(*p["lowpass_range"], len(rmaps))
+    lp = np.stack([lowpass(m, r, vs, width=0.01).numpy() for m, r in zip(rmaps, res)])
+    mocks["lowpass"] = dict(label="Low-pass", maps=lp, populations=rpops, voxel_size=vs,
+                            truth={"what": "Reconstructed, low-passed per map (raised-cosine edge 0.01/Å)",
                                    "resolution_A": res.round(2).tolist()})
-    bi = three_gaussian_populations(avg_pc1, lo, hi, modes=(1.0, 0.0, 1.0))
-    mocks["bimodal"] = dict(label="Bimodal", maps=avg, populations=bi, voxel_size=vs,
-                            truth={"what": "Averaged GT maps, populations without the middle mode"})
-    mid = three_gaussian_populations(avg_pc1, lo, hi, modes=(0.0, 1.0, 0.0))
-    mocks["middle_mode"] = dict(label="Middle mode", maps=avg, populations=mid, voxel_size=vs,
-                                truth={"what": "Averaged GT maps, populations of the middle mode only"})
+    bi = three_gaussian_populations(rpc1, lo, hi, modes=(1.0, 0.0, 1.0))
+    mocks["bimodal"] = dict(label="Bimodal", maps=rmaps, populations=bi, voxel_size=vs,
+                            truth={"what": "Reconstructed maps, populations without the middle mode"})
+    mid = three_gaussian_populations(rpc1, lo, hi, modes=(0.0, 1.0, 0.0))
+    mocks["middle_mode"] = dict(label="Middle mode", maps=rmaps, populations=mid, voxel_size=vs,
+                                truth={"what": "Reconstructed maps, populations of the middle mode only"})
+    cut = lo + p["missing_above"] * (hi - lo)
+    part = rpc1 <= cut
+    mocks["missing_open"] = dict(
+        label="Missing open", maps=rmaps[part], populations=rpops[part] / rpops[part].sum(), voxel_size=vs,
+        truth={"what": f"Reconstructed maps with MD-PC1 ≤ {cut:.1f} Å only (the open end of the motion, "
+                       f"{100 * (1 - p['missing_above']):.0f} % of its range, missing); populations renormalised"})
     # another grid: finer voxels (vs / factor) and a larger, odd box
     n_fine = int(round(box * p["other_voxel_factor"]))
-    fine = fourier_resample(avg, n_fine)
+    fine = fourier_resample(rmaps, n_fine)
     n_big = n_fine + 5
     big = crop_or_pad(fine, n_big).numpy()
-    mocks["other_grid"] = dict(label="Other grid", maps=big, populations=avg_p, voxel_size=vs / p["other_voxel_factor"],
-                               truth={"what": f"Averaged GT Fourier-upsampled to {n_fine}³ at {vs / p['other_voxel_factor']:.4f} Å, "
+    mocks["other_grid"] = dict(label="Other grid", maps=big, populations=rpops, voxel_size=vs / p["other_voxel_factor"],
+                               truth={"what": f"Reconstructed, Fourier-upsampled to {n_fine}³ at {vs / p['other_voxel_factor']:.4f} Å, "
                                               f"zero-padded to {n_big}³"})
     R = axis_angle_to_matrix(p["rotation_axis"], p["rotation_deg"])
-    rot = rotate_volume(avg, R).numpy()
-    mocks["rotated"] = dict(label="Rotated", maps=rot, populations=avg_p, voxel_size=vs, align=1,
-                            truth={"what": "Averaged GT rotated actively by R about the box centre: V'(r) = V(Rᵀr)",
+    rot = rotate_volume(rmaps, R).numpy()
+    mocks["rotated"] = dict(label="Rotated", maps=rot, populations=rpops, voxel_size=vs, align=1,
+                            truth={"what": "Reconstructed, rotated actively by R about the box centre: V'(r) = V(Rᵀr)",
                                    "rotation_matrix": R.tolist(), "axis": list(p["rotation_axis"]),
                                    "angle_deg": p["rotation_deg"]})
-    mocks["flipped"] = dict(label="Flipped hand", maps=np.ascontiguousarray(avg[..., ::-1]), populations=avg_p,
+    mocks["flipped"] = dict(label="Flipped hand", maps=np.ascontiguousarray(rmaps[..., ::-1]), populations=rpops,
                             voxel_size=vs, flip=1,
-                            truth={"what": "Averaged GT mirrored: last array axis (x) reversed", "flipped": True})
-    sd = p["noise_fraction"] * avg.std(axis=(1, 2, 3), keepdims=True)
-    mocks["noisy"] = dict(label="Noisy", maps=(avg + rng.normal(size=avg.shape) * sd).astype(np.float32),
-                          populations=avg_p, voxel_size=vs,
-                          truth={"what": f"Averaged GT + white Gaussian noise, σ = {p['noise_fraction']} × map std"})
-    # a method that found a slightly different motion: the DIMS2 path
+                            truth={"what": "Reconstructed, mirrored: last array axis (x) reversed", "flipped": True})
+    sd = p["noise_fraction"] * rmaps.std(axis=(1, 2, 3), keepdims=True)
+    mocks["noisy"] = dict(label="Noisy", maps=(rmaps + rng.normal(size=rmaps.shape) * sd).astype(np.float32),
+                          populations=rpops, voxel_size=vs,
+                          truth={"what": f"Reconstructed + white Gaussian noise, σ = {p['noise_fraction']} × map std"})
+    # fewer, larger classes from the same particles: better resolution, each map a blend of more states
+    few = reconstruct_groups(images, table, _groups_of(pc1, p["n_small"]), p["n_small"], vs)
+    mocks["few_maps"] = dict(label=f"{p['n_small']} maps", maps=few["maps"], populations=few["populations"],
+                             voxel_size=vs,
+                             truth={"what": f"the same particles in {p['n_small']} pc1 groups instead of {K}",
+                                    "images_per_map": few["n_images"].tolist()})
+    del images
+    # a method that found a slightly different motion: the DIMS2 path, reconstructed the same way
     d2 = sup["dims2"]
     d2_pc1 = project_pc1(d2, mean, v)
     pick = np.round(np.linspace(0, len(d2) - 1, K)).astype(int)
     d2_maps = render_maps(d2[pick], elements, box, vs, bfactor=p["bfactor"])
     d2_p = three_gaussian_populations(d2_pc1[pick], lo, hi)
-    mocks["dims2_path"] = dict(label="DIMS2 path", maps=d2_maps, populations=d2_p, voxel_size=vs,
-                               truth={"what": f"{K} frames of the second DIMS path (not used for the GT), "
-                                              "populations from the GT mixture at their pc1"})
-    small, small_p, _ = averaged_gt(maps, pops, pc1, p["n_small"])
-    mocks["few_maps"] = dict(label=f"{p['n_small']} maps", maps=small, populations=small_p, voxel_size=vs,
-                             truth={"what": f"Averaged GT with {p['n_small']} groups instead of {K}"})
+    d2_img, _clean, d2_tab, _ = simulate_particles(d2_maps, d2_p, n_img, vs, rng, p["snr"], p["max_shift"])
+    del _clean
+    d2_rec = reconstruct_groups(d2_img, d2_tab, np.arange(K), K, vs)
+    mocks["dims2_path"] = dict(label="DIMS2 path", maps=d2_rec["maps"], populations=d2_rec["populations"], voxel_size=vs,
+                               truth={"what": f"{K} frames of the second DIMS path (not the GT's), populations from "
+                                              f"the GT mixture at their pc1, {n_img} particle images, reconstructed "
+                                              "like Reconstructed"})
     return mocks
+
+
+def _half_resolution(fsc_half, voxel_size: float, threshold: float = 0.143) -> np.ndarray:
+    """Resolution (Å) at which each half-set FSC curve (K, N//2) first drops below ``threshold``."""
+    f = np.nan_to_num(np.asarray(fsc_half), nan=0.0)
+    n = 2 * f.shape[1]
+    below = f < threshold
+    first = np.where(below.any(1), np.argmax(below, 1) + 1, f.shape[1])
+    return n * voxel_size / first

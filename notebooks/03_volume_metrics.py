@@ -31,7 +31,7 @@ transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `volume_metrics/<label>.npz` with one (n_gt, n_sub) matrix per metric (`l2`, `corr`,
 # `bioem`, `fsc`, `res` in Å, `sw` in Å), `fsc_curves` (n_gt, n_sub, N/2, shells 1..N/2),
-# `gt_pc1`, and for each submitted map its best GT match `best_gt_index` ((n_sub,), the largest FSC
+# `gt_pc1`, `n_voxels` (masked voxels summed in `l2`), and for each submitted map its best GT match `best_gt_index` ((n_sub,), the largest FSC
 # area) with that
 # pair's FSC curves `fsc_best_corrected` (mask-corrected), `fsc_best_unmasked` and
 # `fsc_best_randomised` (n_sub, N/2); `volume_metrics/summary.csv` (per submission: median and 10th percentile of each
@@ -84,7 +84,8 @@ for label, s in subs.items():
                  fsc_best_randomised=mc["randomised"])
         results[label], mask_fix[label] = r, mc
         arrays = {k: v for k, v in r.items() if isinstance(v, np.ndarray)}
-        save_npz(out / "volume_metrics" / f"{slug(label)}.npz", gt_pc1=gt.pc1, **arrays)
+        n_vox = r.get("n_voxels", int((np.asarray(mask) > 0.5).sum()))  # masked voxels behind l2
+        save_npz(out / "volume_metrics" / f"{slug(label)}.npz", gt_pc1=gt.pc1, n_voxels=np.int64(n_vox), **arrays)
         best = r["res"].min(0)  # each submitted map against its best GT match
         rows.append({"label": label, "n_maps": s.n_maps, "best_res_median_A": np.median(best),
                      "best_res_p10_A": np.percentile(best, 10), "best_res_min_A": best.min(),

@@ -18,6 +18,7 @@ n_pool_sweep = [4, 5, 6]  # window sizes for the error bars over pooling
 fraction = 0.9  # fraction of GT maps per replicate
 n_replicates = 10  # replicates (GT subsamples)
 n_volumes_study = [8, 10, 16, 20, 40, 80]  # Averaged-GT mocks for the number-of-maps study
+cost_scale = "distance"  # "distance": the metric itself, 0 for a perfect match; "rank": per-GT-map ranks from 0
 mode = "default"  # "reference": the published pipeline (ranks from 1, summed windows, legacy RNG, published KL stop)
 
 # %% [markdown]
@@ -34,11 +35,14 @@ mode = "default"  # "reference": the published pipeline (ranks from 1, summed wi
 # submitted map). **Run time.** Seconds.
 #
 # Each replicate draws 90 % of the GT maps (seeded), orders them by MD-PC1 and pools neighbours
-# into windows; costs are rank-normalised per GT map (rank 0 = most similar submitted map, so a
-# submission whose maps and populations equal the GT's scores 0; correlations are negated
-# first — the published code ranks them the wrong way round). The window cost is the mean rank
-# over the window. The EMD with optimised populations equals Σ_r P_r min_l D_rl (checked
-# against the LP in the tests).
+# into windows; the window cost is the mean cost over the window. The cost is the metric itself,
+# zero for a perfect match (`cost_scale="distance"`: L2 per masked voxel of the z-scored maps,
+# 1 − correlation, 1 − FSC area, resolution in Å above Nyquist, sliced-Wasserstein Å), so the
+# EMD is the mean distance the GT mass has to travel, in the metric's units, and a submission
+# whose maps and populations equal the GT's scores 0. The published code ranks each GT map's
+# costs instead (`cost_scale="rank"`): ranks run 0 … n−1, so they reward submissions with
+# fewer maps (the last section measures it). The EMD with optimised populations equals
+# Σ_r P_r min_l D_rl (checked against the LP in the tests).
 #
 # **Reference mode** (`mode="reference"`, or `dist.evaluate_published_pickle(pkl, metadata.csv)`
 # on a published map-to-map pickle) reproduces the published pipeline: ranks from 1 (a perfect
@@ -74,10 +78,15 @@ for lab, s in subs.items():
     with failures.guard(lab):
         for metric in metrics:
             # reference mode ranks the matrix as the published code does (similarities not negated)
-            cost = mats[lab][metric] if mode == "reference" else dist.to_cost(mats[lab][metric], metric)
+            if mode == "reference":
+                cost = mats[lab][metric]
+            elif cost_scale == "distance":
+                cost = dist.distance_cost(mats[lab][metric], metric, int(mats[lab]["n_voxels"]), voxel_size)
+            else:
+                cost = dist.to_cost(mats[lab][metric], metric)
             for npool in n_pool_sweep:
                 reps = dist.evaluate(cost, p_gt, pc1, s.populations, n_pool=npool, fraction=fraction,
-                                     n_replicates=n_replicates, mode=mode)
+                                     n_replicates=n_replicates, mode=mode, cost_scale=cost_scale)
                 for r in reps:
                     rows.append({"label": lab, "metric": metric, "n_pool": npool,
                                  **{k: v for k, v in r.items() if np.isscalar(v)}})
@@ -90,7 +99,7 @@ if len(failed):
     display(failed)
 save_csv(out / "distribution" / "replicates.csv", rep)
 save_npz(out / "distribution" / "q_opt.npz", **qopt)
-cols = ["EMD_submitted", "EMD_opt", "KL_pq_submitted", "KL_pq_opt"]
+cols = ["EMD_submitted", "EMD_opt", "KL_pq_submitted", "KL_pq_opt", "max_q_opt"]
 summary = rep.groupby(["label", "metric"])[cols].agg(["mean", "std"])
 summary.columns = [f"{a}_{b}" for a, b in summary.columns]
 save_csv(out / "distribution" / "summary.csv", summary.reset_index().set_index("label"))
