@@ -79,3 +79,52 @@ def board(values: pd.DataFrame, errors: pd.DataFrame, better: dict, **kw) -> tup
     out = pd.DataFrame(cols, index=values.index)
     out.insert(0, "mean_rank", pd.DataFrame(ranks)[used].mean(axis=1) if used else np.nan)
     return out.sort_values("mean_rank"), info
+
+
+# The demo's degraded mocks (helpers.simulate.build_mocks), each made from "Reconstructed" by one
+# defect, and the metric meant to catch it: (mock, family, metric). "undone" rows are defects
+# that preprocessing must remove (the mock must then tie with its base on every map metric).
+DEMO_BASE = "Reconstructed"
+DEMO_DEFECTS = (
+    ("Low-pass", "volume (blur)", "resolution_A"),
+    ("Noisy", "volume (noise)", "resolution_A"),
+    ("Noisy", "image (noise)", "loglik_per_image"),
+    ("Bimodal", "distribution (populations)", "emd_submitted"),
+    ("Bimodal", "distribution (populations)", "kl_submitted"),
+    ("Middle mode", "distribution (populations)", "emd_submitted"),
+    ("Middle mode", "distribution (populations)", "kl_submitted"),
+    ("Missing open", "distribution (coverage)", "emd_optimised"),
+    ("DIMS2 path", "subspace (another motion)", "pcv_gt_captured"),
+)
+DEMO_UNDONE = (("Flipped hand", "preprocessing (hand)"), ("Other grid", "preprocessing (grid)"),
+               ("Rotated", "preprocessing (alignment)"))
+
+
+def defect_checks(values: pd.DataFrame, errors: pd.DataFrame, better: dict, base: str = DEMO_BASE,
+                  defects=DEMO_DEFECTS, undone=DEMO_UNDONE, **kw) -> pd.DataFrame:
+    """Is each defect caught by the metric aimed at it? One row per (mock, metric) present:
+    value, base value, tolerance-aware verdict from :func:`significance` against ``base``:
+    "caught" (significantly worse), "missed" (not), "wrong way" (significantly better). For
+    ``undone`` mocks, one row per metric: "undone" when no metric separates the mock from its
+    base, else "left a difference". Missing mocks or metrics are skipped."""
+    rows = []
+    if base not in values.index:
+        return pd.DataFrame(rows)
+
+    def verdict(mock, m):
+        v = values.loc[[mock, base], m].to_numpy()
+        e = errors.loc[[mock, base], m].to_numpy() if m in errors else None
+        sig = significance(v, e, better[m], **kw)
+        return v, ("wrong way" if sig[0, 1] else "caught" if sig[1, 0] else "missed")
+
+    for mock, family, m in defects:
+        if mock in values.index and m in values:
+            v, what = verdict(mock, m)
+            rows.append({"mock": mock, "family": family, "metric": m, "value": v[0], "base_value": v[1],
+                         "verdict": what})
+    for mock, family in undone:
+        if mock in values.index:
+            diff = [m for m in better if verdict(mock, m)[1] != "missed"]
+            rows.append({"mock": mock, "family": family, "metric": "all", "value": np.nan, "base_value": np.nan,
+                         "verdict": "undone" if not diff else "left a difference in " + ", ".join(diff)})
+    return pd.DataFrame(rows)

@@ -1,6 +1,8 @@
 """Figures shared by the chapters: map slices and projections, colour conventions.
 
-Palettes are colour-blind safe (seaborn "colorblind"); diverging maps use "RdBu_r" centred at 0.
+Submissions get one colour each, the same in every chapter (:func:`colors`, from Paul Tol's
+colour-blind-safe "muted" and "vibrant" schemes: 14 distinct colours; the GT is black);
+diverging maps use "RdBu_r" centred at 0; ranks and sequential values "cividis".
 """
 from __future__ import annotations
 
@@ -14,13 +16,30 @@ PALETTE = "colorblind"
 def set_style() -> None:
     """The book's figure style (call once per notebook)."""
     sns.set_theme(context="notebook", style="ticks", palette=PALETTE)
-    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": "medium"})
+    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": "medium",
+                         "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9})
+
+
+# Paul Tol's muted scheme (9) + vibrant orange, blue, magenta, cyan and grey: 14 colours that stay
+# distinct for common colour-vision deficiencies within each scheme
+SUBMISSION_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677",
+                      "#882255", "#AA4499", "#EE7733", "#0077BB", "#EE3377", "#33BBEE", "#BBBBBB")
+GT_NAMES = ("GT", "GT ensemble")
 
 
 def colors(labels) -> dict:
-    """A fixed colour per label, in the order given (colour-blind palette, cycled)."""
-    pal = sns.color_palette(PALETTE, max(10, len(labels)))
-    return {lab: pal[i % len(pal)] for i, lab in enumerate(labels)}
+    """One colour per submission label: pass every chapter the submissions in the run's manifest
+    order (``manifest.load_submissions``) and a submission has the same colour everywhere. GT
+    names are black; beyond 14 submissions the colours repeat with a different shade."""
+    out, k = {}, 0
+    for lab in labels:
+        if lab in GT_NAMES:
+            out[lab] = "#000000"
+            continue
+        base = SUBMISSION_COLOURS[k % len(SUBMISSION_COLOURS)]
+        out[lab] = base if k < len(SUBMISSION_COLOURS) else sns.desaturate(base, 0.5)
+        k += 1
+    return out
 
 
 def central_slices(vol: np.ndarray):

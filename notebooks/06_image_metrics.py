@@ -109,12 +109,12 @@ summary.round(3)
 # Per image, relative to the true GT ensemble (0); higher is better. The GT ensemble should
 # rank first: it generated the images. Read the margins with the search's limits in mind:
 # images downsampled to `box_ds` pixels carry nothing beyond their Nyquist frequency (printed
-# below), so the low-pass mock's 10–18 Å filters are only partly visible at 24 px; noise in the
+# below), so the low-pass mock's 14–22 Å filters are only partly visible at 24 px; noise in the
 # maps and wrong populations (middle mode, bimodal) show clearly. The Sampled GT control *is*
-# made of GT maps (80 of them, with their groups' populations), so it should tie with the full
-# GT ensemble within the noise of this many images; Averaged GT and the mocks made from it
-# (other grid, flipped hand: identical after preprocessing) should trail it. The numbers of
-# this run are stated under the figure.
+# made of GT maps (80 of them, with their groups' populations), so it should come close to the
+# full GT ensemble; the Reconstructed mock and the mocks made from it (other grid, flipped
+# hand: identical after preprocessing) should trail the controls. The numbers of this run are
+# stated under the figure.
 
 # %%
 print(f"image Nyquist after downsampling: {2 * px:.1f} Å")
@@ -138,7 +138,7 @@ from IPython.display import Markdown
 
 dl = summary["delta_per_image_vs_gt"]
 says = [f"the GT ensemble ranks {gt_rank} of {len(summary)}"]
-for k in ("Sampled GT", "Averaged GT", "Noisy"):
+for k in ("Sampled GT", "Averaged GT", "Reconstructed", "Noisy"):
     if k in dl:
         says.append(f"{k} {dl[k]:+.3f} nat/image")
 Markdown("**What the demo shows.** Over " + f"{search.M} images, " + "; ".join(says)

@@ -44,7 +44,7 @@ def test_reads_every_fixture(fixtures):
 
 def test_reads_demo_data_through_the_same_functions(tiny_data):
     gt, entries = io.read_config(tiny_data / "submissions/submission_config.json")
-    assert len(entries) == 11 and len({e.label for e in entries}) == 11
+    assert len(entries) == 13 and len({e.label for e in entries}) == 13
     for e in entries:
         ms = e.read()
         assert ms.populations.sum() == pytest.approx(1.0)

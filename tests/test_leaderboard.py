@@ -37,3 +37,24 @@ def test_a_metric_that_separates_nothing_is_left_out_of_the_mean_rank():
     assert list(board.columns[:1]) == ["mean_rank"] and list(board.index) == idx
     np.testing.assert_allclose(board["mean_rank"], [1, 2, 3, 4])
     assert (board["rank_flat"] == 2.5).all()
+
+
+def test_defect_checks_verdicts():
+    """caught = worse than the base beyond both error bars; wrong way = better; missed = within;
+    an undone mock ties its base on every metric."""
+    from helpers.leaderboard import defect_checks
+
+    idx = ["Reconstructed", "Low-pass", "Noisy", "Flipped hand", "Rotated"]
+    v = pd.DataFrame({"resolution_A": [6.0, 14.0, 6.1, 6.0, 6.0], "loglik_per_image": [-0.5, -3.0, 0.5, -0.5, -0.9]},
+                     index=idx)
+    e = pd.DataFrame({"resolution_A": [0.5, 0.1, 0.4, 0.5, 0.5], "loglik_per_image": [0.1, 0.3, 0.1, 0.1, 0.1]},
+                     index=idx)
+    better = {"resolution_A": "low", "loglik_per_image": "high"}
+    out = defect_checks(v, e, better)
+    got = {(r.mock, r.metric): r.verdict for r in out.itertuples()}
+    assert got[("Low-pass", "resolution_A")] == "caught"  # 14 vs 6 ± 0.5
+    assert got[("Noisy", "resolution_A")] == "missed"  # 6.1 vs 6.0: within 2σ
+    assert got[("Noisy", "loglik_per_image")] == "wrong way"  # better than the base
+    assert got[("Flipped hand", "all")] == "undone"
+    assert got[("Rotated", "all")] == "left a difference in loglik_per_image"
+    assert ("Bimodal", "emd_submitted") not in got  # absent mocks and metrics are skipped

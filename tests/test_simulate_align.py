@@ -87,19 +87,36 @@ def test_mocks_are_what_their_truth_says(tiny_data):
     read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
     avg, p_avg, _ = simulate.averaged_gt(gt_maps, meta.populations.to_numpy(), meta.pc1.to_numpy(), 6)
     np.testing.assert_allclose(read["Averaged GT"].read().maps, avg, atol=1e-6)
+    rec_e = read["Reconstructed"]
+    rec = rec_e.read()
+    truth = rec_e.extra["hetbook_truth"]
+    counts = np.array(truth["images_per_map"])
+    assert counts.min() >= 10 and counts.sum() <= truth["n_images"] == 1500
+    np.testing.assert_allclose(rec.populations, counts / counts.sum(), rtol=1e-6)
+    # each reconstruction is its PC1 group's state: it correlates best with that group's average
+    a, r = avg.reshape(6, -1), rec.maps.reshape(rec.n_maps, -1)
+    corr = np.corrcoef(np.concatenate([r, a]))[: rec.n_maps, rec.n_maps:]
+    if rec.n_maps == 6:  # noisy 24 px maps: compare own group with groups ≥ 3 away (measured 0.81 vs 0.71)
+        far = np.abs(np.subtract.outer(np.arange(6), np.arange(6))) >= 3
+        assert corr.diagonal().mean() > corr[far].mean() + 0.05, corr.round(2)
+    base = rec.maps
     rot = read["Rotated"]
     R = np.array(rot.extra["hetbook_truth"]["rotation_matrix"])
-    np.testing.assert_allclose(rot.read().maps, rotate_volume(avg, R).numpy(), atol=1e-5)
-    np.testing.assert_array_equal(read["Flipped hand"].read().maps, avg[..., ::-1])
+    np.testing.assert_allclose(rot.read().maps, rotate_volume(base, R).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(read["Flipped hand"].read().maps, base[..., ::-1])
     other = read["Other grid"].read()
     assert other.box != 24 and other.voxel_size < 5.7
     back = preprocess.to_gt_grid(other, 24, 5.7)
     # exact below Nyquist (an even box's Nyquist plane has no unique resampling)
     lp = lambda v: lowpass(v, 2 * 5.7 / 0.95, 5.7).numpy()  # noqa: E731
-    np.testing.assert_allclose(lp(back.maps), lp(avg), atol=1e-4 * np.abs(avg).max())
-    bi = read["Bimodal"].read().populations
-    assert bi[2:4].sum() < 0.1 * bi.sum()  # the middle of 6 maps is (nearly) empty
-    assert read["3 maps"].read().n_maps == 3
+    np.testing.assert_allclose(lp(back.maps), lp(base), atol=1e-4 * np.abs(base).max())
+    for lab in ("Bimodal", "Middle mode", "Noisy", "Low-pass"):
+        assert read[lab].read().n_maps == rec.n_maps
+    np.testing.assert_array_equal(read["Bimodal"].read().maps, base)
+    mo = read["Missing open"].read()
+    assert 0 < mo.n_maps < rec.n_maps and mo.populations.sum() == pytest.approx(1.0)
+    assert read["3 maps"].read().n_maps <= 3
+    assert read["DIMS2 path"].read().n_maps >= 3
 
 
 def test_alignment_recovers_the_rotated_mock_within_3_degrees(tiny_data):
@@ -116,7 +133,7 @@ def test_hand_test_detects_the_mirror(tiny_data):
     ref, _ = io.read_mrc(tiny_data / "gt/reference.mrc")
     res = align.align_to_reference(read["Flipped hand"].read().maps, ref, box_ds=24, n_directions=150,
                                    n_inplane=12, test_hand=True)
-    assert res["flipped"] and res["score_mirror"] > 0.95
+    assert res["flipped"] and res["score_mirror"] > 0.8  # reconstructed (noisy) maps: measured 0.89
 
 
 @pytest.mark.parametrize("shift", [(1, 0, 0), (2, -3, 1)])
