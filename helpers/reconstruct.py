@@ -38,24 +38,27 @@ def _slice_points(n: int, R: torch.Tensor, dev):
 
 def _insert(num: torch.Tensor, wgt: torch.Tensor, q: torch.Tensor, val: torch.Tensor, w2: torch.Tensor, n: int):
     """Trilinear insertion of values ``val`` (P,) complex and weights ``w2`` (P,) at points q
-    (P, 3) (x, y, z index units, centred) and of their Friedel mates into flat grids num, wgt (n³,)."""
+    (P, 3) (x, y, z index units, centred, |q| < n/2 − 1) into flat grids num, wgt (n³,). The
+    Friedel mates are added once per grid afterwards (:func:`_friedel`)."""
     c = n // 2
-    for sgn in (1.0, -1.0):
-        p = q * sgn
-        v = val if sgn > 0 else val.conj()
-        p0 = torch.floor(p)
-        f = p - p0
-        i0 = p0.long() + c
-        for dz in (0, 1):
-            for dy in (0, 1):
-                for dx in (0, 1):
-                    w = ((f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
-                         * (f[:, 2] if dz else 1 - f[:, 2]))
-                    x, y, z = i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz
-                    ok = (x >= 0) & (x < n) & (y >= 0) & (y < n) & (z >= 0) & (z < n)
-                    flat = (z * n + y) * n + x
-                    num.index_add_(0, flat[ok], (v * w)[ok])
-                    wgt.index_add_(0, flat[ok], (w2 * w)[ok])
+    p0 = torch.floor(q)
+    f = q - p0
+    i0 = p0.long() + c
+    off = torch.tensor([[dx, dy, dz] for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)], device=q.device)
+    idx = i0[None] + off[:, None]  # (8, P, 3), inside the grid for |q| < n/2 − 1
+    frac = torch.where(off[:, None].bool(), f[None], 1 - f[None]).prod(-1).to(wgt.dtype)  # (8, P)
+    flat = ((idx[..., 2] * n + idx[..., 1]) * n + idx[..., 0]).reshape(-1)
+    num.index_add_(0, flat, (val[None] * frac).reshape(-1))
+    wgt.index_add_(0, flat, (w2[None] * frac).reshape(-1))
+
+
+def _friedel(x: torch.Tensor, n: int, conj: bool) -> torch.Tensor:
+    """x (…, n³) on the centred grid plus its value at −k (conjugated for ``conj``): the
+    insertion of every image's mirrored half-plane, done once. Index j ↔ frequency j − n/2, so
+    −k is index n − j (index 0, frequency −n/2, is never filled: |k| < n/2 − 1)."""
+    g = x.reshape(*x.shape[:-1], n, n, n)
+    m = torch.roll(torch.flip(g, (-3, -2, -1)), (1, 1, 1), (-3, -2, -1))
+    return (g + (m.conj() if conj else m)).reshape(x.shape)
 
 
 def _shells(n: int, dev) -> torch.Tensor:
@@ -104,8 +107,8 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
         members = np.flatnonzero(cls == k)
         if members.size < 2:
             continue
-        num = torch.zeros((2, n ** 3), dtype=torch.complex128, device=dev)
-        wgt = torch.zeros((2, n ** 3), dtype=torch.float64, device=dev)
+        num = torch.zeros((2, n ** 3), dtype=torch.complex64, device=dev)  # sums of ≤ 10⁴ images: float32 is enough
+        wgt = torch.zeros((2, n ** 3), dtype=torch.float32, device=dev)
         for s in range(0, members.size, chunk):
             b = members[s:s + chunk]
             half = torch.as_tensor(np.searchsorted(members, b) % 2, device=dev)
@@ -113,12 +116,13 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
             Y = Y * shift_phase(n, shifts[b], dev).conj()
             C = ctf(n, pixel_size, du[b], dv[b], ang[b], voltage, cs, amplitude_contrast, dev=dev)
             q, flat = _slice_points(n, R[b], dev)
-            cy = (C * Y).reshape(len(b), -1)[:, flat]
-            c2 = (C ** 2).reshape(len(b), -1)[:, flat]
+            cy = (C * Y).reshape(len(b), -1)[:, flat].to(torch.complex64)
+            c2 = (C ** 2).reshape(len(b), -1)[:, flat].to(torch.float32)
             for h in (0, 1):
                 sel = half == h
                 if sel.any():
-                    _insert(num[h], wgt[h], q[sel].reshape(-1, 3), cy[sel].reshape(-1), c2[sel].reshape(-1), n)
+                    _insert(num[h], wgt[h], q[sel].reshape(-1, 3).float(), cy[sel].reshape(-1), c2[sel].reshape(-1), n)
+        num, wgt = _friedel(num, n, True).to(torch.complex128), _friedel(wgt, n, False).to(torch.float64)
         # half-set FSC per shell, from half maps with a tiny regulariser (only their ratio matters)
         eps = 1e-3 * wgt.mean(1, keepdim=True).clamp_min(1e-30)
         Fh = num / (wgt + eps)

@@ -203,12 +203,14 @@ def sampled_gt(maps, pops, pc1, n_groups: int):
 def simulate_particles(maps, pops, n_images: int, pixel_size: float, rng: np.random.Generator,
                        snr: float = 0.05, max_shift: float = 2.0, defocus_range=(10000.0, 25000.0),
                        astigmatism: float = 300.0, voltage: float = 300.0, cs: float = 2.7,
-                       amplitude_contrast: float = 0.1, chunk: int = 64):
+                       amplitude_contrast: float = 0.1, chunk: int = 64, pad: int = 2):
     """Particle images from GT maps (``image-formation.md`` §3).
 
     Map indices ~ populations; Haar rotations; shifts uniform in ±max_shift px; defocus U uniform
     in ``defocus_range`` Å, V = U − ``astigmatism``, angle uniform; CTF (RELION sign) on the
     line-sum projection; white Gaussian noise with σ² = Var(clean images over the whole box)/snr.
+    ``pad`` 2 (the projector's own default is 3): 0.5–1.2 % relative error instead of 0.2–0.6 %,
+    far below the noise at any usable SNR, and 3× less time per map (one padded FFT per map).
     Returns (noisy (n, N, N) float32, clean (n, N, N) float32, table DataFrame, noise σ).
     """
     n = maps.shape[-1]
@@ -221,7 +223,7 @@ def simulate_particles(maps, pops, n_images: int, pixel_size: float, rng: np.ran
     clean = np.empty((n_images, n, n), dtype=np.float32)
     for m in progress(np.unique(idx), desc="project particles"):
         sel = np.flatnonzero(idx == m)
-        proj = FourierSliceProjector(np.asarray(maps[m])[None])
+        proj = FourierSliceProjector(np.asarray(maps[m])[None], pad=pad)
         for s in range(0, len(sel), chunk):
             b = sel[s:s + chunk]
             f = proj.project_ft(R[b])[0].to(torch.complex128)
