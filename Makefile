@@ -34,6 +34,7 @@ notebooks: $(VENV)/.installed
 html: $(VENV)/.installed _vendor/.done
 	rm -rf book/_build/html
 	$(VENV)/bin/jupyter-book build . --path-output book --keep-going
+	$(PY) tools/postbuild_html.py book/_build/html
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
 book: notebooks html

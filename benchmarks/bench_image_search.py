@@ -77,7 +77,7 @@ def main():
     t_batch = time.perf_counter() - t
     total = a.images * a.maps * s.n_poses
     loop = FairLoop(imgs, 4.0, cp, s.band, n)
-    proj = P.FourierSliceProjector(maps)
+    proj = P.FourierSliceProjector(maps, dev=dev)
     few = im.ImageSearch(imgs, 4.0, cp, n_directions=20, n_inplane=6, max_shift=1, shift_step=1.0,
                          refine_levels=0, dev=dev)
     ref = few.search(maps[:1])["best_cc"][:, 0]

@@ -81,6 +81,13 @@ def board(values: pd.DataFrame, errors: pd.DataFrame, better: dict, **kw) -> tup
     return out.sort_values("mean_rank"), info
 
 
+# Human-readable names of the leaderboard's metric columns (tables, widgets, figure titles).
+NAMES = {"mean_rank": "mean rank", "resolution_A": "resolution (Å)", "pw_coverage_A": "PW coverage (Å)",
+         "pcv_gt_captured": "GT captured (PCV %)", "pcv_set_in_gt": "set in GT (PCV %)",
+         "emd_submitted": "EMD submitted", "emd_optimised": "EMD optimised", "kl_submitted": "KL submitted",
+         "loglik_per_image": "log-lik. / image (nat)", "best_cc": "best CC"}
+
+
 # The demo's degraded mocks (helpers.simulate.build_mocks), each made from "Reconstructed" by one
 # defect, and the metric meant to catch it: (mock, family, metric). "undone" rows are defects
 # that preprocessing must remove (the mock must then tie with its base on every map metric).

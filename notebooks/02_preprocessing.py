@@ -100,9 +100,9 @@ fig, axes = plt.subplots(2, max(1, len(show)), figsize=(3 * max(1, len(show)), 6
 for j, lab in enumerate(show):
     before, after = raw[lab].maps[0], sets[lab].maps[0]
     axes[0, j].imshow(before[before.shape[0] // 2], cmap="gray", origin="lower")
-    axes[0, j].set_title(f"{lab}: raw {raw[lab].box}³ @ {raw[lab].voxel_size:.3f} Å", fontsize=8)
+    axes[0, j].set_title(f"{lab}: raw {raw[lab].box}³ @ {raw[lab].voxel_size:.3f} Å", fontsize=9)
     axes[1, j].imshow(after[gt_box // 2], cmap="gray", origin="lower")
-    axes[1, j].set_title("on the GT grid and frame", fontsize=8)
+    axes[1, j].set_title("on the GT grid and frame", fontsize=9)
     for a in axes[:, j]:
         a.set_xticks([]), a.set_yticks([])
 fig.tight_layout()

@@ -89,7 +89,7 @@ failed if len(failed) else None
 # %%
 fig, ax = plt.subplots(figsize=(8, 6.5))
 sns.heatmap(pcv, annot=True, fmt=".0f", cmap="mako", vmin=0, vmax=100, ax=ax, cbar_kws={"label": "PCV (%)"},
-            annot_kws={"fontsize": 7})
+            annot_kws={"fontsize": 9})
 ax.set_xlabel("capturing set j")
 ax.set_ylabel("reference set i")
 ax.set_title(f"PCV(i, j), rank {rank}")

@@ -182,7 +182,7 @@ for lab, a in panels.items():
     a.plot(where[o], subs[lab].populations[o], ".-", ms=3, label="submitted")
     a.plot(where[o], qopt[f"{slug(lab)}__l2"][o], ".-", ms=3, label="optimised (EMD)")
     a.set_title(lab, fontsize=9)
-axes.flat[0].legend(fontsize=7)
+axes.flat[0].legend(fontsize=9)
 for a in axes[-1]:
     a.set_xlabel("MD-PC1 of best GT match (Å)")
 fig.suptitle("Submitted vs optimised populations (L2 cost)")

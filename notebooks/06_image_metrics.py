@@ -127,7 +127,7 @@ ax.barh(d.index, d.values, color=[plots.colors(list(sets))[k] for k in d.index])
 ax.axvline(0, c="k", lw=0.8)
 ax.set_xscale("symlog", linthresh=0.1)  # linear within ±0.1 nat, logarithmic beyond
 for y, v in enumerate(d.values):
-    ax.text(v, y, f" {v:+.3f} ", va="center", ha="right" if v < 0 else "left", fontsize=8)
+    ax.text(v, y, f" {v:+.3f} ", va="center", ha="right" if v < 0 else "left", fontsize=9)
 ax.set_xlim(min(d.min() * 8, -1), 0.3)
 ax.set_xlabel("ensemble log-likelihood per image, relative to the GT ensemble (nats, symlog)")
 ax.set_title("Image likelihood (submitted populations)")
@@ -175,7 +175,7 @@ for a in axes[-1]:
     a.set_xlabel("map index")
 for a in axes[:, 0]:
     a.set_ylabel("population")
-axes.flat[0].legend(fontsize=7)
+axes.flat[0].legend(fontsize=9)
 fig.suptitle("Populations: submitted vs optimised on the images")
 fig.tight_layout()
 

@@ -26,7 +26,9 @@ seed = 0  # seed of the bootstrap
 # **Inputs.** The result files of chapters 3–6. **Outputs.** `summary/leaderboard.csv` (one row
 # per submission: each metric's value, its error (std over replicates, or over bootstrap
 # resamples of the images), its rank (1 = best) and the mean rank) and
-# `summary/rank_correlation.csv` (Spearman correlation between the metrics' rankings).
+# `summary/rank_correlation.csv` (Spearman correlation between the metrics' rankings),
+# `summary/defects.csv` (is each degraded demo mock caught by the metric aimed at it?) and
+# `summary/headline.md` (the sentence the book's front page shows).
 # **Run time.** Seconds.
 #
 # | column | chapter | better | error bar |
@@ -49,7 +51,7 @@ import seaborn as sns
 from helpers import io, leaderboard, manifest, plots, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
-from helpers.paths import resolve, save_csv
+from helpers.paths import atomic_write, resolve, save_csv
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
@@ -137,12 +139,26 @@ print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderb
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-Markdown(f"**Verdict.** {winner} has the best mean rank ({board.loc[winner, 'mean_rank']:.2f})"
-         + (f", tied within half a rank with {', '.join(tied)}" if tied else "")
-         + f"; {board.index[-1]} is last ({board.loc[board.index[-1], 'mean_rank']:.2f}). Ranks count a "
-         "difference only beyond the metrics' error bars (2 σ; 0.1 % relative without one)"
-         + (f"; left out of the mean rank because they separate fewer than a quarter of the pairs: "
-            f"{', '.join(left_out)}" if left_out else "") + ".")
+verdict = (f"**Verdict.** {winner} has the best mean rank ({board.loc[winner, 'mean_rank']:.2f})"
+           + (f", tied within half a rank with {', '.join(tied)}" if tied else "")
+           + f"; {board.index[-1]} is last ({board.loc[board.index[-1], 'mean_rank']:.2f}). Ranks count a "
+           "difference only beyond the metrics' error bars (2 σ; 0.1 % relative without one)"
+           + (f"; left out of the mean rank because they separate fewer than a quarter of the pairs: "
+              f"{', '.join(left_out)}" if left_out else "") + ".")
+# the headline for the book's front page (book/intro.md includes it)
+caught = checks[checks.metric != "all"].groupby("mock").verdict.apply(lambda v: (v == "caught").any()) if len(checks) else pd.Series(dtype=bool)
+head = [f"On this run, **{winner}** leads the leaderboard of {len(board)} submissions"]
+if "Reconstructed" in board.index:
+    head.append(f"the realistic *Reconstructed* submission (noisy maps from simulated particle images) ranks "
+                f"{board.index.get_loc('Reconstructed') + 1}, behind the noise-free GT-derived controls"
+                if board.index.get_loc("Reconstructed") >= 2 else
+                f"the realistic *Reconstructed* submission ranks {board.index.get_loc('Reconstructed') + 1}")
+if len(caught):
+    head.append(f"{int(caught.sum())} of {len(caught)} deliberately degraded submissions are caught by the metric "
+                "family aimed at their defect")
+with atomic_write(out / "summary" / "headline.md", "w") as fh:
+    fh.write("; ".join(head) + " (chapter 7, computed by the last build).\n")
+Markdown(verdict)
 
 # %% [markdown]
 # ## The leaderboard
@@ -153,17 +169,20 @@ Markdown(f"**Verdict.** {winner} has the best mean rank ({board.loc[winner, 'mea
 # on all of them.
 
 # %%
-show = board[["mean_rank"] + list(better)].rename(columns={m: f"{m} †" for m in left_out})
+names = leaderboard.NAMES
+shown = {m: names.get(m, m) + (" †" if m in left_out else "") for m in ["mean_rank"] + list(better)}
+show = board[list(shown)].rename(columns=shown)
+back = {v: k for k, v in shown.items()}
 pal = sns.color_palette("cividis", len(board)).as_hex()  # colour-blind safe; dark = rank 1
 
 
 def by_rank(col):
-    r = ranks.loc[col.index, col.name.rstrip(" †")]
+    r = ranks.loc[col.index, back[col.name]]
     return [f"background-color: {pal[int(k) - 1]}; color: {'white' if k <= len(board) / 2 else 'black'}" for k in r]
 
 
-show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean_rank"]).background_gradient(
-    cmap="cividis", subset=["mean_rank"]).format(precision=2)
+show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).background_gradient(
+    cmap="cividis", subset=["mean rank"]).format(precision=2)
 
 # %% [markdown]
 # Each metric with its error bar (std over replicates for EMD/KL, bootstrap over images for the
@@ -179,9 +198,9 @@ units = {"resolution_A": "Å (lower better)", "pcv_gt_captured": "% (higher bett
 for m, a in panels.items():
     err = board.get(f"{m}_err")
     a.barh(board.index, board[m], xerr=None if err is None else err, color=[col[k] for k in board.index])
-    a.set_title(m, fontsize=9)
-    a.set_xlabel(units[m], fontsize=8)
-    a.tick_params(labelsize=7)
+    a.set_title(leaderboard.NAMES.get(m, m), fontsize=10)
+    a.set_xlabel(units[m], fontsize=9)
+    a.tick_params(labelsize=9)
 fig.tight_layout()
 
 # %% [markdown]
@@ -221,8 +240,8 @@ if len(checks):
 varying = [m for m in ranks if ranks[m].nunique() > 1]  # a metric that ties everyone has no ranking to compare
 rc = ranks[varying].corr(method="spearman")
 save_csv(out / "summary" / "rank_correlation.csv", rc.rename_axis("metric"))
-fig, ax = plt.subplots(figsize=(6.5, 5.5))
-sns.heatmap(rc, annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=ax, annot_kws={"fontsize": 7},
+fig, ax = plt.subplots(figsize=(8, 6.5))
+sns.heatmap(rc.rename(index=leaderboard.NAMES, columns=leaderboard.NAMES), annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=ax, annot_kws={"fontsize": 9},
             cbar_kws={"label": "Spearman rank correlation"})
 ax.set_title("Agreement between metric rankings")
 fig.tight_layout()
@@ -239,9 +258,9 @@ def map_frames(s):
     def draw(k):
         fig, ax = plt.subplots(1, 2, figsize=(4.4, 2.3))
         plots.show_map(np.asarray(s.maps[idx[k]]), s.voxel_size, axes=ax)
-        fig.suptitle(f"{s.label}: map {idx[k] + 1}/{s.n_maps}, population {s.populations[idx[k]]:.3f}", fontsize=8)
+        fig.suptitle(f"{s.label}: map {idx[k] + 1}/{s.n_maps}, population {s.populations[idx[k]]:.3f}", fontsize=9)
         for a in ax:
-            a.tick_params(labelsize=6)
+            a.tick_params(labelsize=9)
             a.title.set_fontsize(7)
         return fig
     return widgets.render_frames(len(idx), draw, dpi=60)
@@ -269,7 +288,7 @@ def profile(lab):
     ax.stairs(np.histogram(where, bins, weights=subs[lab].populations)[0], bins, color=col[lab], lw=2, label=lab)
     ax.set_xlabel("MD-PC1 (Å)")
     ax.set_ylabel("population per bin")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     ax.set_title(f"{lab}: population along the motion", fontsize=9)
     return widgets.fig_to_png(fig, dpi=70)
 

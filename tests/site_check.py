@@ -1,9 +1,13 @@
 """Check the built book offline in headless Chromium (``make check-site``).
 
-For every HTML page of the site: load it from disk with every non-``file:`` request aborted
-(proving the page needs no network), require no notebook error output and no JavaScript error,
-then move every slider and dropdown of every ipywidget and require the picture to change
-(screenshot of the widget before vs after). Needs Debian's ``chromium`` and the ``playwright``
+For every HTML page of the site, at a laptop-sized 1280 × 800 viewport: load it from disk with
+every non-``file:`` request aborted (proving the page needs no network), require no notebook
+error output, no JavaScript error or console error, no failed local request (a missing font,
+script or image), and no horizontal scrollbar in the page or in any block of the main column
+(a table or figure wider than the text); save a full-page screenshot to
+``<site>/../screens/<page>.png`` for a human to look through; then move every slider and
+dropdown of every ipywidget and require the picture to change (screenshot of the widget before
+vs after). Needs Debian's ``chromium`` and the ``playwright``
 Python package (which drives the system browser; it never downloads one).
 
 Usage: python tests/site_check.py [book/_build/html]
@@ -18,6 +22,25 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
 
 
+# Elements of the page (or of its main column) that scroll sideways: the document itself, or a
+# block whose content is wider than its box and that shows a scrollbar for it.
+WIDE_JS = """() => {
+  const out = [];
+  const doc = document.scrollingElement || document.documentElement;
+  if (doc.scrollWidth > window.innerWidth + 1) out.push(`page (${doc.scrollWidth}px > ${window.innerWidth}px)`);
+  const main = document.querySelector('main') || document.body;
+  for (const el of main.querySelectorAll('*')) {
+    const st = getComputedStyle(el);
+    if (!['auto', 'scroll'].includes(st.overflowX)) continue;
+    if (el.scrollWidth > el.clientWidth + 1 && el.offsetParent !== null) {
+      const what = el.querySelector('table') ? 'table' : el.querySelector('img') ? 'figure' : el.tagName.toLowerCase();
+      out.push(`${what} ${el.scrollWidth}px in ${el.clientWidth}px`);
+    }
+  }
+  return out;
+}"""
+
+
 def check_site(root: Path) -> list[str]:
     from playwright.sync_api import sync_playwright
 
@@ -26,18 +49,27 @@ def check_site(root: Path) -> list[str]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         for path in pages:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            external, errors = [], []
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            external, errors, failed = [], [], []
             page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else (external.append(r.request.url), r.abort())[1])
-            # sphinx-thebe declares THEBE_JS_URL twice on every JB1 page: a known, harmless duplicate
-            page.on("pageerror", lambda e: None if "THEBE_JS_URL" in str(e) else errors.append(str(e)))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "net::ERR_FAILED" not in m.text else None)
+            page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith("file:") else None)
             page.goto(path.as_uri(), wait_until="load")
             page.wait_for_timeout(1500)
             name = str(path.relative_to(root))
             if external:
                 problems.append(f"{name}: external requests {external[:3]}")
             if errors:
-                problems.append(f"{name}: JavaScript errors {errors[:3]}")
+                problems.append(f"{name}: JavaScript/console errors {errors[:3]}")
+            if failed:
+                problems.append(f"{name}: local files that do not load {[u.rsplit('/', 1)[-1] for u in failed[:4]]}")
+            wide = page.evaluate(WIDE_JS)
+            if wide:
+                problems.append(f"{name}: horizontal scrollbar in {wide[:3]}")
+            shot = root.parent / "screens" / (name.replace("/", "__")[:-5] + ".png")
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
             if page.locator(".output.traceback, .output.error").count():
                 problems.append(f"{name}: a cell shows an error")
             # every chapter shows static figures, and each one actually loads
