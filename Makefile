@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yml
 
-.PHONY: book notebooks html test check-site data vendor bench clean-book
+.PHONY: book notebooks html test check-site data vendor bench bench-scale clean-book
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_volume_metrics.py
 	$(PY) benchmarks/bench_image_search.py
 	$(PY) benchmarks/bench_transport.py
+
+# challenge-scale volume metrics on a synthetic memory-mapped GT (ARGS="--n-gt 3861 --box 224" for
+# the challenge's size: 174 GB of disk)
+bench-scale: $(VENV)/.installed
+	$(PY) benchmarks/bench_scale.py $(ARGS)
 
 clean-book:
 	rm -rf book/_build book/executed

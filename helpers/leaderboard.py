@@ -101,7 +101,9 @@ DEMO_DEFECTS = (
     ("Middle mode", "distribution (populations)", "emd_submitted"),
     ("Middle mode", "distribution (populations)", "kl_submitted"),
     ("Missing open", "distribution (coverage)", "emd_optimised"),
+    ("Missing open", "subspace (coverage)", "pcv_gt_captured"),
     ("DIMS2 path", "subspace (another motion)", "pcv_gt_captured"),
+    ("DIMS2 path", "volume (another motion)", "pw_coverage_A"),
 )
 DEMO_UNDONE = (("Flipped hand", "preprocessing (hand)"), ("Other grid", "preprocessing (grid)"),
                ("Rotated", "preprocessing (alignment)"))

@@ -579,6 +579,126 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
     return out
 
 
+def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxel_size: float = 1.0,
+                           fsc_cutoff_A: float | None = None, normalise: str | None = "median_zscore",
+                           dev=None, gt_chunk: int | None = None, background: bool = True,
+                           gt_label: str = "GT") -> tuple[dict, dict]:
+    """:func:`distance_matrices` for many submissions in **one pass over the GT**.
+
+    subs {label: (n_l, N, N, N) maps on the GT grid}. Each GT chunk is read once and scored
+    against every submission for every metric (l2, corr, bioem, fsc, res; default mode): its
+    masked statistics and its shell-sorted spectrum come from the same chunk in memory, and the
+    submissions' statistics and spectra (computed and checked once, per submission) are stacked
+    so each metric is one matrix product per chunk. A challenge-scale GT stored as a memory
+    map is read once for all submissions instead of twice per submission. ``sw`` (and
+    ``mode="reference"``) are not fused: use :func:`distance_matrices`.
+
+    Returns (results {label: dict as distance_matrices returns}, failures {label:
+    DegenerateMapError}): a degenerate submission is reported, the others are scored.
+    A degenerate or non-finite *GT* map raises.
+    """
+    unknown = set(metrics) - {"l2", "corr", "bioem", "fsc", "res"}
+    if unknown:
+        raise ValueError(f"distance_matrices_many: {sorted(unknown)} are not fused; use distance_matrices")
+    dev = dev or device()
+    want = set(metrics)
+    n = gt_maps.shape[-1]
+    n_gt = gt_maps.shape[0]
+    if mask is None:
+        sel = torch.ones(n ** 3, dtype=torch.bool, device=dev)
+        weight = None
+    else:
+        sel = as_tensor(mask, dev).flatten() > 0.5
+        weight = as_tensor(mask, dev).clamp(0, 1)
+    use_bg = background and mask is not None
+    layout = ShellLayout.make(n, dev)
+    K = layout.order.numel()
+    dtype = torch.float64
+
+    def fsc_input(x):
+        return (subtract_background(x, weight, dev) if use_bg else x) * weight if weight is not None else x
+
+    stat_parts, spec_parts, labels, sizes, failures = [], [], [], [], {}
+    for lab, maps in subs.items():
+        try:
+            if maps.shape[-1] != n:
+                raise DegenerateMapError(lab, f"box {maps.shape[-1]} differs from the GT's {n}.",
+                                         "Preprocess the submission onto the GT grid first.")
+            x = as_tensor(maps, dev)
+            st = _stats(x, sel, normalise, "numpy", dev, dtype, lab) if want & {"l2", "corr", "bioem"} else None
+            sp = None
+            if want & {"fsc", "res"}:
+                sp = _spectra(fsc_input(x), None, layout, dev)
+                _check_nonconstant(sp[1].sum(1), lab)
+        except DegenerateMapError as e:
+            failures[lab] = e
+            continue
+        stat_parts.append(st)
+        spec_parts.append(sp)
+        labels.append(lab)
+        sizes.append(x.shape[0])
+    results = {lab: {} for lab in labels}
+    if not labels:
+        return results, failures
+    cols = np.cumsum([0] + sizes)
+    N = int(sel.sum())
+    if stat_parts[0] is not None:
+        S = torch.cat([p[0] for p in stat_parts])
+        mu_s = torch.cat([p[1] for p in stat_parts])
+        Vs = torch.cat([p[2] for p in stat_parts])
+        mats = {m: np.empty((n_gt, len(mu_s))) for m in want & {"l2", "corr", "bioem"}}
+    if spec_parts[0] is not None:
+        fs = torch.cat([p[0] for p in spec_parts])
+        ps = torch.cat([p[1] for p in spec_parts])
+        curves = np.empty((n_gt, fs.shape[0], n // 2), dtype=np.float32)
+    # bytes per GT map in a chunk: its copies (float32 map, float64 masked statistics, spectrum)
+    # and its row of every FSC numerator/denominator (float64, all submitted maps × shells)
+    n_cols = int(sum(sizes))
+    per_map = n ** 3 * 4 * 6 + N * 8 * 2 + n_cols * (n // 2) * 8 * 3
+    step = gt_chunk or chunk_size(per_map, dev, maximum=1024)
+    for a in progress(range(0, n_gt, step), desc="GT chunks (all submissions, all metrics)"):
+        b = min(n_gt, a + step)
+        x = as_tensor(gt_maps[a:b], dev)  # the only read of these GT maps
+        _check_finite(x, gt_label, a)
+        if stat_parts[0] is not None:
+            g, mu_g, Vg = _stats(x, sel, normalise, "numpy", dev, dtype, gt_label, a)
+            cov = g @ S.T
+            if "l2" in want:
+                mats["l2"][a:b] = (Vg[:, None] + Vs[None] - 2 * cov + N * (mu_g[:, None] - mu_s[None]) ** 2
+                                   ).clamp_min(0).cpu().numpy()
+            if "corr" in want:
+                mats["corr"][a:b] = (cov / torch.sqrt(Vg[:, None] * Vs[None]).clamp_min(1e-300)).cpu().numpy()
+            if "bioem" in want:
+                zero = torch.zeros((), dtype=dtype, device=dev)
+                mats["bioem"][a:b] = (-bioem_logp(N, zero, zero, Vg[:, None], Vs[None], cov)).cpu().numpy()
+        if spec_parts[0] is not None:
+            fg, pg = _spectra(fsc_input(x), None, layout, dev)
+            _check_nonconstant(pg.sum(1), gt_label, a)
+            num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
+                               for lo, hi in layout.bounds], -1).double()
+            f = num / torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
+            dead = _no_signal(pg)[:, None, :] | _no_signal(ps)[None, :, :]
+            curves[a:b] = torch.where(dead, torch.full_like(f, float("nan")), f).float().cpu().numpy()
+        del x
+    use = np.ones(n // 2, bool)
+    if fsc_cutoff_A:
+        use = shell_frequencies(n, voxel_size)[1:] <= 1.0 / fsc_cutoff_A
+    for i, lab in enumerate(labels):
+        c0, c1 = cols[i], cols[i + 1]
+        r = results[lab]
+        if stat_parts[0] is not None:
+            r["n_voxels"] = N
+            for m, M in mats.items():
+                r[m] = M[:, c0:c1]
+        if spec_parts[0] is not None:
+            r["fsc_curves"] = curves[:, c0:c1]
+            if "fsc" in want:
+                r["fsc"] = 1.0 - fsc_area(r["fsc_curves"][..., use])
+            if "res" in want:
+                r["res"] = resolution(r["fsc_curves"], voxel_size, 0.5, "interpolated")
+    return results, failures
+
+
 def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions: int = 64,
                        seed: int = 0, mask=None, dev=None, cache=None) -> np.ndarray:
     """Sliced W1 distance (Å) between every GT and submitted map (see module docstring).

@@ -16,6 +16,7 @@ box_ds = 32  # PCA on maps Fourier-downsampled to this box (voxels)
 rank = 5  # principal components kept per set
 equalise = True  # equalise power spectra to the common (minimum) one before PCA
 randomized_above = 2000  # use seeded randomised SVD for sets with more maps than this
+n_bootstrap = 50  # resamples of each submission's maps for the PCV error bars
 
 # %% [markdown]
 # # 4. Subspaces: do the methods find the same motion?
@@ -25,6 +26,8 @@ randomized_above = 2000  # use seeded randomised SVD for sets with more maps tha
 #
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `subspace/pcv.csv` (PCV matrix in %: row = reference set, column = capturing set),
+# `subspace/pcv_bootstrap.csv` (per submission: std of "GT captured" and "set in GT" PCV over
+# `n_bootstrap` resamples of its maps, %),
 # `subspace/embeddings.npz` (common-subspace coordinates `common_<label>` (n_maps, 2), GT-axis
 # coordinates `gtaxes_<label>` (n_maps, 2; on the GT's first two axes, from the GT's mean), populations `pop_<label>`),
 # `subspace/variance.csv` (variance fraction of each set's first components).
@@ -77,6 +80,18 @@ save_csv(out / "subspace" / "variance.csv", var.rename_axis("label"))
 M, labels = subspace.pcv_matrix(pcas)
 pcv = pd.DataFrame(100 * M, index=labels, columns=labels)
 save_csv(out / "subspace" / "pcv.csv", pcv.rename_axis("reference"))
+# error bars: resample each submission's maps with replacement, redo its PCA, recompute both PCVs
+rng_boot = np.random.default_rng(0)
+boot = []
+for lab in subs:
+    X = subspace.prepare(prepared[lab])
+    v = []
+    for _ in range(n_bootstrap):
+        pb = subspace.pca(X[rng_boot.integers(0, len(X), len(X))], rank)
+        v.append((subspace.pcv(pcas["GT"], pb), subspace.pcv(pb, pcas["GT"])))
+    v = 100 * np.array(v)
+    boot.append({"label": lab, "gt_captured_std": v[:, 0].std(), "set_in_gt_std": v[:, 1].std()})
+save_csv(out / "subspace" / "pcv_bootstrap.csv", pd.DataFrame(boot))
 failed = failures.save()
 failed if len(failed) else None
 

@@ -33,10 +33,10 @@ seed = 0  # seed of the bootstrap
 #
 # | column | chapter | better | error bar |
 # |---|---|---|---|
-# | `resolution_A` — median over submitted maps of the best FSC=0.5 resolution against the GT (Å) | 3 | lower | spread (10th percentile) in its own column |
-# | `pw_coverage_A` — mean over a GT subset of the Procrustes–Wasserstein distance to the closest submitted map (Å; only when chapter 3 computed it) | 3 | lower | — |
-# | `pcv_gt_captured` — % of the GT's variance captured by the submission's subspace | 4 | higher | — |
-# | `pcv_set_in_gt` — % of the submission's variance lying in the GT's subspace | 4 | higher | — |
+# | `resolution_A` — median over submitted maps of the best FSC=0.5 resolution against the GT (Å) | 3 | lower | std over bootstrap resamples of the submitted maps (10th percentile in its own column) |
+# | `pw_coverage_A` — mean over a GT subset of the Procrustes–Wasserstein distance to the closest submitted map (Å; only when chapter 3 computed it) | 3 | lower | std over bootstrap resamples of the GT subset |
+# | `pcv_gt_captured` — % of the GT's variance captured by the submission's subspace | 4 | higher | std over bootstrap resamples of the submission's maps (PCA redone) |
+# | `pcv_set_in_gt` — % of the submission's variance lying in the GT's subspace | 4 | higher | the same bootstrap |
 # | `emd_submitted`, `emd_optimised` — EMD with submitted / optimised populations (L2 per masked voxel the GT mass travels) | 5 | lower | std over GT subsamples and window sizes |
 # | `kl_submitted` — KL(P‖A q_sub) | 5 | lower | std over replicates |
 # | `loglik_per_image` — ensemble log-likelihood per image relative to the GT ensemble (nats) | 6 | higher | std over bootstrap resamples of the images |
@@ -63,6 +63,8 @@ missing = {lab: [ch for ch, d in done.items() if lab not in d] for lab in subs i
 
 vol = pd.read_csv(out / "volume_metrics/summary.csv", index_col="label")
 pcv = pd.read_csv(out / "subspace/pcv.csv", index_col=0)
+bfile = out / "subspace/pcv_bootstrap.csv"
+pcv_boot = pd.read_csv(bfile, index_col="label") if bfile.exists() else pd.DataFrame()
 rep = pd.read_csv(out / "distribution/replicates.csv")
 rep = rep[rep.metric == distance_metric]
 img = pd.read_csv(out / "image_metrics/summary.csv", index_col="label")
@@ -79,6 +81,15 @@ def per_image_ll(z):
         return logsumexp(z["logp_integrated"] + np.log(z["populations"])[None], axis=1)
 
 
+def pw_err(lab):
+    """Bootstrap over the GT subset: std of the mean distance to the closest submitted map (Å)."""
+    f = out / "volume_metrics" / "transport" / f"{slug(lab)}.npz"
+    if not f.exists():
+        return np.nan
+    closest = np.load(f)["pw"].min(1)
+    return closest[rng.integers(0, len(closest), (n_bootstrap, len(closest)))].mean(1).std()
+
+
 ref_ll = per_image_ll(gt_ll)
 boot = rng.integers(0, len(ref_ll), (n_bootstrap, len(ref_ll)))
 rows = []
@@ -93,8 +104,11 @@ for lab in labels:
         "label": lab,
         "resolution_A": vol.loc[lab, "best_res_median_A"], "resolution_A_err": np.median(best_res[bres], 1).std(),
         "resolution_p10_A": vol.loc[lab, "best_res_p10_A"],
-        **({"pw_coverage_A": transport.loc[lab, "pw_coverage_A"]} if "pw_coverage_A" in transport and lab in transport.index else {}),
+        **({"pw_coverage_A": transport.loc[lab, "pw_coverage_A"], "pw_coverage_A_err": pw_err(lab)}
+           if "pw_coverage_A" in transport and lab in transport.index else {}),
         "pcv_gt_captured": pcv.loc["GT", lab], "pcv_set_in_gt": pcv.loc[lab, "GT"],
+        **({"pcv_gt_captured_err": pcv_boot.loc[lab, "gt_captured_std"],
+            "pcv_set_in_gt_err": pcv_boot.loc[lab, "set_in_gt_std"]} if lab in pcv_boot.index else {}),
         "emd_submitted": d.EMD_submitted.mean(), "emd_submitted_err": d.EMD_submitted.std(),
         "emd_optimised": d.EMD_opt.mean(), "emd_optimised_err": d.EMD_opt.std(),
         "kl_submitted": d.KL_pq_submitted.mean(), "kl_submitted_err": d.KL_pq_submitted.std(),
@@ -263,7 +277,7 @@ def map_frames(s):
             a.tick_params(labelsize=9)
             a.title.set_fontsize(7)
         return fig
-    return widgets.render_frames(len(idx), draw, dpi=60)
+    return widgets.render_frames(len(idx), draw, dpi=80)
 
 
 widgets.nested_browser(labels, [map_frames(subs[lab]) for lab in labels])
@@ -290,7 +304,7 @@ def profile(lab):
     ax.set_ylabel("population per bin")
     ax.legend(fontsize=9)
     ax.set_title(f"{lab}: population along the motion", fontsize=9)
-    return widgets.fig_to_png(fig, dpi=70)
+    return widgets.fig_to_png(fig, dpi=80)
 
 
 widgets.dropdown_browser(labels, [profile(lab) for lab in labels], "submission")

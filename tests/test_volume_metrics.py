@@ -470,3 +470,36 @@ def test_best_match_is_decided_by_the_curve_not_by_tied_resolutions():
     res = vm.resolution(c, 1.0)[:, 0]
     assert np.sum(res == res.min()) >= 2  # a tie at the best resolution
     assert vm.best_match(c)[0] == 3
+
+
+def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
+    """distance_matrices_many reads each GT chunk once for every submission and metric; its
+    matrices equal distance_matrices called per submission (itself checked against float64
+    numpy above), whatever the chunking; a degenerate submission is reported, not fatal; the GT
+    is read once per chunk (counted)."""
+    rng = np.random.default_rng(11)
+    n = 12
+    g = rng.standard_normal((9, n, n, n)).astype(np.float32)
+    subs = {"a": (0.5 * g[[0, 3]] + rng.standard_normal((2, n, n, n))).astype(np.float32),
+            "b": (2.0 * g[[1, 4, 7]] + 0.3 + rng.standard_normal((3, n, n, n))).astype(np.float32),
+            "flat": np.ones((2, n, n, n), np.float32)}
+    mask = _soft_and_hard_masks(n)["soft"]
+    metrics = ["l2", "corr", "bioem", "fsc", "res"]
+
+    class Counting:
+        def __init__(self, x):
+            self.x, self.shape, self.reads = x, x.shape, 0
+
+        def __getitem__(self, k):
+            self.reads += 1
+            return self.x[k]
+
+    for chunk in (2, 4, 9):
+        src = Counting(g)
+        got, failed = vm.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=chunk)
+        assert src.reads == -(-9 // chunk)  # one read per chunk, for all submissions and metrics
+        assert set(failed) == {"flat"} and "flat" in str(failed["flat"])
+        for lab in ("a", "b"):
+            ref = vm.distance_matrices(g, subs[lab], mask, metrics, voxel_size=2.0, label=lab)
+            for m in metrics + ["fsc_curves"]:
+                np.testing.assert_allclose(got[lab][m], ref[m], rtol=1e-6, atol=1e-6, err_msg=f"{lab} {m} chunk {chunk}")

@@ -1,0 +1,140 @@
+"""Challenge-scale benchmark of the volume metrics: one pass over a memory-mapped GT for all
+submissions (``vm.distance_matrices_many``) against one call per submission
+(``vm.distance_matrices``, which streams the GT twice per submission when it does not fit in
+memory), with the time to read the GT once as the I/O floor.
+
+Usage: python benchmarks/bench_scale.py [--n-gt 800] [--box 96] [--n-sub 4] [--maps 80]
+                                        [--dir /tmp/hetbook-scale] [--keep]
+The challenge itself is ``--n-gt 3861 --box 224`` (174 GB: needs that much disk).
+
+Synthetic data, written once under ``--dir`` (reused when present with the same shape):
+``gt.npy`` (n_gt, box³) float32, memory-mapped, smooth random maps along a 1-D path (maps
+k and k+1 similar, like a motion) so the metrics have structure; ``sub_i.npy`` (maps, box³),
+each a noisy subsample of the path. Prints, per path: wall time, time to read the GT once,
+their ratio, and the peak *anonymous* resident memory (``RssAnon``: the process's own memory,
+not the page cache of the mapped GT file), sampled every 50 ms.
+"""
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("HETBOOK_QUIET", "1")
+from helpers import volume_metrics as vm  # noqa: E402
+from helpers.backend import device  # noqa: E402
+from helpers.fourier import lowpass  # noqa: E402
+
+
+def rss_anon() -> int:
+    """Resident anonymous memory of this process, bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class PeakAnon:
+    def __enter__(self):
+        self.peak, self.stop = rss_anon(), False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+        return self
+
+    def _run(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss_anon())
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.t.join()
+
+
+def make_data(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, seed: int = 0):
+    d.mkdir(parents=True, exist_ok=True)
+    gt_path = d / "gt.npy"
+    if gt_path.exists() and np.load(gt_path, mmap_mode="r").shape == (n_gt, box, box, box):
+        gt = np.load(gt_path, mmap_mode="r")
+    else:
+        rng = np.random.default_rng(seed)
+        base = lowpass(rng.standard_normal((2, box, box, box)), 6.0, 1.0).numpy()
+        c = np.arange(box) - box // 2
+        r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+        env = np.clip((0.38 * box - r) / 3, 0, 1).astype(np.float32)
+        gt = np.lib.format.open_memmap(gt_path, mode="w+", dtype=np.float32, shape=(n_gt, box, box, box))
+        for a in range(0, n_gt, 32):  # a path from base[0] to base[1], written in chunks
+            t = np.linspace(0, 1, n_gt)[a:a + 32, None, None, None]
+            gt[a:a + 32] = ((1 - t) * base[0] + t * base[1]) * env
+        gt.flush()
+    subs = {}
+    for i in range(n_sub):
+        p = d / f"sub_{i}.npy"
+        if p.exists() and np.load(p, mmap_mode="r").shape == (n_maps, box, box, box):
+            subs[f"sub_{i}"] = np.load(p)
+            continue
+        rng = np.random.default_rng(seed + 1 + i)
+        pick = np.sort(rng.choice(n_gt, n_maps, replace=False))
+        s = np.asarray(gt[pick]) + (0.2 + 0.2 * i) * rng.standard_normal((n_maps, box, box, box)).astype(np.float32)
+        np.save(p, s.astype(np.float32))
+        subs[f"sub_{i}"] = s.astype(np.float32)
+    mask = np.clip((0.4 * box - np.sqrt(sum(np.meshgrid(*[np.arange(box) - box // 2] * 3, indexing="ij")[k] ** 2
+                                             for k in range(3)))) / 3, 0, 1).astype(np.float32)
+    return np.load(gt_path, mmap_mode="r"), subs, mask
+
+
+def read_once(gt, step: int = 32) -> float:
+    t = time.perf_counter()
+    tot = 0.0
+    for a in range(0, gt.shape[0], step):
+        tot += float(np.asarray(gt[a:a + step]).sum(dtype=np.float64))
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-gt", type=int, default=800)
+    ap.add_argument("--box", type=int, default=96)
+    ap.add_argument("--n-sub", type=int, default=4)
+    ap.add_argument("--maps", type=int, default=80)
+    ap.add_argument("--dir", default="/tmp/hetbook-scale")
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic data for the next run")
+    a = ap.parse_args()
+    t = time.perf_counter()
+    gt, subs, mask = make_data(Path(a.dir), a.n_gt, a.box, a.n_sub, a.maps)
+    size = gt.nbytes / 2 ** 30
+    print(f"data: GT {a.n_gt} × {a.box}³ ({size:.1f} GiB, memory-mapped), {a.n_sub} submissions × {a.maps} maps "
+          f"(made or found in {time.perf_counter() - t:.0f} s); device {device()}")
+    metrics = ["l2", "corr", "bioem", "fsc", "res"]
+    vm.distance_matrices(gt[:4], subs["sub_0"][:2], mask, metrics)  # warm-up
+    floor = read_once(gt)
+    rows = []
+    with PeakAnon() as pk:
+        t = time.perf_counter()
+        fused, failed = vm.distance_matrices_many(gt, subs, mask, metrics)
+        t_fused = time.perf_counter() - t
+    rows.append(("one GT pass, all submissions (distance_matrices_many)", t_fused, pk.peak))
+    with PeakAnon() as pk:
+        t = time.perf_counter()
+        per = {lab: vm.distance_matrices(gt, s, mask, metrics, label=lab) for lab, s in subs.items()}
+        t_per = time.perf_counter() - t
+    rows.append((f"one call per submission (distance_matrices × {len(subs)})", t_per, pk.peak))
+    for lab in subs:  # the two paths agree
+        for m in metrics:
+            np.testing.assert_allclose(fused[lab][m], per[lab][m], rtol=1e-5, atol=1e-5)
+    print(f"reading the GT once (I/O floor): {floor:.1f} s ({size / floor:.2f} GiB/s)")
+    print(f"{'path':58s} {'wall (s)':>9s} {'÷ floor':>8s} {'peak anon (GiB)':>16s}")
+    for name, wall, peak in rows:
+        print(f"{name:58s} {wall:9.1f} {wall / floor:8.1f} {peak / 2 ** 30:16.2f}")
+    print(f"speed-up of the single pass: {t_per / t_fused:.2f}×")
+    if not a.keep:
+        for p in Path(a.dir).glob("*.npy"):
+            p.unlink()
+
+
+if __name__ == "__main__":
+    main()
