@@ -364,17 +364,77 @@ def read_preprocessed_pt(path, voxel_size: float, allow_unsafe_pickle: bool = Fa
 
 
 # ---------------------------------------------------------------------------------- GT
+class MapFolder:
+    """A GT given as a folder of MRC maps, read lazily like a memory-mapped (N, n, n, n) float32
+    stack: ``shape``, ``dtype``, ``len``; indexing (an int, a slice, an index array) reads only
+    the files holding the requested maps (each checked as :func:`read_map_stack` does), so a
+    chunked kernel streams the folder instead of stacking it in memory. ``np.asarray`` reads it
+    all. ``reads`` counts the files read (for tests and benchmarks)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.files = list_map_files(self.folder)
+        counts, box = [], None
+        for f in self.files:
+            try:
+                with mrcfile.open(f, mode="r", header_only=True, permissive=False) as m:
+                    nx, ny, nz = int(m.header.nx), int(m.header.ny), int(m.header.nz)
+            except Exception as exc:
+                raise InputError(f, f"cannot be read as MRC ({exc}).",
+                                 "Check that the file is a complete MRC map (re-export or re-copy it).") from None
+            if nx != ny or nz % nx:
+                raise InputError(f, f"shape ({nz}, {ny}, {nx}) is neither a cubic map nor a stack of cubic maps.",
+                                 "Write one cubic map per file, or a stack of cubic maps.")
+            if box is not None and nx != box:
+                raise InputError(f, f"box {nx} differs from {self.files[0].name}'s {box}.",
+                                 "Give every GT map the same box.")
+            box = nx
+            counts.append(nz // nx)
+        self.box = box
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.shape = (int(self.starts[-1]), box, box, box)
+        self.dtype = np.dtype(np.float32)
+        self.ndim, self.itemsize = 4, 4
+        self.size = int(np.prod(self.shape))
+        self.nbytes = self.size * 4
+        self.reads = 0
+
+    def __len__(self):
+        return self.shape[0]
+
+    def _maps(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
+        which = np.searchsorted(self.starts, idx, side="right") - 1
+        for fi in np.unique(which):
+            stack, _ = read_map_stack(self.files[fi])
+            self.reads += 1
+            sel = which == fi
+            out[sel] = stack[idx[sel] - self.starts[fi]]
+        return out
+
+    def __getitem__(self, key):
+        idx = np.arange(self.shape[0])[key]
+        if np.ndim(idx) == 0:
+            return self._maps(np.array([idx]))[0]
+        return self._maps(np.asarray(idx))
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._maps(np.arange(self.shape[0]))
+        return a if dtype is None else a.astype(dtype)
+
+
 def read_gt_maps(path, box: int | None = None, mmap: bool = True, check_finite: bool = True) -> np.ndarray:
-    """GT map stack (N, n, n, n) float32 from ``.npy`` (memory-mapped), ``.pt`` or an MRC folder.
+    """GT map stack (N, n, n, n) float32 from ``.npy`` (memory-mapped), ``.pt`` or an MRC folder
+    (a lazy :class:`MapFolder`: maps are read when a kernel asks for them).
 
     ``check_finite`` reads the whole stack once to refuse NaN/Inf maps (chunk by chunk); chapters
     whose kernels check every chunk they read, or that need only the metadata, pass False."""
     path = Path(path)
     if path.is_dir():
-        return np.concatenate([read_map_stack(f)[0] for f in list_map_files(path)])
-    if not path.is_file():
+        arr = MapFolder(path)  # read lazily, chunk by chunk, by the kernels
+    elif not path.is_file():
         raise InputError(path, "GT maps not found.", "Point gt_maps at the .npy/.pt stack or MRC folder.")
-    if path.suffix == ".npy":
+    elif path.suffix == ".npy":
         try:
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:

@@ -42,6 +42,16 @@ def colors(labels) -> dict:
     return out
 
 
+def readable(frame):
+    """A table for display: snake_case column and index names with spaces, so that a narrow
+    column can wrap its header (the CSV files keep the names)."""
+    out = frame.copy()
+    out.columns = [str(c).replace("_", " ") for c in out.columns]
+    if out.index.name:
+        out.index.name = out.index.name.replace("_", " ")
+    return out
+
+
 def central_slices(vol: np.ndarray):
     """The three central sections (z, y, x) of a (N, N, N) map."""
     c = vol.shape[0] // 2

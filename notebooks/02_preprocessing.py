@@ -83,7 +83,7 @@ save_csv(out / "preprocessing_report.csv", report)
 if len(failed):
     display(failed)  # noqa: F821 (IPython)
 print(f"{len(sets)} of {len(entries)} submissions preprocessed" + (f"; {len(failed)} failed (listed above)" if len(failed) else ""))
-report.round(3)
+plots.readable(report.round(3))
 
 # %% [markdown]
 # ## Before and after

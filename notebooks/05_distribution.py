@@ -103,7 +103,8 @@ cols = ["EMD_submitted", "EMD_opt", "KL_pq_submitted", "KL_pq_opt", "max_q_opt"]
 summary = rep.groupby(["label", "metric"])[cols].agg(["mean", "std"])
 summary.columns = [f"{a}_{b}" for a, b in summary.columns]
 save_csv(out / "distribution" / "summary.csv", summary.reset_index().set_index("label"))
-summary.xs("l2", level="metric").round(3)
+plots.readable(summary.xs("l2", level="metric")[["EMD_submitted_mean", "EMD_submitted_std", "EMD_opt_mean",
+                                                  "KL_pq_submitted_mean", "KL_pq_opt_mean", "max_q_opt_mean"]].round(3))
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown
@@ -246,4 +247,4 @@ rank_default = modes["EMD_submitted (default)"].rank()
 rank_ref = modes["EMD_submitted (reference)"].rank()
 same = int((rank_default == rank_ref).sum())
 print(f"{same} of {len(modes)} submissions keep their EMD-submitted rank under the published conventions.")
-modes.round(3)
+plots.readable(modes.round(3))

@@ -102,7 +102,7 @@ summary["delta_per_image_vs_gt"] = (summary["loglik_submitted"] - ref) / search.
 summary = summary.sort_values("loglik_submitted", ascending=False)
 summary["rank"] = np.arange(1, len(summary) + 1)
 save_csv(out / "image_metrics" / "summary.csv", summary)
-summary.round(3)
+plots.readable(summary.round(3))
 
 # %% [markdown]
 # ## Ranking by ensemble log-likelihood (Fig. 3D)

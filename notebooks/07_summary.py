@@ -42,7 +42,7 @@ seed = 0  # seed of the bootstrap
 # | `loglik_per_image` — ensemble log-likelihood per image relative to the GT ensemble (nats) | 6 | higher | std over bootstrap resamples of the images |
 # | `best_cc` — median best cross-correlation of the images | 6 | higher | — |
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -137,19 +137,6 @@ tied = [k for k in board.index[1:] if abs(board.loc[k, "mean_rank"] - board.loc[
 left_out = [m for m in better if not metric_info.loc[m, "in_mean_rank"]]
 
 
-# %% [markdown]
-# ## Submissions that could not be scored
-# A submission that fails in a chapter (unreadable maps, a degenerate map, too few maps for a
-# subspace, …) is listed here with the reason; every other submission is still scored.
-
-# %%
-fails = pd.DataFrame(manifest.read(out).get("failures", []), columns=["chapter", "label", "message"])
-if len(fails):
-    display(fails.style.set_properties(subset=["message"], **{"white-space": "pre-wrap", "text-align": "left"}))
-print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderboard"
-      + (f"; left out: {', '.join(f'{k} (failed in {v})' for k, v in missing.items())}" if missing else "")
-      + (f"; {fails.label.nunique()} submission(s) failed somewhere (table above)" if len(fails) else ""))
-
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
@@ -173,6 +160,19 @@ if len(caught):
 with atomic_write(out / "summary" / "headline.md", "w") as fh:
     fh.write("; ".join(head) + " (chapter 7, computed by the last build).\n")
 Markdown(verdict)
+
+# %% [markdown]
+# ## Submissions that could not be scored
+# A submission that fails in a chapter (unreadable maps, a degenerate map, too few maps for a
+# subspace, …) is listed here with the reason; every other submission is still scored.
+
+# %%
+fails = pd.DataFrame(manifest.read(out).get("failures", []), columns=["chapter", "label", "message"])
+if len(fails):
+    display(fails.style.set_properties(subset=["message"], **{"white-space": "pre-wrap", "text-align": "left"}))
+print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderboard"
+      + (f"; left out: {', '.join(f'{k} (failed in {v})' for k, v in missing.items())}" if missing else "")
+      + (f"; {fails.label.nunique()} submission(s) failed somewhere (table above)" if len(fails) else ""))
 
 # %% [markdown]
 # ## The leaderboard
@@ -227,7 +227,8 @@ fig.tight_layout()
 
 # %%
 if len(checks):
-    display(checks.style.format({"value": "{:.3f}", "base_value": "{:.3f}"}, na_rep="").hide(axis="index"))
+    display(checks.assign(metric=checks.metric.map(lambda m: leaderboard.NAMES.get(m, m)))
+            .style.format({"value": "{:.3f}", "base_value": "{:.3f}"}, na_rep="").hide(axis="index"))
 
 # %% tags=["remove-input"]
 if len(checks):

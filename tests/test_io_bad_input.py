@@ -264,3 +264,31 @@ def test_gt_from_a_folder_of_mrc_maps(tmp_path):
         write_map(tmp_path / f"{i + 1:05d}.mrc", m, 2.0)
     write_map(tmp_path / "mask.mrc", np.ones((6, 6, 6)), 2.0)  # skipped: named like a mask
     np.testing.assert_array_equal(io.read_gt_maps(tmp_path), maps)
+
+
+def test_gt_folder_is_read_lazily_and_once_per_pass(tmp_path):
+    """A GT folder of MRC maps (one a 2-map stack) reads like the stacked array, but only the
+    files a chunk needs: one pass of the fused volume metrics reads every file once."""
+    from helpers import volume_metrics as vm
+
+    rng = np.random.default_rng(3)
+    maps = rng.standard_normal((6, 8, 8, 8)).astype(np.float32)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    for k in range(4):
+        write_map(folder / f"{k + 1:03d}.mrc", maps[k])
+    write_map(folder / "005.mrc", maps[4:6].reshape(16, 8, 8))  # a stack of two maps
+    lazy = io.read_gt_maps(folder, box=8, check_finite=False)
+    assert isinstance(lazy, io.MapFolder) and lazy.shape == (6, 8, 8, 8) and lazy.reads == 0
+    np.testing.assert_array_equal(lazy[1:3], maps[1:3])
+    np.testing.assert_array_equal(lazy[5], maps[5])
+    np.testing.assert_array_equal(lazy[np.array([4, 0])], maps[[4, 0]])
+    np.testing.assert_array_equal(np.asarray(lazy), maps)
+    lazy.reads = 0
+    got, _ = vm.distance_matrices_many(lazy, {"s": maps[:2]}, None, ["l2", "fsc"], gt_chunk=2)
+    assert lazy.reads == 5  # files 1-2, 3-4, 5: five reads for three chunks (no file twice)
+    ref = vm.distance_matrices(maps, maps[:2], None, ["l2", "fsc"])
+    np.testing.assert_allclose(got["s"]["l2"], ref["l2"], rtol=1e-6)
+    write_map(folder / "006.mrc", np.zeros((10, 10, 10), np.float32))
+    with pytest.raises(InputError, match="box 10 differs"):
+        io.read_gt_maps(folder, check_finite=False)

@@ -115,3 +115,16 @@ def test_a_failed_chapter_leaves_no_partial_results(tmp_path, monkeypatch, capsy
     assert "kept aside" in err and "broken half-way" in err
     with pytest.raises(InputError, match="has not finished"):
         manifest.labels_done(res, "02_bad")
+
+
+def test_challenge_parameter_file_names_only_declared_parameters():
+    """params/challenge.yml must pass the runner's checks (every parameter declared by its
+    notebook, numbers positive) before anyone spends a day on the real data."""
+    from helpers.paths import REPO_ROOT
+
+    cfg = run.load_params(REPO_ROOT / "params/challenge.yml")
+    assert cfg["dataset"]["generate"] is False
+    run.validate_params(cfg, run.list_notebooks(), "params/challenge.yml")
+    bad = {**cfg, "notebooks": {**cfg["notebooks"], "04_subspace": {"box_ds": -1}}}
+    with pytest.raises(SystemExit, match="box_ds"):
+        run.validate_params(bad, run.list_notebooks(), "params/challenge.yml")
