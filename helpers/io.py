@@ -423,15 +423,22 @@ class MapFolder:
         return a if dtype is None else a.astype(dtype)
 
 
-def read_gt_maps(path, box: int | None = None, mmap: bool = True, check_finite: bool = True) -> np.ndarray:
+LAZY_FOLDER_BYTES = 2 ** 30  # an MRC-folder GT larger than this stays on disk (MapFolder)
+
+
+def read_gt_maps(path, box: int | None = None, mmap: bool = True, check_finite: bool = True,
+                 lazy: bool | None = None) -> np.ndarray:
     """GT map stack (N, n, n, n) float32 from ``.npy`` (memory-mapped), ``.pt`` or an MRC folder
-    (a lazy :class:`MapFolder`: maps are read when a kernel asks for them).
+    (above ``LAZY_FOLDER_BYTES``, or with ``lazy=True``, a lazy :class:`MapFolder`: maps are
+    read when a kernel asks for them; smaller folders are read into an array).
 
     ``check_finite`` reads the whole stack once to refuse NaN/Inf maps (chunk by chunk); chapters
     whose kernels check every chunk they read, or that need only the metadata, pass False."""
     path = Path(path)
     if path.is_dir():
         arr = MapFolder(path)  # read lazily, chunk by chunk, by the kernels
+        if not (lazy if lazy is not None else arr.nbytes > LAZY_FOLDER_BYTES):
+            arr = np.asarray(arr)  # small: a plain array
     elif not path.is_file():
         raise InputError(path, "GT maps not found.", "Point gt_maps at the .npy/.pt stack or MRC folder.")
     elif path.suffix == ".npy":

@@ -104,6 +104,7 @@ DEMO_DEFECTS = (
     ("Missing open", "subspace (coverage)", "pcv_gt_captured"),
     ("DIMS2 path", "subspace (another motion)", "pcv_gt_captured"),
     ("DIMS2 path", "volume (another motion)", "pw_coverage_A"),
+    ("DIMS2 path", "distribution (another motion)", "emd_optimised"),
 )
 DEMO_UNDONE = (("Flipped hand", "preprocessing (hand)"), ("Other grid", "preprocessing (grid)"),
                ("Rotated", "preprocessing (alignment)"))

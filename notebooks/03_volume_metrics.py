@@ -20,8 +20,8 @@ transport_sub_maps = 20  # submitted maps (evenly spaced in submission order) in
 transport_top_k = 100  # points per map cloud (its largest voxels)
 transport_box = 16  # box the maps are Fourier-resampled to before the clouds are taken
 transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available CPU core)
-dask_scheduler = ""  # Dask scheduler address ("tcp://host:8786") to score GT chunks on a cluster; "" = not used
-dask_workers = 0  # >0: start a LocalCluster of this many worker processes for the GT chunks (0 = in-process)
+dask_scheduler = ""  # address of a Dask scheduler, e.g. tcp://host:8786, to score the GT chunks there; empty: none
+dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks; 0: in-process
 
 # %% [markdown]
 # # 3. Volume metrics: FSC, resolution and distance matrices
@@ -273,7 +273,7 @@ for lab, a in panels.items():
     a.set_xticks([]), a.set_yticks([])
 fig.suptitle("L2 distance, GT (rows, by MD-PC1) × submitted maps (columns)")
 fig.tight_layout()
-fig.colorbar(im, ax=list(panels.values()), shrink=0.6, label="L2 (z-scored maps, sum over masked voxels)")
+_ = fig.colorbar(im, ax=list(panels.values()), shrink=0.6, label="L2 (z-scored maps, sum over masked voxels)")
 
 # %% [markdown]
 # ## Transport distances between point clouds (GW, PW)

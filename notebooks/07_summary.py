@@ -81,13 +81,19 @@ def per_image_ll(z):
         return logsumexp(z["logp_integrated"] + np.log(z["populations"])[None], axis=1)
 
 
+def resamples(n):
+    """Bootstrap indices (n_bootstrap, n), the same for every submission of n maps (common random
+    numbers): identical submissions get identical error bars, so they can never rank apart."""
+    return np.random.default_rng([seed, n]).integers(0, n, (n_bootstrap, n))
+
+
 def pw_err(lab):
     """Bootstrap over the GT subset: std of the mean distance to the closest submitted map (Å)."""
     f = out / "volume_metrics" / "transport" / f"{slug(lab)}.npz"
     if not f.exists():
         return np.nan
     closest = np.load(f)["pw"].min(1)
-    return closest[rng.integers(0, len(closest), (n_bootstrap, len(closest)))].mean(1).std()
+    return closest[resamples(len(closest))].mean(1).std()
 
 
 ref_ll = per_image_ll(gt_ll)
@@ -98,7 +104,7 @@ for lab in labels:
     z = np.load(out / "image_metrics" / f"{slug(lab)}.npz")
     diff = per_image_ll(z) - ref_ll
     best_res = vm.resolution(np.load(out / "volume_metrics" / f"{slug(lab)}.npz")["fsc_curves"], voxel_size).min(0)
-    bres = rng.integers(0, len(best_res), (n_bootstrap, len(best_res)))
+    bres = resamples(len(best_res))
     cc = z["best_cc"].max(1)  # per image: best over maps and poses
     rows.append({
         "label": lab,

@@ -278,7 +278,8 @@ def test_gt_folder_is_read_lazily_and_once_per_pass(tmp_path):
     for k in range(4):
         write_map(folder / f"{k + 1:03d}.mrc", maps[k])
     write_map(folder / "005.mrc", maps[4:6].reshape(16, 8, 8))  # a stack of two maps
-    lazy = io.read_gt_maps(folder, box=8, check_finite=False)
+    lazy = io.read_gt_maps(folder, box=8, check_finite=False, lazy=True)
+    assert isinstance(io.read_gt_maps(folder, box=8), np.ndarray)  # small folders: read into memory
     assert isinstance(lazy, io.MapFolder) and lazy.shape == (6, 8, 8, 8) and lazy.reads == 0
     np.testing.assert_array_equal(lazy[1:3], maps[1:3])
     np.testing.assert_array_equal(lazy[5], maps[5])
@@ -291,4 +292,4 @@ def test_gt_folder_is_read_lazily_and_once_per_pass(tmp_path):
     np.testing.assert_allclose(got["s"]["l2"], ref["l2"], rtol=1e-6)
     write_map(folder / "006.mrc", np.zeros((10, 10, 10), np.float32))
     with pytest.raises(InputError, match="box 10 differs"):
-        io.read_gt_maps(folder, check_finite=False)
+        io.read_gt_maps(folder, check_finite=False, lazy=True)
