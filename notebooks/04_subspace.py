@@ -51,7 +51,7 @@ from helpers.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)
+gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)  # streamed below
 mask = io.read_mask(gtf["mask"], gt.box)
 subs = manifest.load_submissions(out)  # this run's submissions (the manifest)
 failures = manifest.Failures(out, "04_subspace")
@@ -66,10 +66,8 @@ for lab, s in list(subs.items()):
 sets = {"GT": gt, **subs}
 
 # %%
-from helpers.fourier import fourier_resample  # noqa: E402
-
-prepared = {lab: fourier_resample(torch.as_tensor(np.array(s.maps)) * torch.as_tensor(mask), box_ds)
-            for lab, s in sets.items()}
+# masked and downsampled chunk by chunk: a memory-mapped GT is streamed once, never loaded whole
+prepared = {lab: subspace.masked_downsample(s.maps, mask, box_ds, label=lab) for lab, s in sets.items()}
 if equalise:
     prepared, common_ps = preprocess.equalise_spectra(prepared)
 pcas = {lab: subspace.pca(subspace.prepare(x), rank, randomized=len(x) > randomized_above)

@@ -196,11 +196,11 @@ fig.tight_layout()
 # %%
 mask = io.read_mask(gtf["mask"], gt.box)
 study = []
-for k in n_volumes_study:
-    if k > gt.n_maps // 2:
-        continue
-    maps_k, pops_k, _ = simulate.averaged_gt(gt.maps, gt.populations, gt.pc1, k)
-    r_k = vm.distance_matrices(gt.maps, maps_k, mask, metrics=["l2"])
+mocks_k = {k: simulate.averaged_gt(gt.maps, gt.populations, gt.pc1, k)[:2]
+           for k in n_volumes_study if k <= gt.n_maps // 2}
+fused_k, _ = vm.distance_matrices_many(gt.maps, {str(k): m for k, (m, _) in mocks_k.items()}, mask, ["l2"])  # one GT pass
+for k, (maps_k, pops_k) in mocks_k.items():
+    r_k = fused_k[str(k)]
     for cs in ("distance", "rank"):
         D = dist.distance_cost(r_k["l2"], "l2", r_k["n_voxels"]) if cs == "distance" else r_k["l2"]
         for r in dist.evaluate(D, p_gt, pc1, pops_k, n_pool=n_pool, fraction=fraction, n_replicates=n_replicates,

@@ -320,3 +320,22 @@ def test_distance_cost_units():
         dist.distance_cost(m, "l2")
     with pytest.raises(ValueError, match="voxel_size"):
         dist.distance_cost(m, "res")
+
+
+def test_masked_downsample_streams_and_equals_the_whole_stack(tmp_path):
+    """Chunked (memory-mapped) masking + Fourier downsampling equals the one-shot computation;
+    a NaN map is refused by index."""
+    from helpers.fourier import fourier_resample
+    from helpers.errors import InputError
+
+    rng = np.random.default_rng(8)
+    maps = rng.standard_normal((7, 12, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "g.npy", maps)
+    mm = np.load(tmp_path / "g.npy", mmap_mode="r")
+    mask = rng.uniform(size=(12, 12, 12)).astype(np.float32)
+    got = sub.masked_downsample(mm, mask, 8, chunk_bytes=2 * 12 ** 3 * 4 * 4)  # 2 maps per chunk
+    ref = fourier_resample(torch.as_tensor(maps) * torch.as_tensor(mask), 8)
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+    maps[5, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match=r"\[5\]"):
+        sub.masked_downsample(maps, mask, 8, chunk_bytes=2 * 12 ** 3 * 4 * 4, label="GT")
