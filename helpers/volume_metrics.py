@@ -656,9 +656,22 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
     n_cols = int(sum(sizes))
     per_map = n ** 3 * 4 * 6 + N * 8 * 2 + n_cols * (n // 2) * 8 * 3
     step = gt_chunk or chunk_size(per_map, dev, maximum=1024)
-    for a in progress(range(0, n_gt, step), desc="GT chunks (all submissions, all metrics)"):
+    starts = list(range(0, n_gt, step))
+
+    def load(a):  # the only read of these GT maps; pinned host memory for a fast copy to a GPU
+        x = torch.from_numpy(np.array(gt_maps[a:min(n_gt, a + step)], dtype=np.float32))
+        return x.pin_memory() if dev.type == "cuda" else x
+
+    # the next chunk is read (from disk or the page cache) while this one is scored
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(1)
+    nxt = pool.submit(load, starts[0])
+    for i, a in enumerate(progress(starts, desc="GT chunks (all submissions, all metrics)")):
         b = min(n_gt, a + step)
-        x = as_tensor(gt_maps[a:b], dev)  # the only read of these GT maps
+        host = nxt.result()
+        if i + 1 < len(starts):
+            nxt = pool.submit(load, starts[i + 1])
+        x = host.to(dev, non_blocking=True)
         _check_finite(x, gt_label, a)
         if stat_parts[0] is not None:
             g, mu_g, Vg = _stats(x, sel, normalise, "numpy", dev, dtype, gt_label, a)
@@ -679,7 +692,8 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
             f = num / torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
             dead = _no_signal(pg)[:, None, :] | _no_signal(ps)[None, :, :]
             curves[a:b] = torch.where(dead, torch.full_like(f, float("nan")), f).float().cpu().numpy()
-        del x
+        del x, host
+    pool.shutdown()
     use = np.ones(n // 2, bool)
     if fsc_cutoff_A:
         use = shell_frequencies(n, voxel_size)[1:] <= 1.0 / fsc_cutoff_A

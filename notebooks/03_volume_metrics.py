@@ -129,7 +129,7 @@ if len(failed):
     display(failed)
 results = {k: v for k, v in results.items() if k in failures.ok}
 subs = {k: v for k, v in subs.items() if k in failures.ok}
-plots.readable(summary.round(2))
+plots.readable(summary.set_index("label").round(2))
 
 # %% [markdown]
 # ## Resolution of each submitted map against its best GT match (Fig. 2E)
