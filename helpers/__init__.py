@@ -14,14 +14,17 @@ One module per concern (README "Layout" lists the rest of the repository):
 ``preprocess``       crop/pad, resample, flip, normalise, equalise spectra
 ``align``            global rotational alignment of a submission to a reference
 ``volume_metrics``   batched FSC (mask-corrected too), resolution and GT x submission distance matrices
+                     (one GT pass for all submissions: ``distance_matrices_many``)
 ``transport``        Gromov-/Procrustes-Wasserstein distances between top-k voxel clouds (CPU, POT)
 ``subspace``         PCA, percentage of captured variance, common subspace
 ``distribution``     EMD / KL between GT and submitted or optimised populations
 ``leaderboard``      ranks that respect error bars (ties within uncertainty), metrics that separate
 ``projection``       Fourier-slice projector and CTF
+``reconstruct``      Wiener-filtered direct Fourier reconstruction from particle images (the demo's mocks)
 ``image_metrics``    pose search, image cross-correlation and marginal likelihood
 ``simulate``         the adenylate-kinase demo data set
 ``plots``/``widgets`` figures and kernel-free interactive widgets for the book
+``distributed``      the volume metrics' GT chunks on a Dask cluster (scale-out)
 ``run``              the papermill runner (``python -m helpers.run``)
 """
 __version__ = "0.1.0"
