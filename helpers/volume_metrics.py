@@ -579,6 +579,9 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
     return out
 
 
+CHUNK_BYTES = 2 ** 30  # working memory per GT chunk in distance_matrices_many
+
+
 def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxel_size: float = 1.0,
                            fsc_cutoff_A: float | None = None, normalise: str | None = "median_zscore",
                            dev=None, gt_chunk: int | None = None, background: bool = True,
@@ -655,7 +658,10 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
     # and its row of every FSC numerator/denominator (float64, all submitted maps × shells)
     n_cols = int(sum(sizes))
     per_map = n ** 3 * 4 * 6 + N * 8 * 2 + n_cols * (n // 2) * 8 * 3
-    step = gt_chunk or chunk_size(per_map, dev, maximum=1024)
+    # at most ~1 GiB of GT work per chunk (two chunks are in flight: one scored, one being read):
+    # bigger chunks gain nothing once the matrix products are this large, and the peak memory
+    # stays bounded by the submissions' statistics plus two chunks
+    step = gt_chunk or max(1, min(chunk_size(per_map, dev, maximum=1024), CHUNK_BYTES // per_map))
     starts = list(range(0, n_gt, step))
 
     def load(a):  # the only read of these GT maps; pinned host memory for a fast copy to a GPU
