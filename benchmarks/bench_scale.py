@@ -1,7 +1,9 @@
-"""Challenge-scale benchmark of the volume metrics: one pass over a memory-mapped GT for all
+"""Challenge-scale benchmark of the chapters' GT work — chapter 3's volume metrics (one pass over a
+memory-mapped GT for all
 submissions (``vm.distance_matrices_many``) against one call per submission
 (``vm.distance_matrices``, which streams the GT twice per submission when it does not fit in
-memory), with the time to read the GT once as the I/O floor.
+memory)) and chapter 4's streamed downsampling + PCA — with the time to read the GT once as the
+I/O floor. Chapters 5–7 read only chapter 3's matrices (and chapter 6 a few hundred GT maps).
 
 Usage: python benchmarks/bench_scale.py [--n-gt 800] [--box 96] [--n-sub 4] [--maps 80]
                                         [--dir /tmp/hetbook-scale] [--keep]
@@ -118,21 +120,30 @@ def main():
         t = time.perf_counter()
         fused, failed = vm.distance_matrices_many(gt, subs, mask, metrics)
         t_fused = time.perf_counter() - t
-    rows.append(("one GT pass, all submissions (distance_matrices_many)", t_fused, pk.peak))
+    rows.append(("chapter 3: one GT pass, all submissions (distance_matrices_many)", t_fused, pk.peak))
     t_per = None
     if not a.fused_only:
         with PeakAnon() as pk:
             t = time.perf_counter()
             per = {lab: vm.distance_matrices(gt, s, mask, metrics, label=lab) for lab, s in subs.items()}
             t_per = time.perf_counter() - t
-        rows.append((f"one call per submission (distance_matrices × {len(subs)})", t_per, pk.peak))
+        rows.append((f"chapter 3 before: one call per submission (× {len(subs)})", t_per, pk.peak))
         for lab in subs:  # the two paths agree
             for m in metrics:
                 np.testing.assert_allclose(fused[lab][m], per[lab][m], rtol=1e-5, atol=1e-5)
+    # chapter 4's GT work: masked Fourier downsampling streamed chunk by chunk, then the PCA
+    from helpers import subspace
+    box_ds = min(64, a.box)
+    with PeakAnon() as pk:
+        t = time.perf_counter()
+        x = subspace.masked_downsample(gt, mask, box_ds, label="GT")
+        subspace.pca(subspace.prepare(x), 10, randomized=len(x) > 2000)
+        t_sub = time.perf_counter() - t
+    rows.append((f"chapter 4: GT masked + downsampled to {box_ds}³, PCA", t_sub, pk.peak))
     print(f"reading the GT once (I/O floor): {floor:.1f} s ({size / floor:.2f} GiB/s)")
-    print(f"{'path':58s} {'wall (s)':>9s} {'÷ floor':>8s} {'peak anon (GiB)':>16s}")
+    print(f"{'path':66s} {'wall (s)':>9s} {'÷ floor':>8s} {'peak anon (GiB)':>16s}")
     for name, wall, peak in rows:
-        print(f"{name:58s} {wall:9.1f} {wall / floor:8.1f} {peak / 2 ** 30:16.2f}")
+        print(f"{name:66s} {wall:9.1f} {wall / floor:8.1f} {peak / 2 ** 30:16.2f}")
     if t_per:
         print(f"speed-up of the single pass: {t_per / t_fused:.2f}×")
     if not a.keep:

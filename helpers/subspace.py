@@ -48,7 +48,7 @@ def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int = 512 * 2 ** 20,
     w = torch.as_tensor(np.asarray(mask, dtype=np.float32)) if mask is not None else None
     out = torch.empty((n, box_ds, box_ds, box_ds), dtype=torch.float32)
     for a in range(0, n, step):
-        x = torch.as_tensor(np.asarray(maps[a:a + step], dtype=np.float32))
+        x = torch.from_numpy(np.array(maps[a:a + step], dtype=np.float32))  # a copy: memory maps are read-only
         bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
         if bool(bad.any()):
             from .errors import InputError
