@@ -58,19 +58,58 @@ def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int = 512 * 2 ** 20,
     return out
 
 
-def prepare(maps, mask=None, box_ds: int | None = None) -> torch.Tensor:
-    """maps (n, N, N, N) → (n, D) float64 rows: mask weights, downsample, unit norm per map."""
+LARGE_BYTES = 2 ** 30  # a float64 copy of the stack above this: float32 rows, Gram-matrix PCA
+
+
+def prepare(maps, mask=None, box_ds: int | None = None, dtype=None) -> torch.Tensor:
+    """maps (n, N, N, N) → (n, D) rows: mask weights, downsample, unit norm per map. float64,
+    or float32 when a float64 copy would exceed ``LARGE_BYTES`` (a challenge-size GT: 3861 maps
+    at 64³ are 8 GB in float64)."""
     x = as_tensor(maps)
     if mask is not None:
         x = x * as_tensor(mask)
     if box_ds and box_ds != x.shape[-1]:
         x = fourier_resample(x, box_ds)
-    x = x.reshape(x.shape[0], -1).double()
+    x = x.reshape(x.shape[0], -1)
+    if dtype is None:
+        dtype = torch.float64 if x.numel() * 8 <= LARGE_BYTES else torch.float32
+    x = x.to(dtype)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
-def pca(X: torch.Tensor, rank: int, randomized: bool = False, seed: int = 0, n_iter: int = 4) -> PCA:
-    """PCA of rows X (n, D): centre, then exact (or seeded randomised) SVD truncated to ``rank``."""
+def _pca_gram(X: torch.Tensor, rank: int, block: int = 2 ** 16) -> "PCA":
+    """PCA from the n × n Gram matrix of the centred rows, accumulated in float64 over blocks of
+    ``block`` columns: no centred (or float64) copy of X is made, so the memory is X itself +
+    n² + D·r numbers. Same result as the SVD (X̃ = U S Vᵀ: X̃X̃ᵀ = U S² Uᵀ, V = X̃ᵀ U / S)."""
+    n, D = X.shape
+    mean = torch.zeros(D, dtype=torch.float64)
+    for c in range(0, D, block):
+        mean[c:c + block] = X[:, c:c + block].double().mean(0)
+    G = torch.zeros((n, n), dtype=torch.float64)
+    for c in range(0, D, block):
+        xb = X[:, c:c + block].double() - mean[c:c + block]
+        G += xb @ xb.T
+    evals, evecs = torch.linalg.eigh(G)
+    order = torch.argsort(evals, descending=True)
+    r = min(rank, n - 1, D)
+    S = evals[order].clamp_min(0).sqrt()
+    U = evecs[:, order]
+    V = torch.empty((D, r), dtype=torch.float64)
+    for c in range(0, D, block):
+        xb = X[:, c:c + block].double() - mean[c:c + block]
+        V[c:c + block] = (xb.T @ U[:, :r]) / S[:r].clamp_min(1e-300)
+    sgn = torch.sign(V.gather(0, V.abs().argmax(0, keepdim=True)))[0]
+    sgn[sgn == 0] = 1
+    return PCA(mean, U[:, :r] * sgn, S[:r], V * sgn)
+
+
+def pca(X: torch.Tensor, rank: int, randomized: bool = False, seed: int = 0, n_iter: int = 4,
+        method: str = "auto") -> PCA:
+    """PCA of rows X (n, D): centre, then exact (or seeded randomised) SVD truncated to ``rank``.
+    ``method="gram"`` (automatic when a float64 copy of X would exceed ``LARGE_BYTES`` and
+    n ≤ 20000): the exact PCA from the n × n Gram matrix, streamed over column blocks."""
+    if method == "gram" or (method == "auto" and X.numel() * 8 > LARGE_BYTES and X.shape[0] <= 20000):
+        return _pca_gram(X, rank)
     X = X.double()
     mean = X.mean(0)
     Xc = X - mean

@@ -339,3 +339,18 @@ def test_masked_downsample_streams_and_equals_the_whole_stack(tmp_path):
     maps[5, 0, 0, 0] = np.nan
     with pytest.raises(InputError, match=r"\[5\]"):
         sub.masked_downsample(maps, mask, 8, chunk_bytes=2 * 12 ** 3 * 4 * 4, label="GT")
+
+
+def test_gram_pca_equals_the_svd_and_needs_no_float64_copy():
+    """The Gram-matrix PCA (used for challenge-size stacks) gives the SVD's singular values,
+    directions (same sign convention) and scores; from float32 rows too."""
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((40, 3000)) @ np.diag(np.linspace(3, 0.1, 3000)) + 0.5
+    exact = sub.pca(torch.as_tensor(X), 5)
+    gram = sub.pca(torch.as_tensor(X), 5, method="gram")
+    np.testing.assert_allclose(gram.S.numpy(), exact.S.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(gram.V.numpy(), exact.V.numpy(), atol=1e-9)
+    np.testing.assert_allclose(gram.U.numpy(), exact.U.numpy(), atol=1e-9)
+    g32 = sub._pca_gram(torch.as_tensor(X, dtype=torch.float32), 5, block=700)  # several column blocks
+    np.testing.assert_allclose(g32.S.numpy(), exact.S.numpy(), rtol=1e-5)
+    assert sub.pcv(g32, exact) == pytest.approx(1.0, abs=1e-6)
