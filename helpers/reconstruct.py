@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .backend import device, progress
+from .fourier import shell_index
 from .projection import ctf, image_freqs, image_rfft, shift_phase
 
 
@@ -61,12 +62,6 @@ def _friedel(x: torch.Tensor, n: int, conj: bool) -> torch.Tensor:
     return (g + (m.conj() if conj else m)).reshape(x.shape)
 
 
-def _shells(n: int, dev) -> torch.Tensor:
-    r = torch.arange(n, device=dev, dtype=torch.float64) - n // 2
-    rad = torch.sqrt(r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2)
-    return torch.floor(rad + 0.5).long().flatten()
-
-
 def _shell_sum(x: torch.Tensor, shells: torch.Tensor, n_shells: int) -> torch.Tensor:
     return torch.zeros(n_shells, dtype=x.dtype, device=x.device).index_add_(0, shells, x)
 
@@ -96,7 +91,7 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
     R = torch.as_tensor(np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3), device=dev)
     shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
     du, dv, ang = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (defocus_u, defocus_v, defocus_angle))
-    shells = _shells(n, dev)
+    shells = torch.fft.fftshift(shell_index(n, dev, half=False)).flatten()  # centred grid, as inserted
     # trilinear insertion multiplies the map by the kernel's transform, sinc² per axis
     s2 = torch.sinc((torch.arange(n, device=dev, dtype=torch.float64) - n // 2) / n) ** 2
     n_sh = int(shells.max()) + 1  # the cube's corners too

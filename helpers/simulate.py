@@ -397,7 +397,8 @@ def build_mocks(maps, pops, pc1, sup, mean, v, elements, lo, hi, p, rng) -> dict
     rec = reconstruct_groups(images, table, _groups_of(pc1, K), K, vs)
     rmaps, rpops = rec["maps"], rec["populations"]
     rpc1 = avg_pc1[rec["groups"]]
-    res_half = [float(x) for x in _half_resolution(rec["fsc_half"], vs)]
+    from .volume_metrics import resolution
+    res_half = [float(x) for x in resolution(rec["fsc_half"], vs, 0.143)]
     recon_truth = {"n_images": int(n_img), "images_per_map": rec["n_images"].tolist(),
                    "half_set_resolution_A_0.143": [round(x, 2) for x in res_half]}
     mocks["reconstructed"] = dict(
@@ -465,11 +466,3 @@ def build_mocks(maps, pops, pc1, sup, mean, v, elements, lo, hi, p, rng) -> dict
                                               "like Reconstructed"})
     return mocks
 
-
-def _half_resolution(fsc_half, voxel_size: float, threshold: float = 0.143) -> np.ndarray:
-    """Resolution (Å) at which each half-set FSC curve (K, N//2) first drops below ``threshold``."""
-    f = np.nan_to_num(np.asarray(fsc_half), nan=0.0)
-    n = 2 * f.shape[1]
-    below = f < threshold
-    first = np.where(below.any(1), np.argmax(below, 1) + 1, f.shape[1])
-    return n * voxel_size / first
