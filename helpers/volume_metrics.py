@@ -282,13 +282,19 @@ def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = No
     out = np.empty((n_gt, fs.shape[0], n // 2), dtype=np.float32)
     for ci, (a, b) in enumerate(progress(bounds, desc="FSC (GT chunks)")):
         fg, pg = entry.parts[ci] if entry is not None else gt_part(a, b)
-        num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
-                           for lo, hi in layout.bounds], -1).double()
-        den = torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
-        f = num / den
-        dead = _no_signal(pg)[:, None, :] | _no_signal(ps)[None, :, :]
-        out[a:b] = torch.where(dead, torch.full_like(f, float("nan")), f).float().cpu().numpy()
+        out[a:b] = _fsc_block(fg, pg, fs, ps, layout)
     return out
+
+
+def _fsc_block(fg, pg, fs, ps, layout: ShellLayout) -> np.ndarray:
+    """FSC curves (n_g, n_s, N//2) float32 of two sets of :func:`_spectra`: one real GEMM per
+    shell for the numerators; NaN in shells where either map has no signal."""
+    K = layout.order.numel()
+    num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
+                       for lo, hi in layout.bounds], -1).double()
+    f = num / torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
+    dead = _no_signal(pg)[:, None, :] | _no_signal(ps)[None, :, :]
+    return torch.where(dead, torch.full_like(f, float("nan")), f).float().cpu().numpy()
 
 
 def _no_signal(power: torch.Tensor) -> torch.Tensor:
@@ -475,6 +481,27 @@ def bioem_logp(N, Co, Cc, Coo, Ccc, Coc, constant: str = "correct"):
             + (N / 2 - 2) * torch.log(T3))
 
 
+def _stat_scores(gt_stats, sub_stats, N: int, want, ref: bool = False) -> dict:
+    """l2 / corr / bioem blocks (n_g, n_s) from two sets of :func:`_stats` over N voxels."""
+    (g, mu_g, Vg), (s, mu_s, Vs) = gt_stats, sub_stats
+    cov = g @ s.T  # Σ (g − μg)(s − μs)
+    out = {}
+    if "l2" in want:
+        # centred form: no cancellation between large uncentred sums of squares; the rounding
+        # error is ~1e-15·(Vg + Vs), so tiny negative values are clamped to 0
+        l2 = Vg[:, None] + Vs[None] - 2 * cov + N * (mu_g[:, None] - mu_s[None]) ** 2
+        out["l2"] = l2.clamp_min(0).cpu().numpy()
+    if "corr" in want:
+        c = cov + N * mu_g[:, None] * mu_s[None] if ref else cov / torch.sqrt(Vg[:, None] * Vs[None]).clamp_min(1e-300)
+        out["corr"] = c.cpu().numpy()  # reference mode: Σ g·s
+    if "bioem" in want:
+        # T2 and T3 are invariant to centring both maps: evaluate them centred (better conditioned)
+        zero = torch.zeros((), dtype=cov.dtype, device=cov.device)
+        lp = bioem_logp(N, zero, zero, Vg[:, None], Vs[None], cov, constant="published" if ref else "correct")
+        out["bioem"] = (-lp).cpu().numpy()
+    return out
+
+
 def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str = "default",
                       voxel_size: float = 1.0, fsc_cutoff_A: float | None = None,
                       normalise: str | None = "median_zscore", dev=None, gt_chunk: int | None = None,
@@ -528,24 +555,8 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
         for ci, (a, b) in enumerate(progress(bounds, desc="distances (GT chunks)")):
             g, mu_g, Vg = entry.parts[ci] if entry is not None else _stats(
                 gt_maps[a:b], sel_mask, normalise, convention, dev, dtype, gt_label, a)
-            cov = g @ s.T  # Σ (g − μg)(s − μs)
-            if "l2" in want:
-                # centred form: no cancellation between large uncentred sums of squares; the
-                # rounding error is ~1e-15·(Vg + Vs), so tiny negative values are clamped to 0
-                l2 = Vg[:, None] + Vs[None] - 2 * cov + N * (mu_g[:, None] - mu_s[None]) ** 2
-                res["l2"][a:b] = l2.clamp_min(0).cpu().numpy()
-            if "corr" in want:
-                if ref:
-                    c = cov + N * mu_g[:, None] * mu_s[None]  # Σ g·s
-                else:
-                    c = cov / torch.sqrt(Vg[:, None] * Vs[None]).clamp_min(1e-300)
-                res["corr"][a:b] = c.cpu().numpy()
-            if "bioem" in want:
-                # T2 and T3 are invariant to centring both maps: evaluate them centred (better conditioned)
-                zero = torch.zeros((), dtype=dtype, device=dev)
-                lp = bioem_logp(N, zero, zero, Vg[:, None], Vs[None], cov,
-                                constant="published" if ref else "correct")
-                res["bioem"][a:b] = (-lp).cpu().numpy()
+            for m, v in _stat_scores((g, mu_g, Vg), (s, mu_s, Vs), N, want, ref).items():
+                res[m][a:b] = v
         out.update(res)
     if want & {"fsc", "res"}:
         sel3 = sel_mask.reshape(n, n, n).float()
@@ -615,7 +626,6 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
         weight = as_tensor(mask, dev).clamp(0, 1)
     use_bg = background and mask is not None
     layout = ShellLayout.make(n, dev)
-    K = layout.order.numel()
     dtype = torch.float64
 
     def fsc_input(x):
@@ -680,24 +690,13 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
         x = host.to(dev, non_blocking=True)
         _check_finite(x, gt_label, a)
         if stat_parts[0] is not None:
-            g, mu_g, Vg = _stats(x, sel, normalise, "numpy", dev, dtype, gt_label, a)
-            cov = g @ S.T
-            if "l2" in want:
-                mats["l2"][a:b] = (Vg[:, None] + Vs[None] - 2 * cov + N * (mu_g[:, None] - mu_s[None]) ** 2
-                                   ).clamp_min(0).cpu().numpy()
-            if "corr" in want:
-                mats["corr"][a:b] = (cov / torch.sqrt(Vg[:, None] * Vs[None]).clamp_min(1e-300)).cpu().numpy()
-            if "bioem" in want:
-                zero = torch.zeros((), dtype=dtype, device=dev)
-                mats["bioem"][a:b] = (-bioem_logp(N, zero, zero, Vg[:, None], Vs[None], cov)).cpu().numpy()
+            gst = _stats(x, sel, normalise, "numpy", dev, dtype, gt_label, a)
+            for m, v in _stat_scores(gst, (S, mu_s, Vs), N, want).items():
+                mats[m][a:b] = v
         if spec_parts[0] is not None:
             fg, pg = _spectra(fsc_input(x), None, layout, dev)
             _check_nonconstant(pg.sum(1), gt_label, a)
-            num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
-                               for lo, hi in layout.bounds], -1).double()
-            f = num / torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
-            dead = _no_signal(pg)[:, None, :] | _no_signal(ps)[None, :, :]
-            curves[a:b] = torch.where(dead, torch.full_like(f, float("nan")), f).float().cpu().numpy()
+            curves[a:b] = _fsc_block(fg, pg, fs, ps, layout)
         del x, host
     pool.shutdown()
     use = np.ones(n // 2, bool)
