@@ -142,8 +142,9 @@ for k in ("Sampled GT", "Averaged GT", "Reconstructed", "Noisy"):
     if k in dl:
         says.append(f"{k} {dl[k]:+.3f} nat/image")
 Markdown("**What the demo shows.** Over " + f"{search.M} images, " + "; ".join(says)
-         + " (relative to the GT ensemble). The ranking below the controls follows how far each mock "
-         "is from the truth as seen in the images: wrong populations and noise cost most.")
+         + " (relative to the GT ensemble). The largest losses: "
+         + ", ".join(f"{k} {v:+.2f}" for k, v in dl.drop("GT ensemble", errors="ignore").nsmallest(3).items())
+         + " nat/image.")
 
 # %% [markdown]
 # ## Best cross-correlation per image (Fig. 2C/2F)
