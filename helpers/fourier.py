@@ -174,14 +174,19 @@ def fourier_resample(maps, n_out: int) -> torch.Tensor:
     n = x.shape[-1]
     if n == n_out:
         return x.clone()
-    dims = (-3, -2, -1)
-    f = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x.to(torch.float64), dim=dims), dim=dims), dim=dims)
-    if n > n_out:
-        a = n // 2 - n_out // 2
-        g = f[..., a:a + n_out, a:a + n_out, a:a + n_out]
-    else:
-        g = torch.zeros(*f.shape[:-3], n_out, n_out, n_out, dtype=f.dtype, device=f.device)
-        a = n_out // 2 - n // 2
-        g[..., a:a + n, a:a + n, a:a + n] = f
-    y = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(g, dim=dims), dim=dims), dim=dims)
+    # the centred spectrum cropped/padded without fftshift copies: the kept frequencies are those
+    # of the smaller grid (−m//2 … m−1−m//2); each is read from / written to its unshifted index,
+    # and the origin (voxel N//2) moving between grids of odd and even size is one phase factor
+    m = min(n, n_out)
+    freq = torch.round(torch.fft.fftfreq(m, device=x.device, dtype=torch.float64) * m).long()
+    i_in, i_out = freq % n, freq % n_out
+    ph = torch.exp(2j * math.pi * freq.to(torch.float64) * ((n // 2) / n - (n_out // 2) / n_out))
+    f = torch.fft.fftn(x.to(torch.float64), dim=(-3, -2, -1))
+    g = f.index_select(-3, i_in).index_select(-2, i_in).index_select(-1, i_in)
+    g = g * (ph[:, None, None] * ph[None, :, None] * ph[None, None, :])
+    if n_out > n:
+        h = torch.zeros(*f.shape[:-3], n_out, n_out, n_out, dtype=f.dtype, device=f.device)
+        h[..., i_out[:, None, None], i_out[None, :, None], i_out[None, None, :]] = g
+        g = h
+    y = torch.fft.ifftn(g, dim=(-3, -2, -1))
     return (y.real * (n_out / n) ** 3).to(torch.float32)

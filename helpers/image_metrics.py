@@ -275,6 +275,12 @@ def optimise_weights(logp: np.ndarray, max_iter: int = 20_000, tol: float = 1e-1
     return em_weights(P, A, max_iter=max_iter, tol=tol)[0]
 
 
-def maps_to_image_grid(maps, n_img: int) -> torch.Tensor:
-    """Fourier-resample maps to the (downsampled) image box."""
+def maps_to_image_grid(maps, n_img: int, mask=None) -> torch.Tensor:
+    """Fourier-resample maps to the (downsampled) image box. With a ``mask`` (on the maps' grid),
+    each map's solvent background is subtracted first: a constant offset of the box is not a
+    zero-frequency term for the interpolated projections (it leaks into the lowest image
+    frequencies and cost −3 nats per image at 1 σ on the tiny demo)."""
+    if mask is not None:
+        from .volume_metrics import subtract_background
+        maps = subtract_background(maps, mask, torch.device("cpu"))
     return fourier_resample(maps, n_img) if maps.shape[-1] != n_img else as_tensor(maps)

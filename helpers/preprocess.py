@@ -110,18 +110,23 @@ def mean_power_spectrum(maps) -> np.ndarray:
 
 
 def equalise_spectra(map_sets: dict, floor: float = 1e-12) -> tuple[dict, np.ndarray]:
-    """Equalise power spectra to a common one (the paper's fix for resolution differences).
+    """Equalise power spectra to a common shape (the paper's fix for resolution differences).
 
     ``map_sets``: {label: maps (n, N, N, N)}. Each set's mean radial power spectrum P_i is
-    computed; the common spectrum is the element-wise **minimum** over sets (the most
-    pessimistic, as in the challenge's dev branch); every map of set i is filtered by
-    sqrt(P_common / P_i) per shell. Returns ({label: filtered maps}, P_common).
+    computed and divided by its total power (its *shape* S_i, summing to 1 over shells 0 … N//2);
+    the common shape is the element-wise **minimum** over sets (the most pessimistic, as in the
+    challenge's dev branch); every map of set i is filtered by sqrt(S_common / S_i) per shell.
+    Comparing shapes, not raw spectra, makes the result independent of each set's intensity
+    units: a set multiplied by 100 comes out multiplied by 100 and changes no other set (with raw
+    spectra, a set in smaller units *was* the minimum and imposed its spectrum on every set —
+    found by the robustness chapter). Returns ({label: filtered maps}, S_common).
     """
     spectra = {k: mean_power_spectrum(v) for k, v in map_sets.items()}
-    common = np.min(np.stack(list(spectra.values())), axis=0)
+    shapes = {k: s / max(float(s.sum()), floor) for k, s in spectra.items()}
+    common = np.min(np.stack(list(shapes.values())), axis=0)
     out = {}
     for k, v in map_sets.items():
-        prof = np.sqrt(common / np.maximum(spectra[k], floor))
+        prof = np.sqrt(common / np.maximum(shapes[k], floor))
         prof = np.append(prof, 0.0)  # corners beyond Nyquist
         out[k] = apply_radial_filter(v, torch.as_tensor(prof))
     return out, common

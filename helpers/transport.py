@@ -68,7 +68,9 @@ def top_k_clouds(maps, k: int, voxel_size: float = 1.0, mask=None, centre: bool 
                  mode: str = "default") -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` voxel point clouds of a map stack.
 
-    maps: (n, N, N, N). Returns positions (n, k, 3) float64 — Å relative to the weighted
+    maps: (n, N, N, N). With a mask, each map's solvent background
+    (:func:`helpers.volume_metrics.background_level`) is subtracted before the mask weights are
+    applied, so an intensity offset does not change the cloud. Returns positions (n, k, 3) float64 — Å relative to the weighted
     centroid (``centre``) or to the box centre N//2 — and weights (n, k) summing to 1. In
     reference mode: no mask, integer voxel indices (z, y, x), no centring.
     """
@@ -78,7 +80,9 @@ def top_k_clouds(maps, k: int, voxel_size: float = 1.0, mask=None, centre: bool 
         raise ValueError(f"top_k={k} exceeds the {N ** 3} voxels of a {N}³ map; choose a smaller top_k")
     ref = mode == "reference"
     if mask is not None and not ref:
-        x = x * as_tensor(mask, torch.device("cpu"), torch.float64).clamp(0, 1)
+        from .volume_metrics import background_level  # solvent level → weight 0: offsets change nothing
+        m = as_tensor(mask, torch.device("cpu"), torch.float64).clamp(0, 1)
+        x = (x - background_level(x, m, torch.device("cpu")).double().reshape(-1, 1, 1, 1)) * m
     vals, idx = torch.topk(x.reshape(n, -1), k, dim=1)
     vals, idx = vals.numpy(), idx.numpy()
     vals = vals - np.minimum(vals.min(1, keepdims=True), 0)       # shift by −min if any is negative

@@ -42,8 +42,9 @@ Everything is computed from batched matrix products, never pair by pair:
   ``bioem`` = −log P(g | s) (Cossio & Hummer 2013: g = a s + b + noise, a, b, σ marginalised;
   constant + ½ ln π; asymmetric); ``fsc`` = 1 − mean FSC over shells (optionally only shells up
   to ``fsc_cutoff_A``); ``res`` = resolution at FSC 0.5.
-* **Sliced Wasserstein** (``sw``): maps as mass distributions over voxel positions (negative
-  values clipped to 0, each normalised to unit mass); for L random directions the mass is
+* **Sliced Wasserstein** (``sw``): maps as mass distributions over voxel positions (with a
+  mask, the solvent background subtracted first, so an intensity offset adds no mass; negative
+  values clipped to 0, each normalised to unit mass, so the scale does not matter either); for L random directions the mass is
   histogrammed along the direction (bins of one voxel) and W1 of the two 1-D distributions is
   Σ|CDF_g − CDF_s|·Δ (Å). Averaged over directions. Cost: O((n_gt + n_sub)·N³·L) to project and
   O(n_gt·n_sub·L·B) for the pairwise L1 between CDFs (B bins). Tolerant to small misalignments
@@ -151,7 +152,7 @@ class _Entry:
 class GTCache:
     """The GT's per-chunk statistics, reused for every submission scored against one GT.
 
-    Each kind (``"stats"``, ``"fsc"``, ``"sw"``) is stored with a *signature* (GT and mask
+    Each kind (``"stats"``, ``"fsc"``, ``"sw"``, ``"sw_binning"``) is stored with a *signature* (GT and mask
     fingerprints, box, mode, normalisation, background, options) and the GT row range of every
     part, so a later call iterates over the cached parts whatever its own chunk size, and a call
     whose signature differs rebuilds the entry instead of reading another layout. A plain
@@ -730,22 +731,31 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
     d = rng.standard_normal((n_directions, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     gcache = _as_cache(cache)
-    w = torch.ones(n ** 3, device=dev) if mask is None else as_tensor(mask, dev).flatten().clamp(0, 1)
-    sel = torch.nonzero(w > 0).flatten()
-    c = torch.arange(n, dtype=torch.float32, device=dev) - n // 2
-    zz, yy, xx = torch.meshgrid(c, c, c, indexing="ij")
-    r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)[sel]
-    t = r @ torch.as_tensor(d.T, dtype=torch.float32, device=dev)  # (V, L)
-    half = math.ceil(math.sqrt(3) * n / 2) + 1
-    B = 2 * half + 1
-    cols = (torch.round(t).long() + half + torch.arange(n_directions, device=dev)[None] * B).flatten()
-    rows = torch.arange(len(sel), device=dev).repeat_interleave(n_directions)
-    binning = torch.sparse_coo_tensor(torch.stack([cols, rows]), w[sel].repeat_interleave(n_directions),
-                                      (n_directions * B, len(sel)), check_invariants=False).coalesce()
+    bsig = (n_directions, seed, _fingerprint(mask) if mask is not None else None, n, str(dev))
+    bentry = gcache.lookup("sw_binning", bsig) if gcache is not None else None
+    if bentry is not None:  # the binning matrix depends on the mask and directions only
+        sel, binning, B = bentry.parts
+    else:
+        w = torch.ones(n ** 3, device=dev) if mask is None else as_tensor(mask, dev).flatten().clamp(0, 1)
+        sel = torch.nonzero(w > 0).flatten()
+        c = torch.arange(n, dtype=torch.float32, device=dev) - n // 2
+        zz, yy, xx = torch.meshgrid(c, c, c, indexing="ij")
+        r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)[sel]
+        t = r @ torch.as_tensor(d.T, dtype=torch.float32, device=dev)  # (V, L)
+        half = math.ceil(math.sqrt(3) * n / 2) + 1
+        B = 2 * half + 1
+        cols = (torch.round(t).long() + half + torch.arange(n_directions, device=dev)[None] * B).flatten()
+        rows = torch.arange(len(sel), device=dev).repeat_interleave(n_directions)
+        binning = torch.sparse_coo_tensor(torch.stack([cols, rows]), w[sel].repeat_interleave(n_directions),
+                                          (n_directions * B, len(sel)), check_invariants=False).coalesce()
+        if gcache is not None:
+            gcache.store("sw_binning", bsig, [], [sel, binning, B])
 
     def cdfs(maps, label, first=0):
         x = as_tensor(maps, dev)
         _check_finite(x, label, first)
+        if mask is not None:  # an intensity offset would add uniform mass: the solvent level is 0 mass
+            x = subtract_background(x, mask, dev)
         x = x.reshape(maps.shape[0], -1)[:, sel].clamp_min(0)
         h = torch.sparse.mm(binning, x.T).T  # (maps, L·B): mass per bin and direction
         h = h.reshape(x.shape[0], n_directions, B)

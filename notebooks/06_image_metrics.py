@@ -72,6 +72,7 @@ print(f"{search.M} images of {box_ds}² px at {px:.2f} Å, {search.n_poses} grid
       f"+ {search.n_evaluated - search.n_poses} refinement poses per image and map")
 
 gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)
+mask = io.read_mask(gtf["mask"], gt.box)  # each map's solvent background is subtracted before projection
 if 0 < n_gt_maps < gt.n_maps:
     gt = gt.subset(np.argsort(gt.pc1)[np.linspace(0, gt.n_maps - 1, n_gt_maps).astype(int)])
 sets = {"GT ensemble": gt}
@@ -82,7 +83,7 @@ res, rows = {}, []
 failures = manifest.Failures(out, "06_image_metrics")
 for lab, s in sets.items():
     with failures.guard(lab):
-        r = search.search(im.maps_to_image_grid(np.asarray(s.maps), box_ds), lab)
+        r = search.search(im.maps_to_image_grid(np.asarray(s.maps), box_ds, mask), lab)
         res[lab] = r
         save_npz(out / "image_metrics" / f"{slug(lab)}.npz", **{k: v for k, v in r.items() if k != "seconds"},
                  populations=s.populations)

@@ -105,10 +105,23 @@ def test_equalise_spectra_replaces_profiles_by_the_minimum():
     a = rng.standard_normal((4, 16, 16, 16))
     b = Fo.apply_bfactor(a, 200.0, 1.5).numpy()
     out, common = pp.equalise_spectra({"a": a, "b": b})
-    for k in ("a", "b"):
+    shape = {k: pp.mean_power_spectrum(x) / pp.mean_power_spectrum(x).sum() for k, x in (("a", a), ("b", b))}
+    np.testing.assert_allclose(common, np.minimum(shape["a"], shape["b"]))
+    for k, x in (("a", a), ("b", b)):  # every set gets the common shape and keeps its own total power
         got = pp.mean_power_spectrum(out[k].numpy())
-        np.testing.assert_allclose(got[1:], common[1:], rtol=1e-3)
-    np.testing.assert_allclose(common, np.minimum(pp.mean_power_spectrum(a), pp.mean_power_spectrum(b)))
+        np.testing.assert_allclose(got[1:], (common * pp.mean_power_spectrum(x).sum())[1:], rtol=1e-3)
+
+
+def test_equalise_spectra_does_not_depend_on_a_sets_intensity_units():
+    """A set in other units (× 0.01) is filtered exactly as in the original units and changes no
+    other set; with raw spectra it became the minimum and imposed its spectrum on the GT."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((4, 16, 16, 16))
+    b = Fo.apply_bfactor(rng.standard_normal((4, 16, 16, 16)), 100.0, 1.5).numpy()
+    ref, _ = pp.equalise_spectra({"a": a, "b": b})
+    out, _ = pp.equalise_spectra({"a": a, "b": 0.01 * b})
+    np.testing.assert_allclose(out["a"].numpy(), ref["a"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["b"].numpy(), 0.01 * ref["b"].numpy(), rtol=1e-4, atol=1e-8)
 
 
 def test_flip_hand_reverses_x():
@@ -145,3 +158,21 @@ def test_fft_translation_finds_a_known_integer_shift():
     ref = blob_volume(24, [((2, -3, 1), 1.0), ((-4, 5, 0), 0.6)])
     moved = np.roll(ref, (2, -3, 4), axis=(0, 1, 2))  # (dz, dy, dx)
     np.testing.assert_array_equal(fft_translation(moved, ref), [-2, 3, -4])  # the shift that undoes it
+
+
+@pytest.mark.parametrize("n,m", [(16, 8), (16, 9), (15, 8), (15, 7), (8, 16), (9, 16), (8, 13), (7, 11)])
+def test_fourier_resample_equals_the_centred_crop_with_fftshift(n, m):
+    """The index-select implementation (no fftshift copies) against the textbook one: shift the
+    origin (voxel N//2) to 0, FFT, centre, crop or zero-pad about the centre, undo (float64 numpy)."""
+    x = np.random.default_rng(n * 100 + m).standard_normal((2, n, n, n))
+    ax = (-3, -2, -1)
+    f = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(x, axes=ax), axes=ax), axes=ax)
+    if n > m:
+        a = n // 2 - m // 2
+        g = f[:, a:a + m, a:a + m, a:a + m]
+    else:
+        g = np.zeros((2, m, m, m), complex)
+        a = m // 2 - n // 2
+        g[:, a:a + n, a:a + n, a:a + n] = f
+    ref = np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(g, axes=ax), axes=ax), axes=ax).real * (m / n) ** 3
+    np.testing.assert_allclose(Fo.fourier_resample(x, m).numpy(), ref, atol=1e-5 * np.abs(ref).max())

@@ -172,7 +172,7 @@ def test_summary_leaderboard(executed):
     and Flipped hand are the same maps after preprocessing: they must tie on every metric); the
     mean rank is over the metrics that separate the submissions, and comes first; the two
     noise-free controls lead; every degraded mock is caught by the family aimed at it and the
-    hand and grid defects are undone (chapter 7's defect table)."""
+    hand and grid defects are undone (chapter 8's defect table)."""
     res = executed / "results" / "summary"
     board = pd.read_csv(res / "leaderboard.csv", index_col="label")
     info = pd.read_csv(res / "metrics.csv", index_col="metric")
@@ -316,3 +316,40 @@ def test_no_stray_repr_outputs(executed):
                 t = o.get("data", {}).get("text/plain", "") if o.get("output_type") == "execute_result" else ""
                 t = "".join(t) if isinstance(t, list) else t
                 assert not re.match(r"^(Text\(|<matplotlib|\[<matplotlib|<Axes)", t), (path.name, t[:60])
+
+
+def test_robustness_chapter_responses(executed):
+    """Chapter 7 on the tiny run: the expected direction of each response to a controlled defect."""
+    from helpers import robustness as rb
+
+    res = executed / "results" / "robustness"
+    r = pd.read_csv(res / "responses.csv")
+    s = pd.read_csv(res / "summary.csv")
+    assert set(s.metric) == set(rb.BETTER) and set(s.degradation) == set(rb.DEGRADATIONS)  # every pair listed
+    assert len(s) == len(rb.BETTER) * len(rb.DEGRADATIONS)
+    v = s.set_index(["degradation", "metric"]).verdict
+    # resolution never improves with more blur, and is clearly worse at the largest B-factor
+    base = r[(r.degradation == "none") & (r.metric == "resolution_A")].value.mean()
+    blur = r[(r.degradation == "blur") & (r.metric == "resolution_A")].groupby("level").value.mean().sort_index()
+    assert (np.diff(np.r_[base, blur.to_numpy()]) >= -1e-9).all() and blur.iloc[-1] > base + 1.0, blur
+    assert v[("blur", "resolution_A")] == "detects"
+    # FSC and correlation are unchanged by an intensity scale and offset; every metric by a scale
+    for d in ("scale", "offset"):
+        for m in ("resolution_A", "fsc_area", "corr", "l2"):
+            assert v[(d, m)] == "invariant", (d, m)
+    assert (s[s.degradation == "scale"].verdict == "invariant").all()
+    # the optimised EMD cannot see population errors (the maps are the same); the submitted EMD does
+    for d in ("pop_shift", "pop_flatten", "mode_drop"):
+        assert v[(d, "emd_optimised")] == "blind" and v[(d, "emd_submitted")] in ("detects", "saturates"), d
+        assert v[(d, "resolution_A")] == "blind" and v[(d, "pcv_gt_captured")] == "blind", d
+    # the submission's map order changes nothing (subspaces, distributions, everything)
+    assert v[("shuffle", "pcv_gt_captured")] == "invariant" and (s[s.degradation == "shuffle"].verdict == "invariant").all()
+    # the wrong hand and a residual rotation are seen by resolution; missing motion by PCV and the optimised EMD
+    assert v[("hand", "resolution_A")] == "detects" and v[("rotation", "resolution_A")] == "detects"
+    assert v[("missing", "pcv_gt_captured")] in ("detects", "saturates") and v[("missing", "emd_optimised")] == "detects"
+    # the population errors carry their true KL, growing with the level
+    for d in ("pop_flatten", "mode_drop"):
+        kl = r[r.degradation == d].groupby("level").kl_true.first().sort_index()
+        assert (np.diff(kl.to_numpy()) > 0).all() and kl.iloc[0] > 0, (d, kl)
+    ic = pd.read_csv(res / "image_count.csv")
+    assert (ic.images_needed >= 1).all()

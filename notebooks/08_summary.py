@@ -18,7 +18,7 @@ n_bootstrap = 200  # bootstrap resamples of the particle images for likelihood e
 seed = 0  # seed of the bootstrap
 
 # %% [markdown]
-# # 7. Summary: a leaderboard across metrics
+# # 8. Summary: a leaderboard across metrics
 #
 # **Question.** How does each submission fare on every metric family at once, and do the
 # metrics agree?
@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import io, leaderboard, manifest, plots, widgets
+from helpers import io, leaderboard, manifest, plots, robustness, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import atomic_write, resolve, save_csv
@@ -164,7 +164,7 @@ if len(caught):
     head.append(f"{int(caught.sum())} of {len(caught)} deliberately degraded submissions are caught by the metric "
                 "family aimed at their defect")
 with atomic_write(out / "summary" / "headline.md", "w") as fh:
-    fh.write("; ".join(head) + " (chapter 7, computed by the last build).\n")
+    fh.write("; ".join(head) + " (chapter 8, computed by the last build).\n")
 Markdown(verdict)
 
 # %% [markdown]
@@ -222,6 +222,35 @@ for m, a in panels.items():
     a.set_xlabel(units[m], fontsize=9)
     a.tick_params(labelsize=9)
 fig.tight_layout()
+
+# %% [markdown]
+# ## How far to trust each metric
+# Chapter 7 ({doc}`07_robustness`) damages one GT-derived submission in one known way at a time
+# and records which metric notices. For each leaderboard metric: how many of the defects it
+# detects, what it is blind to, and what it wrongly responds to (a change that should not
+# matter). Read a rank with its metric's blind spots in mind.
+
+# %% tags=["remove-input"]
+rfile = out / "robustness" / "summary.csv"
+if rfile.is_file():
+    rob = pd.read_csv(rfile)
+    rob = rob[rob.verdict != "not measured"]
+    title = {r.name: r.title for r in robustness.DEGRADATIONS.values()}
+    n_def = rob[rob.expect == "detect"].degradation.nunique()
+    lines = ["| metric | detects | first sees | blind to | not invariant to |", "|---|---|---|---|---|"]
+    for m in better:
+        r = rob[rob.metric == m]
+        if r.empty:
+            continue
+        det = r[r.verdict.isin(["detects", "saturates"])]
+        lines.append(f"| [{leaderboard.NAMES.get(m, m)}](07_robustness.html#which-metric-to-trust-for-what) "
+                     f"| {len(det)} of {n_def} | "
+                     + (", ".join(f"{title[d]} ({t:g} {u})" for d, t, u in zip(det.degradation, det.threshold, det.unit)) or "—")
+                     + " | " + (", ".join(title[d] for d in r[r.verdict.isin(["blind", "wrong way"])].degradation) or "—")
+                     + " | " + (", ".join(title[d] for d in r[r.verdict == "not invariant"].degradation) or "—") + " |")
+    display(Markdown("\n".join(lines)))
+else:
+    print("chapter 7 (robustness) has not been run for these results")
 
 # %% [markdown]
 # ## Does each metric family catch the defect aimed at it?

@@ -1,0 +1,354 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters", "hide-input"]
+data_dir = "data/demo"  # folder with gt/ and particles/
+results_dir = "results/demo"  # writes robustness/
+voxel_size = 2.146  # Å, the GT voxel size
+n_maps = 80  # maps of the base submission (the Averaged GT with this many groups)
+base_snr = 2.0  # SNR of the base's own noise (signal / noise variance in the mask); 0: noise-free
+n_replicates = 3  # noise realisations per degraded set (their spread at the base: each metric's own noise)
+degradations = []  # names from helpers.robustness.DEGRADATIONS to run; empty: all
+levels = {}  # per-degradation levels overriding the defaults, e.g. {"blur": [50, 100, 200, 400, 800]}
+gt_stride = 2  # every gt_stride-th GT map along MD-PC1 is scored against (1: all)
+batch = 8  # degraded sets per pass over the GT
+sw_directions = 16  # directions of the sliced-Wasserstein distance
+transport_gt_maps = 4  # GT maps (evenly spaced along MD-PC1) in the GW/PW coverage; 0 skips GW/PW
+transport_sub_maps = 8  # submitted maps in the GW/PW coverage (spread along the motion)
+transport_top_k = 100  # points per map cloud
+box_ds = 24  # PCA box (voxels)
+rank = 5  # principal components per set
+n_pool = 5  # GT maps per window of the distribution metrics
+n_images = 60  # particle images of the image metrics (replicate 0 only; 0 skips them)
+image_box = 24  # images and maps Fourier-downsampled to this box (pixels)
+n_directions = 50  # viewing directions of the pose grid
+n_inplane = 8  # in-plane angles of the pose grid
+seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
+
+# %% [markdown]
+# # 7. Metric robustness: what each metric detects, what it is blind to
+#
+# **Question.** The challenge's metrics disagree about the submissions. Which of them can be
+# trusted to see which defect? We answer it with controlled experiments: one submission made
+# from the GT, damaged in one known way at a time, swept over a range, and scored by every
+# metric of chapters 3–6.
+#
+# **The base submission** is the Averaged GT (each of `n_maps` groups of GT maps along MD-PC1
+# averaged, with the group's summed population: the leaderboard's best entry) plus white noise
+# at `base_snr`, the noise every reconstruction carries. The noise matters: a noise-free map has
+# no noise of its own, and the FSC, which normalises every shell, cannot tell a blurred
+# noise-free map from a sharp one. Each degraded set is scored `n_replicates` times with
+# independent noise; the spread of a metric over the base's replicates is **its own noise**.
+#
+# **Degradations** (`helpers.robustness.DEGRADATIONS`): noise, B-factor blur (of the signal,
+# before the noise: lost high-resolution information) and sharpening (of the finished map),
+# residual rotation and translation after alignment, the wrong hand, an intensity scale and
+# offset, three population errors (shifted along the motion, flattened, middle mode dropped;
+# each with its true KL from the base's populations), part of the motion missing, fewer maps
+# (80 → 5, the paper's Fig. S5 question for every metric) and the map order shuffled (maps
+# kept with their populations).
+#
+# **Verdicts** (`helpers.robustness.classify`): a level is *detected* when the metric moves from
+# the base by more than the leaderboard's own significance rule (2 σ of the two replicate
+# spreads, or 0.1 % where a metric has no spread); the **threshold** is the mildest detected
+# level; *saturates*: the two most severe levels are indistinguishable; *wrong way*: the mildest
+# detected change makes the submission look *better*; for scale, offset and shuffling the
+# wanted verdict is *invariant*. The image metrics are scored on replicate 0 with a bootstrap
+# over the images as their error bar.
+#
+# **Outputs.** `robustness/responses.csv` (one row per degradation × level × replicate × metric:
+# `value`, `err` (image metrics: bootstrap std), `kl_true` for population errors),
+# `robustness/summary.csv` (one row per degradation × metric: `verdict`, `threshold`, `unit`,
+# `base`, `base_noise`, `change_max`, `change_max_noise`, `n_detected`, `n_levels`, `family`),
+# `robustness/image_count.csv` (per degraded set: mean per-image log-likelihood loss and the
+# images needed to see it at 2 standard errors). **Run time** stated at the end of the chapter.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from helpers import image_metrics as im
+from helpers import io, plots, widgets
+from helpers import robustness as rb
+from helpers.paths import load_json, resolve, save_csv
+
+plots.set_style()
+t_chapter = time.perf_counter()
+data, out = resolve(data_dir), resolve(results_dir)
+gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)
+mask = io.read_mask(gtf["mask"], gt.box)
+G = np.asarray(gt.maps)
+info = data / "manifest.json"  # the demo's own record of the MD-PC1 range (three population modes)
+pc1_range = tuple(load_json(info)["pc1_range"]) if info.is_file() and "pc1_range" in load_json(info) else None
+study = rb.Study(G, gt.populations, gt.pc1, mask, voxel_size, n_maps=n_maps, base_snr=base_snr, seed=seed,
+                 pc1_range=pc1_range)
+scored = np.sort(np.argsort(gt.pc1)[::gt_stride])  # the GT maps scored against
+scorer = rb.Scorer(G[scored], gt.populations[scored] / gt.populations[scored].sum(), gt.pc1[scored], mask,
+                   voxel_size, sw_directions=sw_directions, transport_gt_maps=transport_gt_maps,
+                   transport_sub_maps=transport_sub_maps, transport_top_k=transport_top_k, box_ds=box_ds,
+                   rank=rank, n_pool=n_pool)
+names = degradations or list(rb.DEGRADATIONS)
+unknown = sorted(set(names) - set(rb.DEGRADATIONS))
+assert not unknown, f"unknown degradation(s) {unknown}; choose from {list(rb.DEGRADATIONS)}"
+sweep = {n: tuple(levels.get(n, rb.DEGRADATIONS[n].levels)) for n in names}
+print(f"base: {n_maps} maps, SNR {base_snr}; scored against {len(scored)} of {gt.n_maps} GT maps; "
+      f"{sum(len(v) for v in sweep.values())} degraded sets × {n_replicates} replicates")
+
+# %% [markdown]
+# ## Scoring every degraded set
+# Each degraded set is one more "submission" for the batched kernels: `batch` sets share one
+# pass over the GT. Population errors keep the base's maps, so their map metrics are the base's
+# (copied, not recomputed: the maps are the same array) and only the distribution metrics change.
+
+# %%
+from helpers.backend import progress  # noqa: E402
+
+
+def key(name, lv):
+    return "none" if name == "none" else f"{name}|{lv:g}"
+
+
+jobs = [("none", np.nan)] + [(n, lv) for n, lvs in sweep.items() for lv in lvs]
+map_jobs = [(n, lv) for n, lv in jobs if n == "none" or rb.DEGRADATIONS[n].stage != "populations"]
+pop_jobs = [(n, lv) for n, lv in jobs if n != "none" and rb.DEGRADATIONS[n].stage == "populations"]
+rows, kl_true, image_sets = [], {}, {}
+bar = progress(total=n_replicates * len(map_jobs), desc="degraded sets scored")
+for r in range(n_replicates):
+    scores = {}
+    for a in range(0, len(map_jobs), batch):
+        part = {}
+        for name, lv in map_jobs[a:a + batch]:
+            maps, q, _pc, _extra = (*study.base(r), {}) if name == "none" else study.make(name, lv, r)
+            part[key(name, lv)] = (maps, q)
+            if r == 0 and n_images:  # kept on the images' grid only (MB, not GB)
+                image_sets[key(name, lv)] = (im.maps_to_image_grid(maps, image_box, mask), q)
+        scores.update(scorer.score(part))
+        bar.update(len(part))
+    base_maps, p0, _ = study.base(r)
+    for name, lv in pop_jobs:  # the base's maps (the same array), other populations
+        _, q, _, extra = study.make(name, lv, r)
+        kl_true[key(name, lv)] = extra["kl_true"]
+        scores[key(name, lv)] = {**scores["none"], **scorer.distribution(scorer.l2["none"], q)}
+        if r == 0 and n_images:
+            image_sets[key(name, lv)] = ("none", q)  # the base's pose search, other populations
+    for name, lv in jobs:
+        rows += [{"degradation": name, "level": lv, "replicate": r, "metric": m, "value": v,
+                  "kl_true": kl_true.get(key(name, lv), np.nan)} for m, v in scores[key(name, lv)].items()]
+bar.close()
+t_maps = time.perf_counter() - t_chapter
+
+# %% [markdown]
+# ## Image metrics: ensemble log-likelihood and best CC
+# Chapter 6's pose search (`helpers.image_metrics.ImageSearch`) of `n_images` particle images
+# against every degraded set of replicate 0, on a coarser pose grid than chapter 6 (no adaptive
+# refinement): log-likelihood per image relative to the base (nats, 0 for the base) and the
+# median best cross-correlation, each with a bootstrap over the images as its error bar (the
+# same resamples for every set). Population errors reuse the base's search: per-image
+# likelihoods of the maps do not depend on the populations.
+
+# %%
+img_rows, deltas = [], {}
+if n_images:
+    parts = io.read_particles(data / "particles/particles.star")
+    tab = parts.table.iloc[:n_images]
+    px = parts.pixel_size * parts.images.shape[-1] / image_box
+    ctf_params = dict(defocus_u=tab.rlnDefocusU.to_numpy(), defocus_v=tab.rlnDefocusV.to_numpy(),
+                      defocus_angle=tab.rlnDefocusAngle.to_numpy(), **parts.optics)
+    search = im.ImageSearch(im.downsample_images(parts.images[:n_images], image_box), px, ctf_params,
+                            n_directions=n_directions, n_inplane=n_inplane, refine_levels=0)
+    boot = np.random.default_rng([seed, 4]).integers(0, search.M, (200, search.M))
+    found = {}
+    for k in progress(list(image_sets), desc="pose search of the degraded sets"):
+        maps, q = image_sets[k]
+        if isinstance(maps, str):
+            continue
+        found[k] = search.search(maps)
+    from scipy.special import logsumexp  # noqa: E402
+    base_ll = logsumexp(found["none"]["logp_integrated"] + np.log(image_sets["none"][1])[None], axis=1)
+    for name, lv in jobs:
+        k = key(name, lv)
+        maps, q = image_sets[k]
+        f = found[maps if isinstance(maps, str) else k]
+        s_ = rb.image_scores(f["logp_integrated"], f["best_cc"], q, base_ll, boot)
+        deltas[k] = s_.pop("per_image_delta")
+        for m in ("loglik_per_image", "best_cc"):
+            img_rows.append({"degradation": name, "level": lv, "replicate": 0, "metric": m, "value": s_[m],
+                             "err": s_[f"{m}_err"], "kl_true": kl_true.get(k, np.nan)})
+responses = pd.concat([pd.DataFrame(rows), pd.DataFrame(img_rows)], ignore_index=True)
+save_csv(out / "robustness" / "responses.csv", responses)
+summary = rb.classify(responses, rb.BETTER)
+summary["family"] = summary.metric.map(rb.FAMILY)
+save_csv(out / "robustness" / "summary.csv", summary)
+print(f"{len(responses)} responses; chapter so far {time.perf_counter() - t_chapter:.0f} s")
+
+# %% [markdown]
+# ## What each metric detects (the summary matrix)
+# One row per degradation, one column per metric. Colour: the verdict; number: the threshold
+# (the mildest level the metric detects, in the row's unit). For scale, offset and shuffling the
+# right answer is *invariant*.
+
+# %%
+VERDICT_COLOURS = {"detects": "#117733", "saturates": "#44AA99", "wrong way": "#EE7733", "blind": "#BBBBBB",
+                   "invariant": "#88CCEE", "not invariant": "#CC3311", "not measured": "#FFFFFF"}
+metrics_shown = [m for m in rb.BETTER if m in set(summary.metric[summary.verdict != "not measured"])]
+mat = summary.pivot(index="degradation", columns="metric", values="verdict").reindex(index=names, columns=metrics_shown)
+thr = summary.pivot(index="degradation", columns="metric", values="threshold").reindex(index=names, columns=metrics_shown)
+codes = {v: i for i, v in enumerate(VERDICT_COLOURS)}
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+fig, ax = plt.subplots(figsize=(11, 0.42 * len(names) + 2.2))
+ax.imshow(mat.replace(codes).astype(float).to_numpy(), cmap=ListedColormap(list(VERDICT_COLOURS.values())),
+          vmin=-0.5, vmax=len(codes) - 0.5, aspect="auto")
+for i, d in enumerate(names):
+    for j, m in enumerate(metrics_shown):
+        t = thr.loc[d, m]
+        if t == t and mat.loc[d, m] in ("detects", "saturates", "wrong way"):
+            ax.text(j, i, f"{t:g}", ha="center", va="center", fontsize=9,
+                    color="white" if mat.loc[d, m] == "detects" else "black")
+ax.set_xticks(range(len(metrics_shown)), [rb.METRIC_NAMES[m] for m in metrics_shown], rotation=45, ha="right")
+ax.set_yticks(range(len(names)), [f"{rb.DEGRADATIONS[d].title} ({rb.DEGRADATIONS[d].unit})" for d in names])
+handles = [plt.Rectangle((0, 0), 1, 1, fc=c, ec="0.5") for c in VERDICT_COLOURS.values()]
+ax.legend(handles, list(VERDICT_COLOURS), ncol=4, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.38))
+ax.set_title("Verdict per degradation and metric (number: detection threshold)")
+fig.tight_layout()
+
+# %% [markdown]
+# ## Response curves
+# Each metric's mean over replicates against the level of one degradation, as a change from the
+# base in units of the metric's own noise at the base (its replicate spread; image metrics:
+# bootstrap std) — so ±2 (the grey band) is the detection limit, and "worse" is up for every
+# metric whatever its direction. Pick a metric to see all its curves; the error bars are the
+# spread over replicates at each level, in the same units.
+
+# %%
+def noise_units(metric):
+    """(degradation, level, change in noise units (worse > 0), error in the same units) rows."""
+    d = responses[responses.metric == metric]
+    st = d.groupby(["degradation", "level"], dropna=False, sort=False).agg(
+        v=("value", "mean"), sd=("value", "std"), err=("err", "mean")).reset_index()
+    st["e"] = np.where(st.err.notna(), st.err, st.sd.fillna(0))
+    b = st[st.degradation == "none"].iloc[0]
+    scale = b.e if b.e > 0 else max(1e-3 * abs(b.v), 1e-12)  # no spread: 0.1 % of the value, as the verdicts
+    sign = 1 if rb.BETTER[metric] == "low" else -1
+    st["z"] = sign * (st.v - b.v) / scale
+    st["ze"] = st.e / scale
+    return st[st.degradation != "none"]
+
+
+def draw_metric(metric):
+    st = noise_units(metric)
+    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(13, 5.2), sharey=True)
+    for a, d in zip(axes.flat, names):
+        s_ = st[st.degradation == d]
+        x = np.arange(len(s_))
+        a.axhspan(-2, 2, color="0.9", zorder=0)
+        a.errorbar(x, s_.z.clip(-50, 50), yerr=s_.ze, fmt="o-", ms=4, color="#332288", capsize=2)
+        a.set_xticks(x, [f"{v:g}" for v in s_.level], fontsize=9)
+        a.set_title(rb.DEGRADATIONS[d].title, fontsize=9)
+        a.set_xlabel(rb.DEGRADATIONS[d].unit, fontsize=9)
+    for a in axes.flat[len(names):]:
+        a.set_visible(False)
+    for a in axes[:, 0]:
+        a.set_ylabel("change (own noise units;\nworse ↑, clipped at ±50)", fontsize=9)
+    fig.suptitle(f"{rb.METRIC_NAMES[metric]}: response to each degradation")
+    fig.tight_layout()
+    return fig
+
+
+draw_metric("resolution_A");
+
+# %% tags=["remove-input"]
+widgets.dropdown_browser([rb.METRIC_NAMES[m] for m in metrics_shown],
+                         widgets.render_frames(len(metrics_shown), lambda i: draw_metric(metrics_shown[i])),
+                         description="metric")
+
+# %% [markdown]
+# ## How many particle images does the likelihood need?
+# For each degraded set, the per-image log-likelihood loss against the base, Δᵢ, has a mean and
+# a spread; the mean is resolved at 2 standard errors once n ≥ (2·sd/|mean|)² images (normal
+# approximation). The curve checks it on the run's own images: the fraction of random n-image
+# subsets in which the base wins by 2 standard errors.
+
+# %%
+if deltas:
+    ic = pd.DataFrame([{"set": k, "degradation": k.split("|")[0], "level": float(k.split("|")[1]),
+                        "mean_loss_per_image": -float(np.mean(v)), "sd": float(np.std(v, ddof=1)),
+                        "images_needed": rb.images_to_separate(v)}
+                       for k, v in deltas.items() if k != "none"])
+    save_csv(out / "robustness" / "image_count.csv", ic)
+    counts = [c for c in (2, 5, 10, 20, 50, 100, 200, 500, 1000) if c <= len(deltas["none"])]
+    shown = ic[ic.mean_loss_per_image > 0].sort_values("images_needed").groupby("degradation").tail(1)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    col = plots.colors(list(shown.set))
+    for k in shown.set:
+        ax.plot(counts, rb.separation_curve(deltas[k], counts, seed=seed), "o-", ms=3, color=col[k], label=k.replace("|", " "))
+    ax.set_xscale("log")
+    ax.set_xlabel("particle images")
+    ax.set_ylabel("fraction of subsets where\nthe base wins by 2 SE")
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    ax.set_title("Images needed before the likelihood separates the base from a degraded set")
+    fig.tight_layout()
+
+# %% [markdown]
+# ## Which metric to trust for what
+# Written from this run's verdicts (`robustness/summary.csv`).
+
+# %% tags=["remove-input"]
+from IPython.display import Markdown  # noqa: E402
+
+S = summary[summary.verdict != "not measured"]
+lines = []
+for d in names:
+    dd, s_ = rb.DEGRADATIONS[d], S[S.degradation == d]
+    if dd.expect == "invariant":
+        bad = s_[s_.verdict == "not invariant"]
+        lines.append(f"- **{dd.title}** (should change nothing): "
+                     + ("every metric is invariant." if bad.empty else
+                        f"{len(s_) - len(bad)} of {len(s_)} metrics are invariant; not: "
+                        + ", ".join(f"{rb.METRIC_NAMES[m]} (from {t:g} {dd.unit})" for m, t in zip(bad.metric, bad.threshold))
+                        + "."))
+        continue
+    det = s_[s_.verdict.isin(["detects", "saturates"])].sort_values("threshold", key=lambda x: x.abs())
+    blind = s_[s_.verdict == "blind"].metric
+    wrong = s_[s_.verdict == "wrong way"].metric
+    first = det[det.threshold.abs() == det.threshold.abs().min()] if len(det) else det
+    txt = f"- **{dd.title}**: "
+    txt += (f"first seen at {first.threshold.iloc[0]:g} {dd.unit} by " + ", ".join(rb.METRIC_NAMES[m] for m in first.metric)
+            + f"; {len(det)} of {len(s_)} metrics detect it" if len(det) else "no metric detects it")
+    if len(blind):
+        txt += "; blind: " + ", ".join(rb.METRIC_NAMES[m] for m in blind)
+    if len(wrong):
+        txt += "; **wrong way** (the defect looks like an improvement): " + ", ".join(rb.METRIC_NAMES[m] for m in wrong)
+    lines.append(txt + ".")
+per_metric = []
+for m in metrics_shown:
+    s_ = S[S.metric == m]
+    sees = s_[s_.verdict.isin(["detects", "saturates"])].degradation
+    blind = s_[(s_.verdict == "blind")].degradation
+    per_metric.append({"metric": rb.METRIC_NAMES[m], "detects": len(sees),
+                       "blind to": ", ".join(rb.DEGRADATIONS[d].title for d in blind) or "—",
+                       "wrong way": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "wrong way"].degradation) or "—",
+                       "not invariant to": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "not invariant"].degradation) or "—"})
+per_metric = pd.DataFrame(per_metric).sort_values("detects", ascending=False)
+best = per_metric.iloc[0]
+Markdown("**What the demo shows, per defect.**\n\n" + "\n".join(lines) +
+         f"\n\n**Per metric.** {best.metric} detects the most defects ({best.detects} of "
+         f"{sum(rb.DEGRADATIONS[d].expect == 'detect' for d in names)}); the table below lists what each is blind to.")
+
+# %% tags=["remove-input"]
+display(per_metric.set_index("metric"))
+
+# %% tags=["remove-input"]
+elapsed = time.perf_counter() - t_chapter
+Markdown(f"**Run time.** {elapsed:.0f} s on this machine for {len(jobs)} sets × {n_replicates} replicates "
+         f"({t_maps:.0f} s for the map, subspace and distribution metrics; the rest the pose searches and figures).")
