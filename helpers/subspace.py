@@ -37,10 +37,12 @@ class PCA:
         return s2 / s2.sum()
 
 
-def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int = 512 * 2 ** 20, label: str = "maps") -> torch.Tensor:
+def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int = 512 * 2 ** 20, label: str = "maps",
+                      background: bool = True) -> torch.Tensor:
     """maps (n, N, N, N) × mask, Fourier-resampled to ``box_ds``: (n, box_ds, box_ds, box_ds)
     float32; each map's solvent background (:func:`helpers.volume_metrics.background_level`) is
-    subtracted before the mask is applied, so an intensity offset changes nothing. A memory-mapped (or lazy MRC-folder) stack is streamed ``chunk_bytes`` at a time,
+    subtracted before the mask is applied (``background=False``: already done), so an intensity
+    offset changes nothing. A memory-mapped (or lazy MRC-folder) stack is streamed ``chunk_bytes`` at a time,
     so only the downsampled stack is ever held in memory (a 3861-map GT at 224³ is 174 GB; at
     box 64 it is 4 GB). Non-finite maps raise :class:`~helpers.errors.InputError` naming ``label``
     and the map indices (checked on the chunk in hand: no extra pass over the stack)."""
@@ -57,7 +59,7 @@ def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int = 512 * 2 ** 20,
                              "NaN or Inf voxels.", "Fix or drop these maps before scoring.")
         if w is not None:  # solvent background off before the mask (an offset would stamp the mask's shape)
             from .volume_metrics import subtract_background
-            x = subtract_background(x, w, torch.device("cpu")) * w
+            x = (subtract_background(x, w, torch.device("cpu")) if background else x) * w
         out[a:a + step] = fourier_resample(x, box_ds)
     return out
 

@@ -116,7 +116,7 @@ def background_level(maps, mask, dev=None) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
     out = w.flatten() <= BACKGROUND_WEIGHT
     if int(out.sum()) >= 8:
-        return _numpy_median(flat[:, out].double()).float()
+        return _numpy_median(flat[:, out]).float()  # a selection: float32 gives the same values as float64
     wf = w.flatten().double()
     return ((flat.double() @ wf) / wf.sum().clamp_min(1e-300)).float()
 
@@ -720,8 +720,9 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
 
 
 def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions: int = 64,
-                       seed: int = 0, mask=None, dev=None, cache=None) -> np.ndarray:
+                       seed: int = 0, mask=None, dev=None, cache=None, background: bool = True) -> np.ndarray:
     """Sliced W1 distance (Å) between every GT and submitted map (see module docstring).
+    ``background=False``: the submitted maps' solvent background is already subtracted.
 
     Only voxels with mask weight > 0 enter (all voxels without a mask); the mass along each
     direction is binned by one sparse matrix product; GT CDFs are cached in ``cache``."""
@@ -751,10 +752,10 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
         if gcache is not None:
             gcache.store("sw_binning", bsig, [], [sel, binning, B])
 
-    def cdfs(maps, label, first=0):
+    def cdfs(maps, label, first=0, subtract=True):
         x = as_tensor(maps, dev)
         _check_finite(x, label, first)
-        if mask is not None:  # an intensity offset would add uniform mass: the solvent level is 0 mass
+        if mask is not None and subtract:  # an intensity offset would add uniform mass: the solvent level is 0 mass
             x = subtract_background(x, mask, dev)
         x = x.reshape(maps.shape[0], -1)[:, sel].clamp_min(0)
         h = torch.sparse.mm(binning, x.T).T  # (maps, L·B): mass per bin and direction
@@ -776,7 +777,7 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
         cg_all = torch.cat([cdfs(gt_maps[a:a + step], "GT", a) for a in range(0, gt_maps.shape[0], step)])
         if gcache is not None:
             gcache.store("sw", sig, [(0, gt_maps.shape[0])], [cg_all])
-    cs = cdfs(sub_maps, "submission")
+    cs = cdfs(sub_maps, "submission", subtract=background)
     out = np.empty((gt_maps.shape[0], sub_maps.shape[0]))
     for a in range(0, len(cg_all), 64):
         dist = torch.cdist(cg_all[a:a + 64].permute(1, 0, 2), cs.permute(1, 0, 2), p=1)  # (L, g, s)

@@ -245,7 +245,7 @@ if rfile.is_file():
         det = r[r.verdict.isin(["detects", "saturates"])]
         lines.append(f"| [{leaderboard.NAMES.get(m, m)}](07_robustness.html#which-metric-to-trust-for-what) "
                      f"| {len(det)} of {n_def} | "
-                     + (", ".join(f"{title[d]} ({t:g} {u})" for d, t, u in zip(det.degradation, det.threshold, det.unit)) or "—")
+                     + (", ".join(f"{title[d]} ({robustness.DEGRADATIONS[d].format(t)})" for d, t in zip(det.degradation, det.threshold)) or "—")
                      + " | " + (", ".join(title[d] for d in r[r.verdict.isin(["blind", "wrong way"])].degradation) or "—")
                      + " | " + (", ".join(title[d] for d in r[r.verdict == "not invariant"].degradation) or "—") + " |")
     display(Markdown("\n".join(lines)))
