@@ -181,7 +181,20 @@ def read_map_stack(path):
 
 def read_submission_folder(folder, populations_file=None, voxel_size: float | None = None,
                            label: str | None = None, extra: dict | None = None) -> MapSet:
-    """Read a raw submission folder into a :class:`MapSet`.
+    """Read a raw submission folder into a :class:`MapSet`: its maps (:func:`read_map_folder`)
+    and ``populations.txt`` (or ``populations_file``)."""
+    folder = Path(folder)
+    maps, vs, files = read_map_folder(folder, voxel_size)
+    prov = {"source": str(folder), "files": [f.name for f in files], "steps": []}
+    if extra:
+        prov.update(extra)
+    pop_path = Path(populations_file) if populations_file else folder / "populations.txt"
+    pops = read_populations(pop_path, len(maps), prov)
+    return MapSet(maps, pops, vs, label or folder.name, prov)
+
+
+def read_map_folder(folder, voxel_size: float | None = None) -> tuple[np.ndarray, float, list[Path]]:
+    """The maps of a folder in natural order: (maps (n, N, N, N), voxel size Å, files).
 
     The voxel size comes from the MRC headers; ``voxel_size`` (the config's value) is used when
     the headers say 0 and must agree with them otherwise. All maps must share box and voxel size.
@@ -221,12 +234,7 @@ def read_submission_folder(folder, populations_file=None, voxel_size: float | No
                          "Add pixel_size (or voxel_size) in Å to the submission config.")
     else:
         vs = voxel_size
-    prov = {"source": str(folder), "files": [f.name for f in files], "steps": []}
-    if extra:
-        prov.update(extra)
-    pop_path = Path(populations_file) if populations_file else folder / "populations.txt"
-    pops = read_populations(pop_path, len(maps), prov)
-    return MapSet(np.stack(maps), pops, vs, label or folder.name, prov)
+    return np.stack(maps), vs, files
 
 
 # ------------------------------------------------------------------------------ configs

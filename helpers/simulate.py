@@ -47,7 +47,7 @@ from .reconstruct import reconstruct
 ATOMIC_NUMBER = {"C": 6, "N": 7, "O": 8, "S": 16, "P": 15, "H": 1}
 # Bumped whenever the generated data change meaning; a data folder of another version is refused
 # (helpers.run.ensure_data) rather than silently mixed with new results.
-DATA_VERSION = 2
+DATA_VERSION = 3  # 3: STAR files with every column RELION, cryoDRGN and cryoSPARC read (phase shift, …)
 GT_PATHS = ("dims",)  # one coherent motion; DIMS2 is the "other path" mock, TMD is unused
 
 
@@ -244,6 +244,38 @@ def simulate_particles(maps, pops, n_images: int, pixel_size: float, rng: np.ran
     return noisy, clean, table, sigma
 
 
+STAR_OPTICS = ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnMicrographOriginalPixelSize", "rlnVoltage",
+               "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize",
+               "rlnImageDimensionality", "rlnCtfDataAreCtfPremultiplied")
+STAR_PARTICLES = ("rlnImageName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnOpticsGroup",
+                  "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnPhaseShift", "rlnCtfBFactor",
+                  "rlnCtfScalefactor", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst",
+                  "rlnOriginYAngst", "rlnRandomSubset")
+
+
+def star_tables(table: pd.DataFrame, pixel_size: float, box: int, voltage: float = 300.0, cs: float = 2.7,
+                amplitude_contrast: float = 0.1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """RELION 3.1+ optics and particles blocks with every column RELION, cryoDRGN and cryoSPARC
+    read without overrides (:data:`STAR_OPTICS`, :data:`STAR_PARTICLES`): a phase shift of 0
+    (without it cryoDRGN's ``parse_ctf_star`` records NaN and ``train_vae`` stops with "KLD is
+    nan"), CTF B-factor 0 and scale 1, a micrograph name and coordinates (one pseudo-micrograph
+    per 100 particles, particle at its centre), random half-sets 1/2. hetbook's own truth columns
+    are kept after them."""
+    n = len(table)
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                           "rlnMicrographOriginalPixelSize": [pixel_size], "rlnVoltage": [voltage],
+                           "rlnSphericalAberration": [cs], "rlnAmplitudeContrast": [amplitude_contrast],
+                           "rlnImagePixelSize": [pixel_size], "rlnImageSize": [box], "rlnImageDimensionality": [2],
+                           "rlnCtfDataAreCtfPremultiplied": [0]})
+    extra = pd.DataFrame({"rlnMicrographName": [f"mic_{i // 100:04d}.mrc" for i in range(n)],
+                          "rlnCoordinateX": float(box // 2), "rlnCoordinateY": float(box // 2),
+                          "rlnPhaseShift": 0.0, "rlnCtfBFactor": 0.0, "rlnCtfScalefactor": 1.0,
+                          "rlnRandomSubset": np.arange(n) % 2 + 1}, index=table.index)
+    full = pd.concat([table, extra], axis=1)
+    ours = [c for c in full.columns if c not in STAR_PARTICLES]
+    return optics[list(STAR_OPTICS)], full[list(STAR_PARTICLES) + ours]
+
+
 # ------------------------------------------------------------------------- the data set
 DEFAULTS = dict(box=64, voxel_size=2.146, n_gt=400, n_maps=80, n_small=20, coord_noise=0.3,
                 bfactor=30.0, n_images=2000, snr=0.05, max_shift=2.0, seed=0,
@@ -333,10 +365,7 @@ def make_dataset(out_dir, adk_npz, **params) -> dict:
         tmp = _partial(part_dir)
         write_mrc(tmp / "particles.mrcs", noisy, vs)
         write_mrc(tmp / "clean_examples.mrcs", clean[:16], vs)
-        optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                               "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7],
-                               "rlnAmplitudeContrast": [0.1], "rlnImagePixelSize": [vs],
-                               "rlnImageSize": [box], "rlnImageDimensionality": [2]})
+        optics, table = star_tables(table, vs, box)
         starfile.write({"optics": optics, "particles": table}, tmp / "particles.star")
         save_json(tmp / "simulation.json", {"snr": p["snr"], "noise_sigma": sigma,
                                             "snr_definition": "Var(clean CTF-modulated line-sum projection over the whole box) / sigma^2",

@@ -237,18 +237,20 @@ if rfile.is_file():
     rob = rob[rob.verdict != "not measured"]
     title = {r.name: r.title for r in robustness.DEGRADATIONS.values()}
     n_def = rob[rob.expect == "detect"].degradation.nunique()
-    lines = ["| metric | detects | first sees | blind to | not invariant to |", "|---|---|---|---|---|"]
+    rows_t = []
     for m in better:
         r = rob[rob.metric == m]
         if r.empty:
             continue
         det = r[r.verdict.isin(["detects", "saturates"])]
-        lines.append(f"| [{leaderboard.NAMES.get(m, m)}](07_robustness.html#which-metric-to-trust-for-what) "
-                     f"| {len(det)} of {n_def} | "
-                     + (", ".join(f"{title[d]} ({robustness.DEGRADATIONS[d].format(t)})" for d, t in zip(det.degradation, det.threshold)) or "—")
-                     + " | " + (", ".join(title[d] for d in r[r.verdict.isin(["blind", "wrong way"])].degradation) or "—")
-                     + " | " + (", ".join(title[d] for d in r[r.verdict == "not invariant"].degradation) or "—") + " |")
-    display(Markdown("\n".join(lines)))
+        rows_t.append({
+            "metric": f'<a href="07_robustness.html#which-metric-to-trust-for-what">{leaderboard.NAMES.get(m, m)}</a>',
+            "detects": f"{len(det)} of {n_def}",
+            "first sees (threshold)": ", ".join(f"{title[d]} ({robustness.DEGRADATIONS[d].format(t)})"
+                                                for d, t in zip(det.degradation, det.threshold)) or "—",
+            "blind to / wrong way": ", ".join(title[d] for d in r[r.verdict.isin(["blind", "wrong way"])].degradation) or "—",
+            "not invariant to": ", ".join(title[d] for d in r[r.verdict == "not invariant"].degradation) or "—"})
+    display(pd.DataFrame(rows_t).set_index("metric").style.set_properties(**{"text-align": "left"}))
 else:
     print("chapter 7 (robustness) has not been run for these results")
 

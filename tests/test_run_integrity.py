@@ -130,3 +130,15 @@ def test_challenge_parameter_file_names_only_declared_parameters():
     bad = {**cfg, "notebooks": {**cfg["notebooks"], "04_subspace": {"box_ds": -1}}}
     with pytest.raises(SystemExit, match="box_ds"):
         run.validate_params(bad, run.list_notebooks(), "params/challenge.yml")
+
+
+def test_robustness_full_sweep_parameter_file_is_valid():
+    """params/robustness_full.yml (the full sweep of chapter 7) passes the runner's checks, and
+    every degradation it sets levels for exists."""
+    from helpers import robustness as rb
+    from helpers.paths import REPO_ROOT
+
+    cfg = run.load_params(REPO_ROOT / "params/robustness_full.yml")
+    run.validate_params(cfg, run.list_notebooks(), "params/robustness_full.yml")
+    levels = cfg["notebooks"]["07_robustness"]["levels"]
+    assert set(levels) <= set(rb.DEGRADATIONS) and len(levels) >= 10

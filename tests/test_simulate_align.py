@@ -79,6 +79,50 @@ def test_gt_files_in_challenge_format(tiny_data):
     assert set(star) == {"optics", "particles"} and len(star["particles"]) == 24
 
 
+# columns each tool needs to read a particle stack without overrides (RELION 3.1 optics groups;
+# cryoDRGN parse_ctf_star/parse_pose_star; cryoSPARC "Import particle stack" from a .star)
+NEEDED = {
+    "optics": {"rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
+               "rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality"},
+    "particles": {"rlnImageName", "rlnMicrographName", "rlnOpticsGroup", "rlnDefocusU", "rlnDefocusV",
+                  "rlnDefocusAngle", "rlnPhaseShift", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
+                  "rlnOriginXAngst", "rlnOriginYAngst"},
+}
+
+
+def test_particles_star_has_what_relion_cryodrgn_and_cryosparc_read(tiny_data):
+    star = starfile.read(tiny_data / "particles/particles.star", always_dict=True)
+    for block, cols in NEEDED.items():
+        missing = cols - set(star[block].columns)
+        assert not missing, (block, missing)
+    p = star["particles"]
+    assert (p.rlnPhaseShift == 0).all() and np.isfinite(p[list(NEEDED["particles"] - {"rlnImageName", "rlnMicrographName"})]).all().all()
+    assert set(p.rlnRandomSubset) == {1, 2}
+    assert star["optics"].rlnImageSize.iloc[0] == 24 and star["optics"].rlnImagePixelSize.iloc[0] == pytest.approx(5.7)
+    # hetbook reads it back with the same poses and CTF (the extra columns change nothing)
+    parts = io.read_particles(tiny_data / "particles/particles.star")
+    np.testing.assert_allclose(parts.table.rlnDefocusU.to_numpy(), p.rlnDefocusU.to_numpy())
+
+
+def test_cryodrgn_parses_the_star_without_overrides(tiny_data, tmp_path):
+    """cryoDRGN's own parsers (where it is installed): CTF parameters finite (phase shift 0, not
+    NaN), poses as many as particles."""
+    pytest.importorskip("cryodrgn")
+    import pickle
+    import subprocess
+    import sys
+
+    star = tiny_data / "particles/particles.star"
+    for cmd in (["parse_ctf_star", str(star), "-o", str(tmp_path / "ctf.pkl")],
+                ["parse_pose_star", str(star), "-o", str(tmp_path / "pose.pkl")]):
+        r = subprocess.run([sys.executable, "-m", "cryodrgn.command_line", *cmd], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "ctf.pkl", "rb") as fh:
+        ctf = pickle.load(fh)
+    assert ctf.shape == (24, 9) and np.isfinite(ctf).all() and (ctf[:, 8] == 0).all()
+    assert ctf[0, 0] == 24 and ctf[0, 1] == pytest.approx(5.7)
+
+
 def test_mocks_are_what_their_truth_says(tiny_data):
     gt_maps = np.load(tiny_data / "gt/maps_gt.npy")
     meta = pd.read_csv(tiny_data / "gt/metadata.csv")

@@ -1,0 +1,145 @@
+"""Method-output adapters (helpers.adapters) on files written in each tool's exact format."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import blob_volume
+from helpers import adapters, io
+from helpers.errors import InputError
+
+
+def _series(folder, n=4, box=12, vs=2.5, names="vol_{:03d}.mrc", start=1):
+    folder.mkdir(parents=True, exist_ok=True)
+    maps = np.stack([blob_volume(box, [((t - n / 2, 0, 0), 1.0)]) for t in range(n)]).astype(np.float32)
+    for i, m in enumerate(maps):
+        io.write_mrc(folder / names.format(i + start), m, vs)
+    return maps
+
+
+@pytest.mark.parametrize("fmt", ["txt", "npy", "csv", "pkl"])
+def test_volume_series_populations_are_particle_fractions(tmp_path, fmt):
+    maps = _series(tmp_path / "vols", n=4)
+    lab = np.array([0, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    f = tmp_path / f"labels.{fmt}"
+    if fmt == "txt":
+        np.savetxt(f, lab, fmt="%d")
+    elif fmt == "npy":
+        np.save(f, lab)
+    elif fmt == "csv":
+        f.write_text("particle,cluster\n" + "".join(f"{i},{v}\n" for i, v in enumerate(lab)))
+    else:
+        with open(f, "wb") as fh:
+            pickle.dump(lab, fh)  # what cryoDRGN's utils.save_pkl writes
+    ms = adapters.volume_series(tmp_path / "vols", labels=f, label="method X")
+    np.testing.assert_allclose(ms.populations, [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(ms.maps, maps, atol=1e-6)
+    assert ms.voxel_size == pytest.approx(2.5) and ms.label == "method X"
+    assert ms.provenance["n_particles"] == 10 and ms.provenance["labels"] == str(f)
+    # 1-based labels (state k = k-th map) give the same populations
+    np.savetxt(tmp_path / "one.txt", lab + 1, fmt="%d")
+    np.testing.assert_allclose(adapters.volume_series(tmp_path / "vols", labels=tmp_path / "one.txt").populations,
+                               [0.1, 0.2, 0.3, 0.4])
+
+
+def test_volume_series_bad_inputs_name_the_file(tmp_path):
+    _series(tmp_path / "vols", n=3)
+    bad = tmp_path / "bad.txt"
+    np.savetxt(bad, [0, 1, 5], fmt="%d")
+    with pytest.raises(InputError, match=r"bad\.txt.*0 to 5 but there are 3 maps"):
+        adapters.volume_series(tmp_path / "vols", labels=bad)
+    frac = tmp_path / "frac.txt"
+    np.savetxt(frac, [0.5, 1.2, 2.0])
+    with pytest.raises(InputError, match=r"frac\.txt.*whole numbers"):
+        adapters.volume_series(tmp_path / "vols", labels=frac)
+    with pytest.raises(InputError, match="exactly one of labels"):
+        adapters.volume_series(tmp_path / "vols")
+    with pytest.raises(InputError, match=r"missing\.txt.*not found"):
+        adapters.volume_series(tmp_path / "vols", labels=tmp_path / "missing.txt")
+    with pytest.raises(InputError, match="not a folder"):
+        adapters.volume_series(tmp_path / "nothing", labels=bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="contains no maps"):
+        adapters.volume_series(tmp_path / "empty", labels=bad)
+    # a map nobody was assigned to: population 0, kept, with a notice
+    some = tmp_path / "some.txt"
+    np.savetxt(some, [0, 0, 2], fmt="%d")
+    with pytest.warns(UserWarning, match="no particle assigned"):
+        ms = adapters.volume_series(tmp_path / "vols", labels=some)
+    np.testing.assert_allclose(ms.populations, [2 / 3, 0, 1 / 3])
+    # or a populations file, one value per map
+    pops = tmp_path / "pops.txt"
+    np.savetxt(pops, [1, 1, 2])
+    np.testing.assert_allclose(adapters.volume_series(tmp_path / "vols", populations=pops).populations, [0.25, 0.25, 0.5])
+
+
+def test_pickled_labels_never_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    f = tmp_path / "labels.pkl"
+    with open(f, "wb") as fh:
+        pickle.dump(Evil(), fh)
+    with pytest.raises(InputError, match="not a pickled numpy array"):
+        adapters.load_pickled_array(f)
+    assert not (tmp_path / "pwned").exists()
+    for proto in (2, 4, 5):  # numpy arrays in every protocol cryoDRGN's Python may use
+        with open(f, "wb") as fh:
+            pickle.dump(np.arange(5, dtype=np.int32), fh, protocol=proto)
+        np.testing.assert_array_equal(adapters.load_pickled_array(f), np.arange(5))
+
+
+def _analyze_folder(root, k=4, n_particles=20, seed=0):
+    sub = root / "analyze.49" / f"kmeans{k}"
+    maps = _series(sub, n=k)  # cryoDRGN ≥ 3: vol_001.mrc … (vol_start_index 1)
+    lab = np.random.default_rng(seed).integers(0, k, n_particles)
+    with open(sub / "labels.pkl", "wb") as fh:
+        pickle.dump(lab, fh)
+    np.savetxt(sub / "centers.txt", np.zeros((k, 8)))
+    return root / "analyze.49", maps, lab
+
+
+def test_cryodrgn_analyze_folder(tmp_path):
+    folder, maps, lab = _analyze_folder(tmp_path, k=4)
+    ms = adapters.cryodrgn_analyze(folder, voxel_size=None)
+    np.testing.assert_allclose(ms.populations, np.bincount(lab, minlength=4) / len(lab))
+    np.testing.assert_allclose(ms.maps, maps, atol=1e-6)
+    assert ms.label == "cryoDRGN" and ms.provenance["kmeans"] == 4
+    _analyze_folder(tmp_path, k=6)  # a second K: the largest is chosen unless k= says otherwise
+    assert adapters.cryodrgn_analyze(folder).n_maps == 6
+    assert adapters.cryodrgn_analyze(folder, k=4).n_maps == 4
+    with pytest.raises(InputError, match="no kmeans5"):
+        adapters.cryodrgn_analyze(folder, k=5)
+    (folder / "kmeans4" / "labels.pkl").unlink()
+    with pytest.raises(InputError, match=r"labels\.pkl.*not found"):
+        adapters.cryodrgn_analyze(folder, k=4)
+    with pytest.raises(InputError, match="no kmeans"):
+        adapters.cryodrgn_analyze(tmp_path)
+    (folder / "kmeans6" / "vol_006.mrc").unlink()
+    with pytest.raises(InputError, match="5 maps for K = 6"):
+        adapters.cryodrgn_analyze(folder, k=6)
+
+
+def test_write_submission_round_trips_through_the_challenge_reader(tmp_path):
+    folder, maps, lab = _analyze_folder(tmp_path / "run", k=4)
+    ms = adapters.cryodrgn_analyze(folder)
+    subs = tmp_path / "submissions"
+    with pytest.raises(InputError, match="no gt= entry"):
+        adapters.write_submission(ms, subs, name="cryodrgn")
+    gt = {"name": "gt", "path": "../gt", "box_size": 12, "pixel_size": 2.5, "ref_align_fname": "reference.mrc"}
+    (tmp_path / "gt").mkdir()
+    io.write_mrc(tmp_path / "gt" / "reference.mrc", maps[0], 2.5)
+    adapters.write_submission(ms, subs, name="cryodrgn", gt=gt)
+    _, entries = io.read_config(subs / "submission_config.json")
+    back = [e for e in entries if e.label == "cryoDRGN"]
+    assert len(back) == 1
+    got = back[0].read()
+    np.testing.assert_allclose(got.maps, ms.maps, atol=1e-6)
+    np.testing.assert_allclose(got.populations, ms.populations, rtol=1e-9)
+    assert got.voxel_size == pytest.approx(ms.voxel_size)
+    assert json.loads((subs / "submission_config.json").read_text())["0"]["hetbook_provenance"]["kmeans"] == 4
+    assert back[0].align and not back[0].flip
+    with pytest.raises(InputError, match="exists already"):
+        adapters.write_submission(ms, subs, name="cryodrgn")
