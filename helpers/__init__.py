@@ -22,7 +22,9 @@ One module per concern (README "Layout" lists the rest of the repository):
 ``projection``       Fourier-slice projector and CTF
 ``reconstruct``      Wiener-filtered direct Fourier reconstruction from particle images (the demo's mocks)
 ``image_metrics``    pose search, image cross-correlation and marginal likelihood
-``simulate``         the adenylate-kinase demo data set
+``simulate``         the adenylate-kinase demo data set (STAR files RELION/cryoDRGN/cryoSPARC read)
+``robustness``       controlled degradations of a submission and every metric's response (chapter 7)
+``adapters``         method outputs (cryoDRGN analyze, volume series + per-particle labels) → MapSet
 ``plots``/``widgets`` figures and kernel-free interactive widgets for the book
 ``distributed``      the volume metrics' GT chunks on a Dask cluster (scale-out)
 ``run``              the papermill runner (``python -m helpers.run``)
