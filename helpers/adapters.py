@@ -295,3 +295,39 @@ def cryodrgn_workdir(workdir, voxel_size: float, how: str = "kmeans", n: int = 8
         raise ValueError(f"how must be 'kmeans' or 'pc1', not {how!r}")
     ms.provenance.update(method="cryoDRGN", workdir=str(workdir), epoch=int(epoch), how=how)
     return ms
+
+
+def train_cryodrgn(star, stack, out, box: int | None = 32, zdim: int = 1, epochs: int = 20, width: int = 128,
+                   layers: int = 2, batch: int = 8, threads: int = 2, exe=None) -> tuple[Path, float]:
+    """Train cryoDRGN (``train_vae`` with the known poses and CTF of a STAR file) on a particle
+    stack, the way a user would with its own commands: ``parse_ctf_star``, ``parse_pose_star``,
+    ``downsample`` to ``box`` pixels (None: keep), ``train_vae``. Returns (the training folder, its
+    voxel size in Å). An existing finished folder (``weights.<epochs>.pkl``) is reused.
+
+    Measured on the demo's 2000 particles at 32 px, zdim 1, 2 × 128 networks, 2 CPU cores:
+    ~3.2 s per epoch; the latent's Spearman correlation with the true MD-PC1 is 0.85 after 10
+    epochs and 0.90 after 20."""
+    import starfile
+
+    exe = find_cryodrgn(exe)
+    star, stack, out = Path(star), Path(stack), Path(out)
+    optics = starfile.read(star, always_dict=True).get("optics")
+    if optics is None or "rlnImageSize" not in optics or "rlnImagePixelSize" not in optics:
+        raise InputError(star, "has no optics block with rlnImageSize and rlnImagePixelSize.",
+                         "Write a RELION 3.1 STAR file (the demo's particles.star is one).")
+    D, apix = int(optics.rlnImageSize.iloc[0]), float(optics.rlnImagePixelSize.iloc[0])
+    work = out / "train"
+    vs = apix * D / box if box and box != D else apix
+    if (work / f"weights.{epochs}.pkl").is_file():
+        return work, vs
+    out.mkdir(parents=True, exist_ok=True)
+    _run([exe, "parse_ctf_star", star, "-o", out / "ctf.pkl"], star)
+    _run([exe, "parse_pose_star", star, "-o", out / "pose.pkl"], star)
+    data = stack
+    if box and box != D:
+        data = out / f"particles.{box}.mrcs"
+        _run([exe, "downsample", stack, "-D", box, "-o", data], stack)
+    _run([exe, "train_vae", data, "--ctf", out / "ctf.pkl", "--poses", out / "pose.pkl", "--zdim", zdim,
+          "-n", epochs, "-b", batch, "--enc-dim", width, "--enc-layers", layers, "--dec-dim", width,
+          "--dec-layers", layers, "--max-threads", threads, "-o", work], stack)
+    return work, vs
