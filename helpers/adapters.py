@@ -298,7 +298,7 @@ def cryodrgn_workdir(workdir, voxel_size: float, how: str = "kmeans", n: int = 8
 
 
 def train_cryodrgn(star, stack, out, box: int | None = 32, zdim: int = 1, epochs: int = 20, width: int = 128,
-                   layers: int = 2, batch: int = 8, threads: int = 2, exe=None) -> tuple[Path, float]:
+                   layers: int = 2, batch: int = 8, threads: int = 2, seed: int = 0, exe=None) -> tuple[Path, float]:
     """Train cryoDRGN (``train_vae`` with the known poses and CTF of a STAR file) on a particle
     stack, the way a user would with its own commands: ``parse_ctf_star``, ``parse_pose_star``,
     ``downsample`` to ``box`` pixels (None: keep), ``train_vae``. Returns (the training folder, its
@@ -329,5 +329,5 @@ def train_cryodrgn(star, stack, out, box: int | None = 32, zdim: int = 1, epochs
         _run([exe, "downsample", stack, "-D", box, "-o", data], stack)
     _run([exe, "train_vae", data, "--ctf", out / "ctf.pkl", "--poses", out / "pose.pkl", "--zdim", zdim,
           "-n", epochs, "-b", batch, "--enc-dim", width, "--enc-layers", layers, "--dec-dim", width,
-          "--dec-layers", layers, "--max-threads", threads, "-o", work], stack)
+          "--dec-layers", layers, "--max-threads", threads, "--seed", seed, "-o", work], stack)  # cryoDRGN's default seed is random
     return work, vs

@@ -10,11 +10,12 @@ folder (the demo GT and particles linked, the Averaged GT / Reconstructed / Low-
 cryoDRGN as submissions) scored by chapters 1–6 and 8 with ``python -m helpers.run``.
 
 Measured on 2 CPU cores (2026-11-26, cryoDRGN 4.3.1, 32 px, zdim 1, 2 × 128 networks, 20
-epochs): training 93 s, maps 8 s, chapters 208 s. Leaderboard of that run: Averaged GT 1.00,
-Reconstructed 2.31, cryoDRGN 2.94, Low-pass 3.75 (cryoDRGN: resolution 8.1 Å — its 32-px
-Nyquist is 8.6 Å —, PCV GT captured 87.6 %, set in GT 90.8 %, EMD submitted 0.291, KL 0.365,
-log-likelihood −0.69 nats/image relative to the GT ensemble); the alignment found the identity
-(score 0.98, no flip).
+epochs): training 93 s, maps 8 s, chapters 208–217 s. Leaderboard: Averaged GT 1.00,
+Reconstructed 2.31, cryoDRGN 2.94 / 3.00 (two unseeded trainings), Low-pass 3.75 / 3.69
+(cryoDRGN: resolution 8.1 Å — its 32-px Nyquist is 8.6 Å —, PCV GT captured 87.6 %, set in GT
+90.8 %, EMD submitted 0.291, KL 0.365 / 0.413, log-likelihood −0.69 / −0.52 nats/image relative
+to the GT ensemble); the alignment found the identity (score 0.98, no flip). Training is now
+seeded (``train_cryodrgn(seed=0)``).
 """
 from __future__ import annotations
 
