@@ -268,7 +268,8 @@ def cryodrgn_workdir(workdir, voxel_size: float, how: str = "kmeans", n: int = 8
     exe = find_cryodrgn(exe)
     out = Path(out) if out else workdir / f"hetbook_{how}{n}.{epoch}"
     if how == "kmeans":
-        if load_pickled_array(zf).reshape(-1).size == len(load_pickled_array(zf)):
+        z = load_pickled_array(zf)
+        if z.ndim == 1 or z.shape[1] == 1:
             raise InputError(zf, "the latent space is 1-D: `cryodrgn analyze` makes no k-means clusters for it.",
                              "Use how='pc1' (maps evenly spaced along the latent coordinate).")
         if not (out / f"kmeans{n}" / "labels.pkl").is_file():

@@ -257,13 +257,18 @@ class ImageSearch:
         return out
 
 
-def ensemble_loglik(logp: np.ndarray, weights: np.ndarray) -> float:
-    """Σ_i log Σ_l w_l P(y_i | V_l) from a (M, L) log-likelihood matrix."""
+def per_image_loglik(logp: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(M,) log Σ_l w_l P(y_i | V_l) per image from a (M, L) log-likelihood matrix (nats)."""
     from scipy.special import logsumexp
 
     w = np.asarray(weights, float)
     with np.errstate(divide="ignore"):
-        return float(logsumexp(logp + np.log(w)[None], axis=1).sum())
+        return logsumexp(logp + np.log(w)[None], axis=1)
+
+
+def ensemble_loglik(logp: np.ndarray, weights: np.ndarray) -> float:
+    """Σ_i log Σ_l w_l P(y_i | V_l) from a (M, L) log-likelihood matrix."""
+    return float(per_image_loglik(logp, weights).sum())
 
 
 def optimise_weights(logp: np.ndarray, max_iter: int = 20_000, tol: float = 1e-10):

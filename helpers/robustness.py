@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 
 from . import leaderboard
+from .distribution import kl
 from .fourier import as_tensor, irfftn3, rfftn3
 from .geometry import axis_angle_to_matrix, rotate_volume
 from .simulate import averaged_gt, three_gaussian_populations
@@ -97,14 +98,6 @@ DEGRADATIONS = {d.name: d for d in (
     Degradation("shuffle", "map order shuffled", "shuffled", 0.0, (1.0,), "signal", "invariant",
                 "maps and their populations permuted together"),
 )}
-
-
-def kl_nats(p, q) -> float:
-    """KL(p‖q) in nats (0·log 0 = 0; inf where q = 0 < p)."""
-    p, q = np.asarray(p, float), np.asarray(q, float)
-    s = p > 0
-    with np.errstate(divide="ignore"):
-        return float(np.sum(p[s] * (np.log(p[s]) - np.log(q[s]))))
 
 
 def masked_variance(maps, mask) -> np.ndarray:
@@ -238,8 +231,11 @@ class Study:
         return self._signal_cache[key]
 
     def base(self, replicate: int):
-        """(maps, populations, pc1) of the undegraded base of one replicate."""
-        return self._noisy(self.signal, self.signal_var, replicate), self.pops, self.pc1
+        """(maps, populations, pc1) of the undegraded base of one replicate (the last replicate's
+        maps are kept: every population defect reuses them; treat them as read-only)."""
+        if getattr(self, "_base", (None,))[0] != replicate:
+            self._base = (replicate, self._noisy(self.signal, self.signal_var, replicate))
+        return self._base[1], self.pops, self.pc1
 
     def make(self, name: str, level: float, replicate: int):
         """(maps, populations, pc1, extra) of one degraded set; ``extra`` holds ``kl_true`` for the
@@ -249,7 +245,7 @@ class Study:
         if d.stage == "populations":
             maps, p, pc = self.base(replicate)
             q = population_variant(name, level, p, pc, self.pc1_range)
-            extra["kl_true"] = kl_nats(p, q)
+            extra["kl_true"] = kl(p, q)
             return maps, q, pc, extra
         if d.stage == "signal":
             m, p, pc, var = self.degraded_signal(name, level)
@@ -483,10 +479,8 @@ def image_scores(logp: np.ndarray, best_cc: np.ndarray, q: np.ndarray, base_ll: 
     log-likelihood, boot (B, M) bootstrap indices (the same for every set). ``loglik_per_image``:
     mean over images of the log-likelihood relative to the base (nats); ``best_cc``: median over
     images of the best CC over maps; each with the std over the bootstrap as ``*_err``."""
-    from scipy.special import logsumexp
-    with np.errstate(divide="ignore"):
-        ll = logsumexp(logp + np.log(np.asarray(q, float))[None], axis=1)
-    d = ll - base_ll
+    from .image_metrics import per_image_loglik
+    d = per_image_loglik(logp, q) - base_ll
     cc = best_cc.max(1)
     return {"loglik_per_image": float(d.mean()), "loglik_per_image_err": float(d[boot].mean(1).std()),
             "best_cc": float(np.median(cc)), "best_cc_err": float(np.median(cc[boot], 1).std()),

@@ -176,8 +176,7 @@ if image_metrics:
         if isinstance(maps, str):
             continue
         found[k] = search.search(maps)
-    from scipy.special import logsumexp  # noqa: E402
-    base_ll = logsumexp(found["none"]["logp_integrated"] + np.log(image_sets["none"][1])[None], axis=1)
+    base_ll = im.per_image_loglik(found["none"]["logp_integrated"], image_sets["none"][1])
     for name, lv in jobs:
         k = key(name, lv)
         maps, q = image_sets[k]

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import io, leaderboard, manifest, plots, robustness, widgets
+from helpers import image_metrics, io, leaderboard, manifest, plots, robustness, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import atomic_write, resolve, save_csv
@@ -73,12 +73,10 @@ transport = pd.read_csv(tfile, index_col="label") if tfile.exists() else pd.Data
 
 rng = np.random.default_rng(seed)
 gt_ll = np.load(out / "image_metrics" / "gt_ensemble.npz")
-from scipy.special import logsumexp  # noqa: E402
 
 
 def per_image_ll(z):
-    with np.errstate(divide="ignore"):
-        return logsumexp(z["logp_integrated"] + np.log(z["populations"])[None], axis=1)
+    return image_metrics.per_image_loglik(z["logp_integrated"], z["populations"])
 
 
 def resamples(n):

@@ -10,6 +10,7 @@ import torch
 from conftest import blob_volume
 from helpers import geometry, image_metrics, transport
 from helpers import robustness as rb
+from helpers.distribution import kl
 from helpers import volume_metrics as vm
 
 
@@ -49,9 +50,9 @@ def test_oversampled_rotation_loses_less_than_plain_trilinear_and_rotates_the_ri
 
 def test_population_variants_and_their_kl():
     p = np.array([0.1, 0.2, 0.4, 0.2, 0.1])
-    assert rb.kl_nats(p, p) == 0.0
+    assert kl(p, p) == 0.0
     q = np.full(5, 0.2)
-    np.testing.assert_allclose(rb.kl_nats(p, q), float(np.sum(p * np.log(p / q))))
+    np.testing.assert_allclose(kl(p, q), float(np.sum(p * np.log(p / q))))
     np.testing.assert_allclose(rb.population_variant("pop_flatten", 1.0, p, None, None), q)
     np.testing.assert_allclose(rb.population_variant("pop_flatten", 0.5, p, None, None), (p + q) / 2)
     # shifted by one map: each map gets the population of the map before it (the first keeps its own)
@@ -62,7 +63,7 @@ def test_population_variants_and_their_kl():
     np.testing.assert_allclose(rb.population_variant("mode_drop", 0.0, p3, pc1, (-1, 1)), p3, rtol=1e-12)
     gone = rb.population_variant("mode_drop", 1.0, p3, pc1, (-1, 1))
     np.testing.assert_allclose(gone, rb.three_gaussian_populations(pc1, -1, 1, modes=(1.0, 0.0, 1.0)), rtol=1e-9)
-    kls = [rb.kl_nats(p3, rb.population_variant("mode_drop", a, p3, pc1, (-1, 1))) for a in (0.25, 0.5, 0.75)]
+    kls = [kl(p3, rb.population_variant("mode_drop", a, p3, pc1, (-1, 1))) for a in (0.25, 0.5, 0.75)]
     assert kls[0] < kls[1] < kls[2]
 
 
@@ -193,3 +194,51 @@ def test_maps_on_the_image_grid_ignore_an_intensity_offset_with_a_mask():
     b = image_metrics.maps_to_image_grid(sub + 0.3, 10, mask).numpy()
     np.testing.assert_allclose(b, a, atol=1e-5)
     assert np.abs(image_metrics.maps_to_image_grid(sub + 0.3, 10).numpy() - image_metrics.maps_to_image_grid(sub, 10).numpy()).max() > 0.1
+
+
+def test_image_scores_against_a_direct_float64_sum():
+    """Per-image ensemble log-likelihood relative to the base, its bootstrap error and the
+    median best CC, against a plain numpy computation (log of a weighted sum of likelihoods)."""
+    rng = np.random.default_rng(6)
+    M, L = 50, 4
+    logp = rng.normal(-100, 3, (M, L))
+    cc = rng.uniform(0, 1, (M, L))
+    q, q0 = np.array([0.1, 0.2, 0.3, 0.4]), np.full(L, 0.25)
+    base = np.log((np.exp(logp + 100) * q0).sum(1)) - 100
+    boot = rng.integers(0, M, (30, M))
+    s = rb.image_scores(logp, cc, q, base, boot)
+    d = np.log((np.exp(logp + 100) * q).sum(1)) - 100 - base
+    np.testing.assert_allclose(s["per_image_delta"], d, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(s["loglik_per_image"], d.mean(), rtol=1e-10)
+    np.testing.assert_allclose(s["loglik_per_image_err"], d[boot].mean(1).std(), rtol=1e-10)
+    np.testing.assert_allclose(s["best_cc"], np.median(cc.max(1)))
+
+
+def test_scorer_summaries_equal_the_per_metric_kernels(study):
+    """Scorer.score (one fused GT pass, background subtracted once) against each chapter's own
+    call on the same maps: distance_matrices per submission, the sliced Wasserstein distance,
+    the PCA/PCV pipeline with equalised spectra, and the distribution metrics."""
+    from helpers import distribution as dist
+    from helpers import preprocess, subspace
+
+    G, mask = study.gt_maps, study.mask
+    sc = rb.Scorer(G, study.gt_pops, study.gt_pc1, mask, 2.0, sw_directions=8, transport_gt_maps=0, box_ds=8,
+                   rank=3, n_pool=2, dist_replicates=2)
+    maps, q, _ = study.base(0)
+    got = sc.score({"s": (maps, q)})["s"]
+    r = vm.distance_matrices(G, maps, mask, ["l2", "corr", "bioem", "fsc", "res"], voxel_size=2.0)
+    l2 = dist.distance_cost(r["l2"], "l2", int(r["n_voxels"]))
+    np.testing.assert_allclose(got["resolution_A"], np.median(r["res"].min(0)), rtol=1e-6)
+    np.testing.assert_allclose(got["l2"], np.median(l2.min(0)), rtol=1e-5)
+    np.testing.assert_allclose(got["corr"], np.median(r["corr"].max(0)), rtol=1e-5)
+    np.testing.assert_allclose(got["bioem"], np.median(r["bioem"].min(0)), rtol=1e-5)
+    sw = vm.sliced_wasserstein(G, maps, 2.0, 8, mask=mask)
+    np.testing.assert_allclose(got["sw_A"], np.median(sw.min(0)), rtol=1e-4)
+    eq, _ = preprocess.equalise_spectra({"GT": subspace.masked_downsample(G, mask, 8),
+                                         "s": subspace.masked_downsample(maps, mask, 8)})
+    pg, ps = (subspace.pca(subspace.prepare(eq[k]), 3) for k in ("GT", "s"))
+    np.testing.assert_allclose(got["pcv_gt_captured"], 100 * subspace.pcv(pg, ps), rtol=1e-4)
+    np.testing.assert_allclose(got["pcv_set_in_gt"], 100 * subspace.pcv(ps, pg), rtol=1e-4)
+    reps = dist.evaluate(l2, study.gt_pops, study.gt_pc1, q, n_pool=2, n_replicates=2)
+    np.testing.assert_allclose(got["emd_submitted"], np.mean([x["EMD_submitted"] for x in reps]), rtol=1e-6)
+    np.testing.assert_allclose(got["kl_optimised"], np.mean([x["KL_pq_opt"] for x in reps]), rtol=1e-6, atol=1e-12)
