@@ -46,12 +46,15 @@ def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int = 512 * 2 ** 20,
     so only the downsampled stack is ever held in memory (a 3861-map GT at 224³ is 174 GB; at
     box 64 it is 4 GB). Non-finite maps raise :class:`~helpers.errors.InputError` naming ``label``
     and the map indices (checked on the chunk in hand: no extra pass over the stack)."""
+    from .backend import device
+
+    dev = device()  # each chunk is masked and resampled on the GPU when there is one; the result stays on the host
     n, N = maps.shape[0], maps.shape[-1]
     step = max(1, chunk_bytes // (N ** 3 * 4 * 4))
-    w = torch.as_tensor(np.asarray(mask, dtype=np.float32)) if mask is not None else None
+    w = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=dev) if mask is not None else None
     out = torch.empty((n, box_ds, box_ds, box_ds), dtype=torch.float32)
     for a in range(0, n, step):
-        x = torch.from_numpy(np.array(maps[a:a + step], dtype=np.float32))  # a copy: memory maps are read-only
+        x = torch.from_numpy(np.array(maps[a:a + step], dtype=np.float32)).to(dev)  # a copy: memory maps are read-only
         bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
         if bool(bad.any()):
             from .errors import InputError
@@ -59,8 +62,8 @@ def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int = 512 * 2 ** 20,
                              "NaN or Inf voxels.", "Fix or drop these maps before scoring.")
         if w is not None:  # solvent background off before the mask (an offset would stamp the mask's shape)
             from .volume_metrics import subtract_background
-            x = (subtract_background(x, w, torch.device("cpu")) if background else x) * w
-        out[a:a + step] = fourier_resample(x, box_ds)
+            x = (subtract_background(x, w, dev) if background else x) * w
+        out[a:a + step] = fourier_resample(x, box_ds).cpu()
     return out
 
 

@@ -591,7 +591,11 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
     return out
 
 
-CHUNK_BYTES = 2 ** 30  # working memory per GT chunk in distance_matrices_many
+CHUNK_BYTES = 2 ** 30  # working memory per GT chunk in distance_matrices_many (CPU)
+# on a GPU, larger chunks: fewer, larger products and copies (measured on an H200, 3000 × 128³
+# against 320 submitted maps: 7.5 s with 18-map chunks, 5.1 s with 64-map chunks, against 2.8 s
+# to stream the GT to the GPU at all)
+CHUNK_BYTES_GPU = 4 * 2 ** 30
 
 
 def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxel_size: float = 1.0,
@@ -672,22 +676,31 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
     # at most ~1 GiB of GT work per chunk (two chunks are in flight: one scored, one being read):
     # bigger chunks gain nothing once the matrix products are this large, and the peak memory
     # stays bounded by the submissions' statistics plus two chunks
-    step = gt_chunk or max(1, min(chunk_size(per_map, dev, maximum=1024), CHUNK_BYTES // per_map))
+    cap = CHUNK_BYTES_GPU if dev.type == "cuda" else CHUNK_BYTES
+    step = gt_chunk or max(1, min(chunk_size(per_map, dev, maximum=1024), cap // per_map))
     starts = list(range(0, n_gt, step))
 
-    def load(a):  # the only read of these GT maps; pinned host memory for a fast copy to a GPU
-        x = torch.from_numpy(np.array(gt_maps[a:min(n_gt, a + step)], dtype=np.float32))
-        return x.pin_memory() if dev.type == "cuda" else x
+    # two reusable host buffers (pinned for a GPU: an asynchronous copy, and no page-locking of
+    # fresh memory per chunk): the GT rows are copied once, from the file (or page cache)
+    # straight into the buffer the device reads
+    bufs = [torch.empty((min(step, n_gt), n, n, n), dtype=torch.float32,
+                        pin_memory=dev.type == "cuda") for _ in range(min(2, len(range(0, n_gt, step))))]
+
+    def load(i, a):  # the only read of these GT maps
+        k = min(n_gt, a + step) - a
+        buf = bufs[i % len(bufs)][:k]
+        np.copyto(buf.numpy(), np.asarray(gt_maps[a:a + k]), casting="same_kind")
+        return buf
 
     # the next chunk is read (from disk or the page cache) while this one is scored
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(1)
-    nxt = pool.submit(load, starts[0])
+    nxt = pool.submit(load, 0, starts[0])
     for i, a in enumerate(progress(starts, desc="GT chunks (all submissions, all metrics)")):
         b = min(n_gt, a + step)
         host = nxt.result()
-        if i + 1 < len(starts):
-            nxt = pool.submit(load, starts[i + 1])
+        if i + 1 < len(starts):  # into the other buffer: the previous chunk is finished with it (below)
+            nxt = pool.submit(load, i + 1, starts[i + 1])
         x = host.to(dev, non_blocking=True)
         _check_finite(x, gt_label, a)
         if stat_parts[0] is not None:
@@ -698,6 +711,8 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
             fg, pg = _spectra(fsc_input(x), None, layout, dev)
             _check_nonconstant(pg.sum(1), gt_label, a)
             curves[a:b] = _fsc_block(fg, pg, fs, ps, layout)
+        if dev.type == "cuda":  # this chunk's buffer is reused two chunks later: its copy must be done
+            torch.cuda.current_stream(dev).synchronize()
         del x, host
     pool.shutdown()
     use = np.ones(n // 2, bool)
