@@ -138,3 +138,34 @@ def defect_checks(values: pd.DataFrame, errors: pd.DataFrame, better: dict, base
             rows.append({"mock": mock, "family": family, "metric": "all", "value": np.nan, "base_value": np.nan,
                          "verdict": "undone" if not diff else "left a difference in " + ", ".join(diff)})
     return pd.DataFrame(rows)
+
+
+def placement(board: pd.DataFrame, label: str, better: dict, compare: str | None = DEMO_BASE,
+              errors: pd.DataFrame | None = None, **kw) -> dict:
+    """Where one submission lands on a leaderboard from :func:`board` (sorted by mean rank).
+
+    Returns ``position`` (1-based place in the mean-rank order) of ``n``, ``above`` / ``below``
+    (the neighbours' labels, None at the ends), ``metrics`` — a frame with one row per metric:
+    its value and rank, and, when ``compare`` is on the board, the comparison's value and the
+    verdict of :func:`significance` between the two ("better", "worse", "tied") — and ``best``
+    / ``worst``: the metrics of its lowest and highest rank."""
+    order = list(board.index)
+    i = order.index(label)
+    rows = []
+    for m, b in better.items():
+        row = {"metric": m, "value": board.loc[label, m], "rank": board.loc[label, f"rank_{m}"]}
+        if compare in board.index and compare != label:
+            v = board.loc[[label, compare], m].to_numpy()
+            e = None
+            if errors is not None and m in errors:
+                e = errors.loc[[label, compare], m].to_numpy()
+            elif f"{m}_err" in board:
+                e = board.loc[[label, compare], f"{m}_err"].to_numpy()
+            sig = significance(v, e, b, **kw)
+            row.update(compare_value=v[1], vs_compare="better" if sig[0, 1] else "worse" if sig[1, 0] else "tied")
+        rows.append(row)
+    metrics = pd.DataFrame(rows).set_index("metric")
+    r = metrics["rank"]
+    return {"position": i + 1, "n": len(order), "above": order[i - 1] if i > 0 else None,
+            "below": order[i + 1] if i + 1 < len(order) else None, "metrics": metrics,
+            "best": list(r[r == r.min()].index), "worst": list(r[r == r.max()].index)}

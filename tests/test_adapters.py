@@ -207,3 +207,45 @@ def test_cryodrgn_reads_our_images_in_our_conventions(tmp_path):
     assert c > 0.95 and c_mirror < c - 0.3, (c, c_mirror)
     res = align.align_to_reference(bp, vol, test_hand=True)
     assert not res["flipped"] and float(rotation_angle(res["rotation"])) < 3.0
+
+
+def test_demo_cryodrgn_entry(tiny_data, tmp_path, monkeypatch, capsys):
+    """The data step's cryoDRGN entry (``dataset.cryodrgn``): without cryoDRGN a note says how to
+    add it and nothing is written; bad options stop with a message; where cryoDRGN is installed
+    a tiny training becomes a submission whose config entry names the method, with a run
+    record, and a second call trains nothing."""
+    import shutil
+
+    from helpers import run
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    before = (data / "submissions/submission_config.json").read_text()
+    with pytest.raises(SystemExit, match="dataset.cryodrgn should be a mapping"):
+        run.ensure_cryodrgn(data, {"epochs": 2, "depth": 3})
+
+    def absent(exe=None):
+        raise InputError("cryodrgn", "the cryoDRGN command was not found.", "make cryodrgn")
+
+    with monkeypatch.context() as m:
+        m.setattr(adapters, "find_cryodrgn", absent)
+        run.ensure_cryodrgn(data, {"epochs": 2})
+    said = capsys.readouterr().out
+    assert "cryoDRGN is not installed" in said and "make cryodrgn" in said
+    assert not (data / "submissions/cryodrgn").exists()
+    assert (data / "submissions/submission_config.json").read_text() == before
+    try:
+        adapters.find_cryodrgn()
+    except InputError:
+        pytest.skip("cryoDRGN is not installed (make cryodrgn installs it)")
+    run.ensure_cryodrgn(data, {"epochs": 2, "box": 16, "n_maps": 4, "width": 16, "layers": 1})
+    cfg = json.loads((data / "submissions/submission_config.json").read_text())
+    entry = [v for k, v in cfg.items() if k != "gt" and v["name"] == "cryodrgn"]
+    assert len(entry) == 1 and entry[0]["hetbook_provenance"]["method"] == "cryoDRGN" and entry[0]["align"] == 1
+    rec = json.loads((data / "cryodrgn/run.json").read_text())
+    assert rec["epochs"] == 2 and rec["voxel_size_A"] == pytest.approx(5.7 * 24 / 16) and rec["train_s"] > 0
+    ms = io.read_submission_folder(data / "submissions/cryodrgn")
+    assert ms.n_maps == 4 and ms.populations.sum() == pytest.approx(1.0)
+    stamp = (data / "cryodrgn/train/weights.2.pkl").stat().st_mtime_ns
+    assert adapters.add_cryodrgn_entry(data, epochs=2, box=16, n_maps=4, width=16, layers=1) == rec  # present: returned, not redone
+    assert (data / "cryodrgn/train/weights.2.pkl").stat().st_mtime_ns == stamp

@@ -58,3 +58,20 @@ def test_defect_checks_verdicts():
     assert got[("Flipped hand", "all")] == "undone"
     assert got[("Rotated", "all")] == "left a difference in loglik_per_image"
     assert ("Bimodal", "emd_submitted") not in got  # absent mocks and metrics are skipped
+
+
+def test_placement_against_a_comparison():
+    """leaderboard.placement: position, neighbours and significance verdicts on a hand-made board."""
+    vals = pd.DataFrame({"a": [1.0, 2.0, 3.0, 2.05], "b": [10.0, 9.0, 8.0, 12.0]}, index=["W", "X", "Y", "Z"])
+    errs = pd.DataFrame({"a": [0.01] * 4, "b": [0.1] * 4}, index=vals.index)
+    board, _ = lb.board(vals, errs, {"a": "low", "b": "high"})
+    pl = lb.placement(board, "Z", {"a": "low", "b": "high"}, compare="X")
+    assert list(board.index) == ["W", "Z", "X", "Y"] and (pl["position"], pl["n"]) == (2, 4)
+    assert (pl["above"], pl["below"]) == ("W", "X")
+    m = pl["metrics"]
+    assert m.loc["a", "vs_compare"] == "worse"   # 2.05 vs 2.00: gap 0.05 > 2·sqrt(2)·0.01
+    assert m.loc["b", "vs_compare"] == "better"  # 12 vs 9, higher is better
+    assert m.loc["a", "compare_value"] == 2.0 and pl["best"] == ["b"] and pl["worst"] == ["a"]
+    wide = lb.placement(board, "Z", {"a": "low", "b": "high"}, compare="X",
+                                 errors=errs.assign(a=0.1))  # 0.05 is now within 2 σ
+    assert wide["metrics"].loc["a", "vs_compare"] == "tied"

@@ -23,6 +23,16 @@ def executed(tmp_path_factory):
     cfg["common"] = {"data_dir": str(tmp / "data"), "results_dir": str(tmp / "results")}
     cfg["executed_dir"] = str(tmp / "executed")
     (tmp / "p.yml").write_text(yaml.safe_dump(cfg))
+    run.ensure_data(cfg)
+    # a method output through an adapter (a volume series + per-particle labels, the way a
+    # cryoSPARC/RECOVAR export comes): its provenance must reach chapter 8's "real method" text
+    from helpers import adapters
+
+    subs = tmp / "data" / "submissions"
+    labels = np.random.default_rng(5).integers(0, 8, 500)
+    np.save(tmp / "labels.npy", labels)
+    ms = adapters.volume_series(subs / "lowpass", labels=tmp / "labels.npy", label="Series entry", method="volume series")
+    adapters.write_submission(ms, subs, name="series_entry", align=False)
     rc = run.main(["--params", str(tmp / "p.yml")])
     assert rc == 0
     return tmp
@@ -77,7 +87,8 @@ def test_data_and_preprocessing_outputs(executed):
     mass = np.bincount(third, weights=meta.populations, minlength=3)
     assert mass[1] < min(mass[0], mass[2])
     rep = pd.read_csv(res / "preprocessing_report.csv")
-    assert len(rep) == 13
+    assert len(rep) == 14
+    assert MapSet.load(res / "preprocessed" / "series_entry.npz").provenance["method"] == "volume series"
     assert rep.loc[rep.label == "Rotated", "rotation_error_deg"].item() < 8.0  # coarse tiny grid; 3° test: test_simulate_align
     other = MapSet.load(res / "preprocessed" / "other_grid.npz")
     assert other.box == 32 and other.voxel_size == pytest.approx(4.292)
@@ -159,7 +170,7 @@ def test_image_metric_outputs(executed):
     test_demo_headlines): noise is caught, and the optimised weights never lower the likelihood."""
     res = executed / "results" / "image_metrics"
     s = pd.read_csv(res / "summary.csv", index_col=0)
-    assert "GT ensemble" in s.index and len(s) == 14
+    assert "GT ensemble" in s.index and len(s) == 15
     assert s["loglik_submitted"].idxmin() == "Noisy"
     assert s.loc["Noisy", "delta_per_image_vs_gt"] < s.loc["Reconstructed", "delta_per_image_vs_gt"] - 1.0  # −2.07 vs −0.79
     assert (s.loglik_optimised >= s.loglik_submitted - 1e-6).all()
@@ -176,7 +187,7 @@ def test_summary_leaderboard(executed):
     res = executed / "results" / "summary"
     board = pd.read_csv(res / "leaderboard.csv", index_col="label")
     info = pd.read_csv(res / "metrics.csv", index_col="metric")
-    assert len(board) == 13 and board.columns[0] == "mean_rank"
+    assert len(board) == 14 and board.columns[0] == "mean_rank"
     low = board.sort_values("emd_submitted")
     assert low["rank_emd_submitted"].is_monotonic_increasing
     # a submission significantly better than another (beyond both error bars) ranks ahead of it
@@ -204,6 +215,28 @@ def test_summary_leaderboard(executed):
     assert caught.all(), caught[~caught]
     undone = d[d.metric == "all"].set_index("mock").verdict
     assert undone["Flipped hand"] == "undone" and undone["Other grid"] == "undone"
+
+
+def test_summary_places_a_method_entry(executed):
+    """Chapter 8 places an adapter's entry (provenance "method") among the mocks: its place,
+    neighbours and per-metric verdicts against Reconstructed, from the leaderboard's own numbers;
+    the front-page headline names it."""
+    import nbformat
+
+    from helpers import leaderboard
+
+    board = pd.read_csv(executed / "results/summary/leaderboard.csv", index_col="label")
+    pos = list(board.index).index("Series entry") + 1
+    nb = nbformat.read(executed / "executed" / "08_summary.ipynb", as_version=4)
+    text = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if isinstance(o.get("data", {}).get("text/markdown", ""), str))
+    assert f"Series entry (volume series, a real method's output) is {pos} of {len(board)} by mean rank" in text
+    # its maps are the Low-pass mock's: worse resolution than Reconstructed, beyond the error bars
+    res = board.loc[["Series entry", "Reconstructed"], "resolution_A"]
+    assert res.iloc[0] > res.iloc[1]
+    assert "worse than Reconstructed on resolution (Å)" in text
+    head = (executed / "results/summary/headline.md").read_text()
+    assert f"Series entry, a real method trained on the demo's particle images, ranks {pos} of {len(board)}" in head
 
 
 def test_runner_overrides_and_errors():
