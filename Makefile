@@ -52,10 +52,12 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_image_search.py
 	$(PY) benchmarks/bench_transport.py
 
-# challenge-scale volume metrics on a synthetic memory-mapped GT (ARGS="--n-gt 3861 --box 224" for
-# the challenge's size: 174 GB of disk)
+# challenge scale on a synthetic memory-mapped GT: chapter 3's single pass and chapter 4's GT work
+# against the I/O floor, then every chapter on a challenge-layout folder (wall time, peak memory)
+# (ARGS="--n-gt 3861 --box 224" for the challenge's size: 174 GB of disk)
 bench-scale: $(VENV)/.installed
 	$(PY) benchmarks/bench_scale.py $(ARGS)
+	$(PY) benchmarks/bench_book_scale.py $(ARGS)
 
 # cryoDRGN in its own environment, sharing the main environment's packages (torch, numpy, pandas,
 # …) through a .pth file so that only cryoDRGN and what it adds (jupyterlab, umap, healpy, plotly,

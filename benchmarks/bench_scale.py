@@ -114,13 +114,18 @@ def stream_once(gt, dev, step: int = 32) -> float:
     return time.perf_counter() - t
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n-gt", type=int, default=800)
-    ap.add_argument("--box", type=int, default=96)
+def size_args(ap, n_gt: int = 800, box: int = 96, directory: str = "/tmp/hetbook-scale"):
+    """The synthetic data set's size options, shared by the scale benchmarks."""
+    ap.add_argument("--n-gt", type=int, default=n_gt)
+    ap.add_argument("--box", type=int, default=box)
     ap.add_argument("--n-sub", type=int, default=4)
     ap.add_argument("--maps", type=int, default=80)
-    ap.add_argument("--dir", default="/tmp/hetbook-scale")
+    ap.add_argument("--dir", default=directory)
+    return ap
+
+
+def main():
+    ap = size_args(argparse.ArgumentParser())
     ap.add_argument("--keep", action="store_true", help="keep the synthetic data for the next run")
     ap.add_argument("--fused-only", action="store_true", help="skip the one-call-per-submission baseline")
     ap.add_argument("--no-subspace", action="store_true", help="skip chapter 4's GT work")

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
-from bench_scale import make_data  # noqa: E402
+from bench_scale import make_data, size_args  # noqa: E402
 from helpers import volume_metrics as vm  # noqa: E402
 from helpers.backend import device  # noqa: E402
 from helpers.fourier import as_tensor  # noqa: E402
@@ -25,13 +25,8 @@ from helpers.volume_metrics import ShellLayout, subtract_background  # noqa: E40
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n-gt", type=int, default=256)
-    ap.add_argument("--box", type=int, default=128)
-    ap.add_argument("--n-sub", type=int, default=4)
-    ap.add_argument("--maps", type=int, default=80)
+    ap = size_args(argparse.ArgumentParser(), n_gt=256, box=128, directory="/tmp/hetbook-profile")
     ap.add_argument("--chunk", type=int, default=32)
-    ap.add_argument("--dir", default="/tmp/hetbook-profile")
     a = ap.parse_args()
     gt, subs, mask = make_data(Path(a.dir), a.n_gt, a.box, a.n_sub, a.maps)
     dev = device()

@@ -1,4 +1,6 @@
-"""Scale-out of the volume metrics on Dask (``dask.distributed``): GT chunks × all submissions.
+"""Scale-out on Dask (``dask.distributed``): GT chunks × all submissions (chapter 3's volume
+metrics), rows of GW/PW pairs (chapter 3, through ``transport.transport_matrices(client=…)``)
+and blocks of maps in the image pose search (chapter 6, :func:`image_search_dask`).
 
 The GT is cut into row ranges; each task opens the GT file itself (a memory-mapped ``.npy`` or
 ``.pt``, or a folder of MRC maps: no GT bytes pass through the scheduler), reads its rows once
@@ -8,7 +10,7 @@ the workers once. Tasks are pure functions of their row range, so Dask simply re
 whose worker died, and the client writes each returned block into the rows it names: a chunk is
 never lost or counted twice (tested by killing a worker mid-run).
 
-Where to run (the ``dask_scheduler`` / ``dask_workers`` parameters of chapter 3):
+Where to run (the ``dask_scheduler`` / ``dask_workers`` parameters of chapters 3 and 6):
 
 * in-process (default, no Dask at all);
 * a ``LocalCluster`` of N worker processes on this machine (``dask_workers: N``);
@@ -89,3 +91,71 @@ def distance_matrices_dask(client, gt_path, subs: dict, mask=None, metrics=("l2"
     if not (filled == 1).all():  # every row exactly once (a rerun task replaces, never adds)
         raise RuntimeError(f"GT rows scored {filled.min()}–{filled.max()} times: a chunk was lost or duplicated")
     return out, failures
+
+
+_SEARCHES: dict = {}  # worker side: the ImageSearch of the current images (built once per worker)
+
+
+def _search_block(spec: dict, maps, label: str, a: int, b: int):
+    """Worker side: maps a:b of one set searched against the particle images of ``spec``."""
+    from .image_metrics import ImageSearch
+
+    s = _SEARCHES.get(spec["key"])
+    if s is None:
+        _SEARCHES.clear()
+        s = _SEARCHES[spec["key"]] = ImageSearch(spec["images"], spec["pixel_size"], spec["ctf"], **spec["kwargs"])
+    return label, a, b, s.search(np.asarray(maps[a:b]), f"{label} {a}–{b - 1}")
+
+
+def image_search_dask(client, images, pixel_size: float, ctf_params: dict, sets: dict, maps_per_task: int = 8,
+                      **search_kwargs) -> dict:
+    """:meth:`helpers.image_metrics.ImageSearch.search` of every map set on a Dask cluster.
+
+    images (M, n, n), pixel_size Å, ctf_params and ``search_kwargs`` as for ``ImageSearch``;
+    sets {label: maps (L, n, n, n) on the images' grid}. Tasks are blocks of ``maps_per_task``
+    maps of one set; each worker builds the search (CTFs, shifted image spectra) once and keeps
+    it. Returns {label: the dict ``search`` returns ((M, L) arrays; ``seconds`` summed over the
+    tasks), or the exception that set's tasks raised}. A rerun task (its worker died) replaces
+    its columns; every column is filled exactly once or an error says which were not.
+    """
+    import hashlib
+
+    from distributed import as_completed
+
+    imgs = np.asarray(images, dtype=np.float64)
+    key = hashlib.sha1(imgs.tobytes() + repr((pixel_size, sorted(search_kwargs.items()))).encode()).hexdigest()
+    spec = {"key": key, "images": imgs, "pixel_size": float(pixel_size),
+            "ctf": {k: np.asarray(v) if np.ndim(v) else v for k, v in ctf_params.items()}, "kwargs": search_kwargs}
+    spec_f = client.scatter(spec, broadcast=True)
+    futures, sizes, owner = [], {}, {}
+    for lab, maps in sets.items():
+        maps = np.asarray(maps, dtype=np.float32)
+        sizes[lab] = len(maps)
+        maps_f = client.scatter(maps)
+        for a in range(0, len(maps), maps_per_task):
+            fut = client.submit(_search_block, spec_f, maps_f, lab, a, min(len(maps), a + maps_per_task),
+                                pure=False, retries=2)
+            futures.append(fut)
+            owner[fut.key] = lab
+    out, filled, errors = {}, {lab: np.zeros(n, dtype=int) for lab, n in sizes.items()}, {}
+    for fut in progress(as_completed(futures, with_results=False), total=len(futures), desc="pose search on Dask"):
+        try:
+            lab, a, b, r = fut.result()
+        except Exception as exc:  # noqa: BLE001 — a set's failure is reported for that set, the others go on
+            errors.setdefault(owner[fut.key], exc)
+            continue
+        dst = out.setdefault(lab, {"seconds": 0.0})
+        for k, v in r.items():
+            if k == "seconds":
+                dst[k] += v
+                continue
+            if k not in dst:
+                dst[k] = np.full((v.shape[0], sizes[lab], *v.shape[2:]), np.nan, dtype=v.dtype)
+            dst[k][:, a:b] = v
+        filled[lab][a:b] += 1
+    for lab in sets:
+        if lab in errors:
+            out[lab] = errors[lab]
+        elif not (filled[lab] == 1).all():
+            out[lab] = RuntimeError(f"{lab}: maps searched {filled[lab].min()}–{filled[lab].max()} times")
+    return out

@@ -414,19 +414,27 @@ class Scorer:
         self.sw_cache, self.t_cache = {}, {}
         self.l2: dict = {}  # label -> (n_gt, n_sub) L2 cost of the last sets scored (for population variants)
         self.gt_ds = subspace.masked_downsample(gt_maps, mask, box_ds, label="GT")
+        # the GT with its solvent background subtracted, once (the sets are subtracted once each in
+        # score): the fused pass then skips both
+        from .volume_metrics import subtract_background
+        self.G_bg = (subtract_background(gt_maps, mask, torch.device("cpu")).numpy() if mask is not None
+                     else gt_maps)
 
     def score(self, sets: dict) -> dict:
         """{label: (maps, populations)} → {label: {metric: value}} (one GT pass for the batch)."""
         from . import distribution as dist
         from . import volume_metrics as vm
         out = {lab: {} for lab in sets}
-        fused, failed = vm.distance_matrices_many(self.G, {k: m for k, (m, _) in sets.items()}, self.mask,
-                                                  ["l2", "corr", "bioem", "fsc", "res"], voxel_size=self.vs)
+        cpu = torch.device("cpu")
+        flat = {k: vm.subtract_background(m, self.mask, cpu) if self.mask is not None else m for k, (m, _) in sets.items()}
+        # background off once per set (and once for the GT, in __init__): the same numbers as the
+        # chapters' calls, which subtract it inside (tested against them)
+        fused, failed = vm.distance_matrices_many(self.G_bg, flat, self.mask, ["l2", "corr", "bioem", "fsc", "res"],
+                                                  voxel_size=self.vs, background=False)
         if failed:
             raise RuntimeError(f"degenerate degraded sets: {failed}")
-        for lab, (maps, q) in sets.items():
-            r, o = fused[lab], out[lab]
-            maps = vm.subtract_background(maps, self.mask, torch.device("cpu")) if self.mask is not None else maps
+        for lab, (_, q) in sets.items():
+            r, o, maps = fused[lab], out[lab], flat[lab]
             l2 = dist.distance_cost(r["l2"], "l2", int(r["n_voxels"]))
             best = vm.best_match(r["fsc_curves"])
             o["resolution_A"] = float(np.median(r["res"].min(0)))

@@ -187,7 +187,7 @@ def transport_matrices(gt_maps, sub_maps, metrics=TRANSPORT_METRICS, top_k: int 
                        voxel_size: float = 1.0, mask=None, exponent: float = 1.0, downsample: int | None = 16,
                        gt_index=None, sub_index=None, mode: str = "default", starts: int = 1,
                        mirror_starts: bool = False, product_start: bool = False, n_jobs: int = 1,
-                       cache: dict | None = None) -> dict:
+                       cache: dict | None = None, client=None) -> dict:
     """GT × submission GW and/or PW matrices on top-``k`` clouds.
 
     gt_maps (n_gt, N, N, N), sub_maps (n_sub, N, N, N), voxel_size in Å. ``gt_index`` /
@@ -196,7 +196,9 @@ def transport_matrices(gt_maps, sub_maps, metrics=TRANSPORT_METRICS, top_k: int 
     ``n_jobs``: worker processes, one GT map's row of pairs per task (0 or None: one per
     available core). ``cache``: pass the same dict for every submission scored against one GT
     subset with the same options and the GT clouds (read, downsampled, intra-costs) are made
-    once. ``downsample``: box the maps (and mask) are
+    once. ``client``: a ``distributed.Client``: the rows of pairs are Dask tasks instead
+    (the clouds scattered to the workers once; a task whose worker dies is rerun, and each row
+    is written once). ``downsample``: box the maps (and mask) are
     Fourier-resampled to before the top-k voxels are taken, so that k points cover the whole
     molecule rather than its densest few voxels (the published code computes this copy but
     never uses it; reference mode keeps the full grid). Returns {"gw": (len(gt_index),
@@ -245,7 +247,14 @@ def transport_matrices(gt_maps, sub_maps, metrics=TRANSPORT_METRICS, top_k: int 
     out = {m: np.empty((len(Xg), len(Xs))) for m in metrics}
     n_jobs = min(n_jobs or available_cores(), len(Xg))
     bar = progress(total=len(Xg) * len(Xs), desc="transport distances (pairs)")
-    if n_jobs <= 1:
+    if client is not None:
+        from distributed import as_completed as dask_completed
+
+        work_f = client.scatter(work, broadcast=True)
+        futs = [client.submit(_row_of, work_f, i, pure=False, retries=2) for i in range(len(Xg))]
+        rows = (f.result() for f in dask_completed(futs))
+        n_jobs = 1
+    elif n_jobs <= 1:
         _init_worker(work)
         rows = map(_row, range(len(Xg)))
     else:  # one GT map (a row of pairs) per task; the clouds are sent once per worker
@@ -253,15 +262,19 @@ def transport_matrices(gt_maps, sub_maps, metrics=TRANSPORT_METRICS, top_k: int 
         ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         pool = ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(work, True))
         rows = (f.result() for f in as_completed([pool.submit(_row, i) for i in range(len(Xg))]))
+    filled = np.zeros(len(Xg), dtype=int)
     try:
         for i, row in rows:
             for m in metrics:
                 out[m][i] = row[m]
+            filled[i] += 1
             bar.update(len(Xs))
     finally:
         bar.close()
         if n_jobs > 1:
             pool.shutdown(cancel_futures=True)
+    if not (filled == 1).all():
+        raise RuntimeError(f"transport rows computed {filled.min()}–{filled.max()} times: a row was lost or duplicated")
     out["gt_index"], out["sub_index"] = gt_index, sub_index
     return out
 
@@ -290,7 +303,12 @@ def _init_worker(work: dict, single_thread: bool = False) -> None:
 
 def _row(i: int):
     """Distances of GT cloud i to every submitted cloud (runs in a worker process)."""
-    w = _WORK
+    return _row_of(_WORK, i)
+
+
+def _row_of(w: dict, i: int):
+    """Distances of GT cloud i to every submitted cloud of the work dict ``w`` (a pure function:
+    also a Dask task)."""
     ref = w["mode"] == "reference"
     row = {m: np.empty(len(w["Xs"])) for m in w["metrics"]}
     for j in range(len(w["Xs"])):

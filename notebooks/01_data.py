@@ -95,17 +95,19 @@ fig.tight_layout()
 
 # %%
 parts = io.read_particles(data / "particles/particles.star")
-clean, _ = io.read_mrc(data / "particles/clean_examples.mrcs", allow_2d=True)
-sim = json.loads((data / "particles/simulation.json").read_text())
-k = min(6, len(clean))
-fig, axes = plt.subplots(2, k, figsize=(1.6 * k, 3.4))
-for j in range(k):
-    axes[0, j].imshow(clean[j], cmap="gray")
-    axes[1, j].imshow(parts.images[j], cmap="gray")
-    for a in axes[:, j]:
-        a.set_xticks([]), a.set_yticks([])
-axes[0, 0].set_ylabel("clean")
-axes[1, 0].set_ylabel(f"SNR {sim['snr']}")
+# the demo also ships the noise-free images and its simulation settings; real data has neither
+cfile, sfile = data / "particles/clean_examples.mrcs", data / "particles/simulation.json"
+clean = io.read_mrc(cfile, allow_2d=True)[0] if cfile.is_file() else None
+sim = json.loads(sfile.read_text()) if sfile.is_file() else {}
+rows_shown = [("clean", clean)] if clean is not None else []
+rows_shown.append((f"SNR {sim['snr']}" if "snr" in sim else "particles", parts.images))
+k = min(6, len(parts.images), *(len(x) for _, x in rows_shown))
+fig, axes = plt.subplots(len(rows_shown), k, figsize=(1.6 * k, 1.7 * len(rows_shown) + 0.2), squeeze=False)
+for i, (name, stack) in enumerate(rows_shown):
+    for j in range(k):
+        axes[i, j].imshow(stack[j], cmap="gray")
+        axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+    axes[i, 0].set_ylabel(name)
 fig.suptitle(f"{len(parts.images)} particle images, {parts.images.shape[-1]}² px at {parts.pixel_size} Å");
 
 # %%
@@ -113,7 +115,7 @@ tab = parts.table
 summary = {
     "n_gt_maps": gt.n_maps, "box": gt.box, "voxel_size_A": gt.voxel_size,
     "pc1_range_A": [float(gt.pc1.min()), float(gt.pc1.max())],
-    "n_particles": int(len(tab)), "snr": sim["snr"],
+    "n_particles": int(len(tab)), "snr": sim.get("snr"),
     "defocus_range_A": [float(tab.rlnDefocusU.min()), float(tab.rlnDefocusU.max())],
     "md_pc1_variance_fraction": manifest.get("md_pc1_variance_fraction"),
 }
@@ -132,4 +134,5 @@ Markdown(f"**What the demo shows.** {gt.n_maps} GT maps of {gt.box}³ at {gt.vox
                                     if frac else "")
          + f". The population is split {100 * thirds[0]:.0f} / {100 * thirds[1]:.0f} / {100 * thirds[2]:.0f} % between "
          "the closed, middle and open thirds of the motion (the challenge's three modes with a weaker middle one). "
-         f"{summary['n_particles']} particle images at SNR {summary['snr']} are what chapter 6 scores the maps against.")
+         f"{summary['n_particles']} particle images" + (f" at SNR {summary['snr']}" if summary["snr"] else "")
+         + " are what chapter 6 scores the maps against.")

@@ -129,14 +129,15 @@ if regrid:
     txt.append(f"{', '.join(regrid)} came at another box or voxel size and {'was' if len(regrid) == 1 else 'were'} resampled")
 if flipped:
     txt.append(f"{', '.join(flipped)} {'was' if len(flipped) == 1 else 'were'} mirrored as the config asks")
-for _, r in aligned.iterrows():
+is_method = report.get("method", pd.Series(index=report.index, dtype=object)).notna()
+for _, r in aligned[~is_method[aligned.index]].iterrows():  # real methods get their own sentence below
     err = f", {r['rotation_error_deg']:.1f}° from the known rotation" if "rotation_error_deg" in r and pd.notna(r.get("rotation_error_deg")) else ""
     txt.append(f"{r['label']} was aligned with score {r['score']:.3f}{err}"
                + (" — doubtful, check it above" if r.get("alignment_doubtful") else ""))
-for _, r in report[report.get("method", pd.Series(index=report.index, dtype=object)).notna()].iterrows():
+for _, r in report[is_method].iterrows():
     if r["label"] in sets and "rotation_matrix" in sets[r["label"]].provenance:
         angle = rotation_angle(np.array(sets[r["label"]].provenance["rotation_matrix"]))
-        txt.append(f"{r['label']}, a real method's output ({r['method']}, trained on the demo's particle images), "
+        txt.append(f"{r['label']}, a real method's output" + (f" ({r['method']})" if r["method"] != r["label"] else "") + ", "
                    f"was aligned {angle:.1f}° from the identity (score {r['score']:.3f}): "
                    + ("its maps come in the GT's frame, as the project's cryoDRGN conventions test predicts"
                       if angle < 3 else "check the conventions of its adapter"))

@@ -20,8 +20,8 @@ transport_sub_maps = 20  # submitted maps (evenly spaced in submission order) in
 transport_top_k = 100  # points per map cloud (its largest voxels)
 transport_box = 16  # box the maps are Fourier-resampled to before the clouds are taken
 transport_jobs = 0  # worker processes for the GW/PW pairs (0: one per available CPU core)
-dask_scheduler = ""  # address of a Dask scheduler, e.g. tcp://host:8786, to score the GT chunks there; empty: none
-dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks; 0: in-process
+dask_scheduler = ""  # address of a Dask scheduler, e.g. tcp://host:8786, to score the GT chunks and transport pairs there; empty: none
+dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks and transport pairs; 0: in-process
 
 # %% [markdown]
 # # 3. Volume metrics: FSC, resolution and distance matrices
@@ -292,7 +292,7 @@ _ = fig.colorbar(im, ax=list(panels.values()), shrink=0.6, label="L2 (z-scored m
 # in poor local optima on these maps (see the `helpers.transport` docstring for numbers).
 #
 # Every pair is a small optimisation (about 14 ms for GW + PW at k = 100 on one CPU core; the
-# pairs are spread over `transport_jobs` worker processes), so the book uses
+# pairs are spread over `transport_jobs` worker processes, or the Dask cluster), so the book uses
 # `transport_gt_maps` × `transport_sub_maps` maps per submission; the full 400 × 80 matrix
 # costs about 7 min per submission on one core, divided by the number of cores.
 
@@ -302,7 +302,7 @@ from helpers import transport
 if transport_metrics:
     gt_sel = order[np.linspace(0, gt.n_maps - 1, min(transport_gt_maps, gt.n_maps)).round().astype(int)]
     tkw = dict(metrics=transport_metrics, top_k=transport_top_k, voxel_size=voxel_size, mask=mask,
-               downsample=transport_box, n_jobs=transport_jobs)
+               downsample=transport_box, n_jobs=transport_jobs, client=client)  # client: the pairs on Dask
     gt_self = transport.transport_matrices(gt.maps, gt.maps, gt_index=gt_sel, sub_index=gt_sel, **tkw)
     tres, trows, gt_clouds = {}, [], {}  # the GT subset's clouds are made once, reused for every submission
     for label, s in subs.items():

@@ -21,6 +21,8 @@ shift_step = 0.5  # spacing of the shift grid (pixels at the downsampled size)
 refine_levels = 2  # adaptive refinement of the pose integral (0: grid only)
 refine_top = 2  # grid rotations per image refined at each level
 n_gt_maps = 0  # GT maps in the reference ensemble (0: all, the true ensemble; else evenly spaced along MD-PC1)
+dask_scheduler = ""  # address of a Dask scheduler, e.g. tcp://host:8786, to run the pose searches there; empty: none
+dask_workers = 0  # worker processes of a local Dask cluster for the pose searches; 0: in-process
 
 # %% [markdown]
 # # 6. Image metrics: do the maps explain the particle images?
@@ -54,7 +56,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import image_metrics as im
-from helpers import io, manifest, plots
+from helpers import distributed, io, manifest, plots
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
 
@@ -81,9 +83,20 @@ sets.update(manifest.load_submissions(out))  # this run's submissions (the manif
 # %%
 res, rows = {}, []
 failures = manifest.Failures(out, "06_image_metrics")
+client = distributed.make_client(dask_scheduler, dask_workers)  # None: in-process
+if client is not None:  # blocks of maps as Dask tasks (helpers.distributed.image_search_dask)
+    on_dask = distributed.image_search_dask(
+        client, imgs, px, ctf_params, {lab: im.maps_to_image_grid(np.asarray(s.maps), box_ds, mask) for lab, s in sets.items()},
+        n_directions=n_directions, n_inplane=n_inplane, max_shift=max_shift, shift_step=shift_step,
+        refine_levels=refine_levels, refine_top=refine_top)
 for lab, s in sets.items():
     with failures.guard(lab):
-        r = search.search(im.maps_to_image_grid(np.asarray(s.maps), box_ds, mask), lab)
+        if client is not None:
+            r = on_dask[lab]
+            if isinstance(r, Exception):
+                raise r
+        else:
+            r = search.search(im.maps_to_image_grid(np.asarray(s.maps), box_ds, mask), lab)
         res[lab] = r
         save_npz(out / "image_metrics" / f"{slug(lab)}.npz", **{k: v for k, v in r.items() if k != "seconds"},
                  populations=s.populations)

@@ -187,6 +187,8 @@ if image_metrics:
             img_rows.append({"degradation": name, "level": lv, "replicate": 0, "metric": m, "value": s_[m],
                              "err": s_[f"{m}_err"], "kl_true": kl_true.get(k, np.nan)})
 responses = pd.concat([pd.DataFrame(rows), pd.DataFrame(img_rows)], ignore_index=True)
+if "err" not in responses:  # no image metrics: no bootstrap errors anywhere
+    responses["err"] = np.nan
 save_csv(out / "robustness" / "responses.csv", responses)
 summary = rb.classify(responses, rb.BETTER)
 summary["family"] = summary.metric.map(rb.FAMILY)
@@ -251,7 +253,7 @@ def draw_metric(metric):
     st = noise_units(metric)
     ncol = 4
     fig, axes = plt.subplots((len(names) + ncol - 1) // ncol, ncol, figsize=(9, 2.1 * ((len(names) + ncol - 1) // ncol)),
-                             sharey=True)
+                             sharey=True, squeeze=False)  # one row when few degradations are run
     for a, d in zip(axes.flat, names):
         s_ = st[st.degradation == d]
         x = np.arange(len(s_))

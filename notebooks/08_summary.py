@@ -246,16 +246,27 @@ for lab in real:
     rec = data / "cryodrgn" / "run.json"
     run = json.loads(rec.read_text()) if rec.is_file() and json.loads(rec.read_text()).get("label") == lab else {}
     m = pl["metrics"]
-    txt = [f"**What the demo shows.** {lab} ({subs[lab].provenance['method']}, a real method's output) is "
+    method = subs[lab].provenance["method"]
+    below = list(board.index[pl["position"]:])
+    txt = [f"**What the demo shows.** {lab} (" + (f"{method}, " if method != lab else "") + "a real method's output) is "
            f"{pl['position']} of {pl['n']} by mean rank ({board.loc[lab, 'mean_rank']:.2f})"
-           + (f", between {pl['above']} and {pl['below']}" if pl["above"] and pl["below"] else "")]
+           + (f", between {pl['above']} and {pl['below']}" if pl["above"] and pl["below"] else "")
+           + (f"; it ranks ahead of {', '.join(below)}" if below else "")]
     if "vs_compare" in m:
         for verdict in ("better", "worse"):
             ms_ = m.index[m.vs_compare == verdict]
             if len(ms_):
                 txt.append(f"it is {verdict} than {leaderboard.DEMO_BASE} on "
                            + ", ".join(f"{leaderboard.NAMES.get(k, k)} ({m.loc[k, 'value']:.3g}{units_short.get(k, '')} vs "
-                                       f"{m.loc[k, 'compare_value']:.3g})" for k in ms_))
+                                       f"{m.loc[k, 'compare_value']:.3g}{units_short.get(k, '')})" for k in ms_))
+        tied = m.index[m.vs_compare == "tied"]
+        if len(tied):
+            txt.append("within the error bars on " + ", ".join(leaderboard.NAMES.get(k, k) for k in tied))
+    demo = json.loads((data / "manifest.json").read_text()).get("params", {}) if (data / "manifest.json").is_file() else {}
+    if run and demo.get("n_recon_images") and leaderboard.DEMO_BASE in board.index:
+        txt.append(f"both had the true poses, but {leaderboard.DEMO_BASE} and the mocks made from it were reconstructed "
+                   f"from {demo['n_recon_images']:,} images at {demo.get('box', '')} px grouped by their true state, "
+                   f"while {lab} had {demo.get('n_images', 0):,} images and had to learn the states itself")
     if run:
         nyq = 2 * run["voxel_size_A"]
         txt.append(f"it was trained on images downsampled to {run['box']} px ({run['voxel_size_A']:.2f} Å/px), so its maps "

@@ -66,3 +66,44 @@ def test_a_killed_worker_loses_and_duplicates_nothing(client, data):
     got, _ = hd.distance_matrices_dask(client, path, subs, mask, voxel_size=2.0, rows_per_task=1, _delay=0.4)
     assert victim not in client.run(os.getpid).values()  # the worker really died (and was replaced)
     _same(got, ref)
+
+
+def test_transport_pairs_on_dask_equal_in_process(client):
+    """GW/PW rows as Dask tasks: the same matrices as the in-process loop (float64 POT solvers,
+    deterministic), every row once."""
+    from conftest import blob_volume
+    from helpers import transport
+
+    n = 16
+    gt = np.stack([blob_volume(n, [((-3 + t, 0, 0), 1.0), ((3, t - 2, 1), 0.7)]) for t in range(5)]).astype(np.float32)
+    sub = np.stack([blob_volume(n, [((-2 + t, 1, 0), 1.0), ((3, t - 1, 0), 0.6)]) for t in range(3)]).astype(np.float32)
+    kw = dict(top_k=30, voxel_size=2.0, downsample=12)
+    ref = transport.transport_matrices(gt, sub, n_jobs=1, **kw)
+    got = transport.transport_matrices(gt, sub, client=client, **kw)
+    for m in ("gw", "pw"):
+        np.testing.assert_allclose(got[m], ref[m], rtol=1e-10, atol=1e-12, err_msg=m)
+    assert ref["pw"].std() > 0.1  # the maps differ: a test that could fail
+
+
+def test_image_search_on_dask_equals_in_process(client):
+    """Blocks of maps searched on Dask workers (each building its own ImageSearch) give the
+    in-process search's arrays; a set that cannot be searched is returned as its error, the
+    others are still scored."""
+    from conftest import blob_volume
+    from helpers import image_metrics as im
+
+    n, M = 12, 6
+    rng = np.random.default_rng(2)
+    maps = np.stack([blob_volume(n, [((t - 2, 0, 1), 1.0), ((2, -t, 0), 0.8)], sigma=1.5) for t in range(5)]).astype(np.float32)
+    imgs = rng.standard_normal((M, n, n))
+    ctf = dict(defocus_u=rng.uniform(1e4, 2e4, M), defocus_v=rng.uniform(1e4, 2e4, M), defocus_angle=rng.uniform(0, 180, M),
+               voltage=300.0, cs=2.7, amplitude_contrast=0.1)
+    kw = dict(n_directions=12, n_inplane=4, max_shift=1, shift_step=1.0, refine_levels=1)
+    ref = im.ImageSearch(imgs, 3.0, ctf, **kw).search(maps)
+    got = hd.image_search_dask(client, imgs, 3.0, ctf, {"maps": maps, "bad": maps[:, :-1]}, maps_per_task=2, **kw)
+    assert isinstance(got["bad"], Exception)
+    for k, v in ref.items():
+        if k != "seconds":
+            assert got["maps"][k].shape == v.shape, k
+            np.testing.assert_allclose(got["maps"][k], v, rtol=1e-4, atol=1e-4, err_msg=k)
+    assert np.ptp(ref["logp_integrated"]) > 1.0  # the maps are told apart: a test that could fail
