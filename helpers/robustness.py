@@ -388,6 +388,15 @@ METRIC_NAMES = {
 }
 
 
+def batch_for(n_maps: int, box: int, budget: int = 3 * 2 ** 30, most: int = 8) -> int:
+    """Degraded sets per pass over the GT that fit a working-memory ``budget`` (bytes): each set
+    of ``n_maps`` float32 maps of ``box``³ is held about four times during scoring (the set, its
+    background-subtracted copy, the kernels' stacked copy and spectra). 8 on the demo (80 × 64³);
+    2 at 80 × 96³ (measured: batch 8 there peaked at 9.95 GiB of anonymous memory)."""
+    per_set = 4 * n_maps * box ** 3 * 4
+    return int(max(1, min(most, budget // per_set)))
+
+
 class Scorer:
     """Every GT-based metric of chapters 3–5 for sets of maps, summarised to one number per set.
 

