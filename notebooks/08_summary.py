@@ -230,7 +230,7 @@ fig.tight_layout()
 # ## Where a real method lands
 # Every other entry is a mock that hetbook made from the GT. An entry made by a real
 # heterogeneity method from the particle images (on the demo: cryoDRGN, trained on the 2000
-# simulated particles — see {doc}`01_data`) is placed here among them, metric by metric, against
+# simulated particles — see {doc}`../data`, step 7) is placed here among them, metric by metric, against
 # the realistic *Reconstructed* mock (maps reconstructed from the same kind of images, with the
 # GT's own grouping of the particles): "better"/"worse" only beyond both error bars.
 
@@ -240,9 +240,12 @@ units_short = {"resolution_A": " Å", "pw_coverage_A": " Å", "pcv_gt_captured":
                "loglik_per_image": " nat"}
 for lab in real:
     pl = leaderboard.placement(board, lab, better)
-    tab = pl["metrics"].rename(index=leaderboard.NAMES)
-    display(tab.style.format({"value": "{:.3g}", "compare_value": "{:.3g}", "rank": "{:g}"}, na_rep="")
-            .set_caption(f"{lab} against {leaderboard.DEMO_BASE} (rank among {pl['n']})"))
+    cols = {"value": lab, "rank": f"rank (of {pl['n']})", "compare_value": leaderboard.DEMO_BASE,
+            "vs_compare": "verdict"}
+    tab = pl["metrics"].rename(index=leaderboard.NAMES, columns=cols).rename_axis("metric")
+    display(tab.style.format({cols["value"]: "{:.3g}", cols["compare_value"]: "{:.3g}", cols["rank"]: "{:g}"},
+                             na_rep="").set_caption(f"{lab} against {leaderboard.DEMO_BASE} (verdict: beyond both error bars)")
+            .set_table_styles([{"selector": "th", "props": "white-space: nowrap; padding: 0 0.6em;"}]))
     rec = data / "cryodrgn" / "run.json"
     run = json.loads(rec.read_text()) if rec.is_file() and json.loads(rec.read_text()).get("label") == lab else {}
     m = pl["metrics"]

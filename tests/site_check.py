@@ -46,6 +46,12 @@ def check_site(root: Path) -> list[str]:
 
     problems: list[str] = []
     pages = sorted(p for p in root.rglob("*.html") if "_static" not in p.parts and p.name not in ("genindex.html", "search.html"))
+    # a page from a hidden folder (a virtual environment's README, licences …) means _config.yml
+    # does not exclude that folder: the cryoDRGN environment once added ~100 such pages
+    stray = [p for p in pages if any(part.startswith(".") for part in p.relative_to(root).parts)]
+    problems += [f"{p.relative_to(root)}: built from a hidden folder (add it to exclude_patterns in _config.yml)"
+                 for p in stray[:5]] + ([f"… and {len(stray) - 5} more such pages"] if len(stray) > 5 else [])
+    pages = [p for p in pages if p not in stray]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         for path in pages:
