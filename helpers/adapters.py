@@ -224,11 +224,24 @@ def find_cryodrgn(exe=None) -> str:
     return found
 
 
-def _run(cmd: list, where) -> None:
+def _run(cmd: list, where, epochs: int | None = None) -> None:
+    """Run one cryoDRGN command; with ``epochs``, a progress bar follows its "=====> Epoch: k"
+    log lines (training prints nothing else for minutes)."""
     import subprocess
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if r.returncode != 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+
+    from .backend import progress
+
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, bar = [], progress(total=epochs, desc=f"cryoDRGN {cmd[1]} (epochs)") if epochs else None
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if bar is not None and "=====> Epoch:" in line:
+            bar.update(1)
+    proc.wait()
+    if bar is not None:
+        bar.close()
+    if proc.returncode != 0:
+        tail = [ln for ln in lines if ln.strip()][-3:]
         raise InputError(where, f"`cryodrgn {cmd[1]}` failed: {' | '.join(tail)}",
                          "Check the workdir (weights, config.yaml, z files of that epoch) and the cryoDRGN version.")
 
@@ -330,7 +343,8 @@ def train_cryodrgn(star, stack, out, box: int | None = 32, zdim: int = 1, epochs
         _run([exe, "downsample", stack, "-D", box, "-o", data], stack)
     _run([exe, "train_vae", data, "--ctf", out / "ctf.pkl", "--poses", out / "pose.pkl", "--zdim", zdim,
           "-n", epochs, "-b", batch, "--enc-dim", width, "--enc-layers", layers, "--dec-dim", width,
-          "--dec-layers", layers, "--max-threads", threads, "--seed", seed, "--no-analysis", "-o", work], stack)  # cryoDRGN's default seed is random
+          "--dec-layers", layers, "--max-threads", threads, "--seed", seed, "--no-analysis", "-o", work], stack,
+         epochs=epochs)  # cryoDRGN's default seed is random
     return work, vs
 
 

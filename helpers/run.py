@@ -178,10 +178,10 @@ def ensure_cryodrgn(out: Path, opts: dict) -> None:
     """Add the cryoDRGN entry (:func:`helpers.adapters.add_cryodrgn_entry`) to a generated data
     set if it is missing; without cryoDRGN installed the book is built without it (a note says how
     to add it)."""
+    import inspect
+
     from .adapters import add_cryodrgn_entry, find_cryodrgn
     from .errors import InputError
-
-    import inspect
 
     allowed = set(inspect.signature(add_cryodrgn_entry).parameters) - {"data_dir", "exe"}
     if not isinstance(opts, dict) or set(opts) - allowed:
