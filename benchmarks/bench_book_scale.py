@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_scale import make_data, read_once, size_args  # noqa: E402
+from bench_scale import PeakAnon, make_data, read_once, size_args  # noqa: E402
 
 CHAPTERS = ("01", "02", "03", "04", "05", "06", "07", "08")
 
@@ -136,24 +135,14 @@ def main():
         proc = subprocess.Popen([sys.executable, "-m", "helpers.run", "--params", str(p), "--no-data", "--only", ch],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "HETBOOK_QUIET": "1"})
-        peak, stop = [0], threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                peak[0] = max(peak[0], tree_anon(proc.pid))
-                stop.wait(0.1)
-
-        th = threading.Thread(target=sample, daemon=True)
         t = time.perf_counter()
-        th.start()
-        log = proc.communicate()[0]
-        wall = time.perf_counter() - t
-        stop.set()
-        th.join()
+        with PeakAnon(lambda: tree_anon(proc.pid)) as pk:
+            log = proc.communicate()[0]
+        wall, peak = time.perf_counter() - t, pk.peak
         ok = proc.returncode == 0
         rows.append({"chapter": ch, "ok": ok, "wall_s": round(wall, 1), "wall_over_gt_read": round(wall / floor, 1),
-                     "peak_anon_GiB": round(peak[0] / 2 ** 30, 2)})
-        print(f"  {ch}: {'done' if ok else 'FAILED'} in {wall:.0f} s, peak anon {peak[0] / 2 ** 30:.2f} GiB", flush=True)
+                     "peak_anon_GiB": round(peak / 2 ** 30, 2)})
+        print(f"  {ch}: {'done' if ok else 'FAILED'} in {wall:.0f} s, peak anon {peak / 2 ** 30:.2f} GiB", flush=True)
         if not ok:
             print("\n".join(log.splitlines()[-15:]))
     print(f"reading the GT once (I/O floor): {floor:.1f} s")

@@ -41,15 +41,21 @@ def rss_anon() -> int:
 
 
 class PeakAnon:
+    """Peak of ``measure()`` (bytes; this process's RssAnon by default), sampled every 50 ms
+    while the ``with`` block runs."""
+
+    def __init__(self, measure=rss_anon):
+        self.measure = measure
+
     def __enter__(self):
-        self.peak, self.stop = rss_anon(), False
+        self.peak, self.stop = self.measure(), False
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
         return self
 
     def _run(self):
         while not self.stop:
-            self.peak = max(self.peak, rss_anon())
+            self.peak = max(self.peak, self.measure())
             time.sleep(0.05)
 
     def __exit__(self, *exc):

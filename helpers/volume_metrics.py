@@ -593,8 +593,8 @@ def distance_matrices(gt_maps, sub_maps, mask=None, metrics=METRICS, mode: str =
 
 CHUNK_BYTES = 2 ** 30  # working memory per GT chunk in distance_matrices_many (CPU)
 # on a GPU, larger chunks: fewer, larger products and copies (measured on an H200, 3000 × 128³
-# against 320 submitted maps: 7.5 s with 18-map chunks, 5.1 s with 64-map chunks, against 2.8 s
-# to stream the GT to the GPU at all)
+# against 320 submitted maps, with 2.7–2.9 s to stream the GT to the GPU at all: 18-map chunks
+# 7.5 s; these 4 GiB = 72-map chunks 5.4–6.3 s; 64-map chunks 5.0–5.1 s)
 CHUNK_BYTES_GPU = 4 * 2 ** 30
 
 
@@ -684,7 +684,7 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
     # fresh memory per chunk): the GT rows are copied once, from the file (or page cache)
     # straight into the buffer the device reads
     bufs = [torch.empty((min(step, n_gt), n, n, n), dtype=torch.float32,
-                        pin_memory=dev.type == "cuda") for _ in range(min(2, len(range(0, n_gt, step))))]
+                        pin_memory=dev.type == "cuda") for _ in range(min(2, len(starts)))]
 
     def load(i, a):  # the only read of these GT maps
         k = min(n_gt, a + step) - a

@@ -40,7 +40,8 @@ dask_workers = 0  # worker processes of a local Dask cluster for the pose search
 # shifts every half pixel) is searched with the image's own CTF; the log-likelihood integrates
 # the image's scale, offset and noise level analytically (white noise) and is integrated over
 # poses, or taken at the best pose. The pose integral is refined adaptively: around each image's
-# best grid rotations the cell is cut into 27 smaller ones, twice. Without this refinement (and
+# `refine_top` best grid rotations (1 in the demo book, 2 by default) the cell is cut into 27
+# smaller ones, `refine_levels` times (twice). Without this refinement (and
 # with whole-pixel shifts) the true pose lies up to half a grid cell from every grid pose, and
 # maps that are *smoother* than the truth lose less at the wrong pose: on this demo the low-pass
 # and the re-aligned rotated mocks then outscore the GT ensemble (see `helpers/image_metrics.py`

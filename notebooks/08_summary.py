@@ -246,8 +246,9 @@ for lab in real:
     display(tab.style.format({cols["value"]: "{:.3g}", cols["compare_value"]: "{:.3g}", cols["rank"]: "{:g}"},
                              na_rep="").set_caption(f"{lab} against {leaderboard.DEMO_BASE} (verdict: beyond both error bars)")
             .set_table_styles([{"selector": "th", "props": "white-space: nowrap; padding: 0 0.6em;"}]))
-    rec = data / "cryodrgn" / "run.json"
-    run = json.loads(rec.read_text()) if rec.is_file() and json.loads(rec.read_text()).get("label") == lab else {}
+    rec = data / "cryodrgn" / "run.json"  # the demo's record of its cryoDRGN training (adapters.add_cryodrgn_entry)
+    run = json.loads(rec.read_text()) if rec.is_file() else {}
+    run = run if run.get("label") == lab else {}
     m = pl["metrics"]
     method = subs[lab].provenance["method"]
     below = list(board.index[pl["position"]:])

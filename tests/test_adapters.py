@@ -243,6 +243,9 @@ def test_demo_cryodrgn_entry(tiny_data, tmp_path, monkeypatch, capsys):
     entry = [v for k, v in cfg.items() if k != "gt" and v["name"] == "cryodrgn"]
     assert len(entry) == 1 and entry[0]["hetbook_provenance"]["method"] == "cryoDRGN" and entry[0]["align"] == 1
     rec = json.loads((data / "cryodrgn/run.json").read_text())
+    import subprocess  # the version recorded = the one the command itself prints
+    assert rec["cryodrgn_version"] in subprocess.run([adapters.find_cryodrgn(), "--version"], capture_output=True,
+                                                     text=True).stdout
     assert rec["epochs"] == 2 and rec["voxel_size_A"] == pytest.approx(5.7 * 24 / 16) and rec["train_s"] > 0
     ms = io.read_submission_folder(data / "submissions/cryodrgn")
     assert ms.n_maps == 4 and ms.populations.sum() == pytest.approx(1.0)
