@@ -9,6 +9,8 @@ are applied by the metric chapters, which state which they use.
 from __future__ import annotations
 
 
+import math
+
 import numpy as np
 import torch
 
@@ -55,9 +57,21 @@ def flip_hand(ms: MapSet) -> MapSet:
     return ms.with_maps(np.ascontiguousarray(np.asarray(ms.maps)[..., ::-1]), step="flip hand (reverse x)")
 
 
+BRACKET_MIN = 1 << 16  # rows at least this long take the bracketing path of _numpy_median on a CPU
+
+
 def _numpy_median(x: torch.Tensor) -> torch.Tensor:
     """Row medians of (n, m) with numpy's convention (mean of the two middle values for even m),
-    by selection rather than sorting: torch's lower median, then the next value up."""
+    exact. Long rows on a CPU (m ≥ ``BRACKET_MIN``, e.g. the solvent of a 128³ map) are bracketed
+    first (:func:`_bracketed_median`, 2–4× faster than a full selection); others by selection."""
+    if x.device.type == "cpu" and x.shape[1] >= BRACKET_MIN:
+        return _bracketed_median(x)
+    return _selected_median(x)
+
+
+def _selected_median(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_numpy_median` by selection rather than sorting: torch's lower median, then the
+    next value up."""
     lo = x.median(dim=1).values
     if x.shape[1] % 2:
         return lo
@@ -65,6 +79,39 @@ def _numpy_median(x: torch.Tensor) -> torch.Tensor:
     nxt = x.masked_fill(x <= lo[:, None], float("inf")).min(1).values
     hi = torch.where(n_le > x.shape[1] // 2, lo, nxt)  # a tie at the lower middle: both middles equal
     return ((lo.double() + hi.double()) / 2).to(x.dtype)
+
+
+def _bracketed_median(x: torch.Tensor, sample: int = 1 << 14, seed: int = 0) -> torch.Tensor:
+    """Exact numpy-convention row medians of a long (n, m) CPU tensor: the two middle order
+    statistics k_lo = (m−1)//2 and k_hi = m//2 are bracketed by the sample quantiles ±4σ of a
+    random sample of ``sample`` values per row, the values in the bracket are counted and
+    selected (~3 % of the row), and the middle ones found among them. A row whose bracket
+    misses the middle (probability ~1e-4) falls back to :func:`_selected_median`; a bracket of
+    one repeated value (a solvent of exact zeros) is that value."""
+    n, m = x.shape
+    k_lo, k_hi = (m - 1) // 2, m // 2
+    gen = torch.Generator().manual_seed(seed)
+    picks = x[:, torch.randint(m, (sample,), generator=gen)].sort(1).values
+    centre = int((k_lo + 0.5) * sample / m)
+    half = 2 * int(math.sqrt(sample)) + 2  # 4σ of a sample rank: σ = √(s·½·½)
+    lo = picks[:, max(0, centre - half)].contiguous()
+    hi = picks[:, min(sample - 1, centre + half)].contiguous()
+    below = (x < lo[:, None]).sum(1, dtype=torch.int32)  # (an int32 count of a bool is ~8× faster)
+    inside = (x >= lo[:, None]) & (x <= hi[:, None])
+    count = inside.sum(1, dtype=torch.int32)
+    ok = (below <= k_lo) & (below + count > k_hi)
+    out = torch.empty(n, dtype=x.dtype)
+    for i in range(n):
+        if not bool(ok[i]):
+            out[i] = _selected_median(x[i:i + 1])[0]
+        elif bool(lo[i] == hi[i]):
+            out[i] = lo[i]
+        else:
+            v = x[i][inside[i]]
+            a = v.kthvalue(k_lo - int(below[i]) + 1).values
+            b = a if k_hi == k_lo else v.kthvalue(k_hi - int(below[i]) + 1).values
+            out[i] = ((a.double() + b.double()) / 2).to(x.dtype)
+    return out
 
 
 def median_zscore(maps, mask=None, convention: str = "numpy") -> torch.Tensor:

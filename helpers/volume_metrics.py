@@ -86,7 +86,10 @@ class DegenerateMapError(InputError):
 
 
 def _check_finite(x: torch.Tensor, label: str, first_index: int = 0):
-    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+    flat = x.reshape(x.shape[0], -1)
+    if bool(torch.isfinite(flat.sum(1)).all()):  # NaN and ±inf survive a sum: one cheap pass
+        return                                  # (a finite sum that overflowed is checked in full)
+    bad = ~torch.isfinite(flat).all(1)
     if bool(bad.any()):
         idx = (torch.nonzero(bad).flatten() + first_index).tolist()
         raise DegenerateMapError(label, f"map(s) {idx[:10]} contain NaN or infinite voxels.",
@@ -181,12 +184,17 @@ def _as_cache(cache) -> GTCache | None:
 # ------------------------------------------------------------------------------ FSC
 @dataclass
 class ShellLayout:
-    """Half-spectrum voxels within shells 1..N//2, sorted by shell."""
+    """Half-spectrum voxels within shells 1..N//2, sorted by shell.
+
+    A spectrum in this layout (:func:`_shell_sorted`) is real, (n, 2K): the K selected voxels'
+    (Re, Im) pairs interleaved, √multiplicity folded in, so Re Σ_{k∈shell} G(k) S*(k) is the dot
+    product of the shell's slice ``[2·lo, 2·hi)`` of the two spectra (one GEMM per shell)."""
     n: int
     order: torch.Tensor      # indices into the flattened half spectrum
     weights: torch.Tensor    # multiplicity (1 or 2) of each selected voxel
     bounds: list             # [start, stop) of each shell in the sorted selection
     counts: np.ndarray       # number of (full-spectrum) voxels per shell
+    root2: torch.Tensor = None  # √weights, repeated for (Re, Im): (2K,)
 
     @classmethod
     def make(cls, n: int, dev=None) -> "ShellLayout":
@@ -198,12 +206,21 @@ class ShellLayout:
         ss = s[order].cpu().numpy()
         bounds = [(int(np.searchsorted(ss, i)), int(np.searchsorted(ss, i, side="right"))) for i in range(1, n // 2 + 1)]
         counts = np.array([w[order][a:b].sum().item() for a, b in bounds])
-        return cls(n, order, w[order].to(torch.float32), bounds, counts)
+        weights = w[order].to(torch.float32)
+        return cls(n, order, weights, bounds, counts, weights.sqrt().repeat_interleave(2))
+
+    @property
+    def slices(self) -> list:
+        """[start, stop) of each shell in a (n, 2K) interleaved spectrum."""
+        return [(2 * a, 2 * b) for a, b in self.bounds]
+
+
+SAFE_SCALE = (1e-6, 1e6)  # max |voxel| range in which float32 spectra and their products cannot overflow
 
 
 def _spectra(maps, mask, layout: ShellLayout, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked maps -> ([Re, Im] of shell-sorted half-spectrum voxels (n, 2K) float32 with √w
-    folded in, per-shell power (n, n_shells) float64)."""
+    """Masked maps -> (shell-sorted spectra (n, 2K) float32 (see :class:`ShellLayout`), per-shell
+    power (n, n_shells) float64)."""
     x = as_tensor(maps, dev)
     if mask is not None:
         x = x * as_tensor(mask, dev)
@@ -214,21 +231,24 @@ def _spectra(maps, mask, layout: ShellLayout, dev) -> tuple[torch.Tensor, torch.
 
 
 def _unit_scale(x: torch.Tensor) -> torch.Tensor:
-    """Each map divided by its largest |value| (the FSC is scale invariant): float32 products of
-    maps with huge values (1e30) would overflow to inf and give NaN FSCs."""
-    m = x.reshape(x.shape[0], -1).abs().amax(1).clamp_min(1e-30)
-    return x / m.reshape(-1, *([1] * (x.dim() - 1)))
+    """Maps whose largest |value| lies outside ``SAFE_SCALE`` divided by it (the FSC is scale
+    invariant): float32 products of maps with huge values (1e30) would overflow to inf and give
+    NaN FSCs, tiny ones underflow. Maps in ordinary units are returned as they are (no pass)."""
+    m = x.reshape(x.shape[0], -1).abs().amax(1)
+    if bool(((m >= SAFE_SCALE[0]) & (m <= SAFE_SCALE[1])).all()):
+        return x
+    return x / m.clamp_min(1e-30).reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def _shell_sorted(f: torch.Tensor, layout: ShellLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """rfft spectra (n, N, N, N//2+1) -> the pair :func:`_spectra` returns."""
-    f = f.reshape(f.shape[0], -1)[:, layout.order]
-    sw = layout.weights.sqrt()
-    f = torch.cat([f.real * sw, f.imag * sw], 1)
-    K = layout.order.numel()
-    p = (f[:, :K].double() ** 2 + f[:, K:].double() ** 2)
-    power = torch.stack([p[:, a:b].sum(1) for a, b in layout.bounds], 1)
-    return f, power
+    """rfft spectra (n, N, N, N//2+1) complex64 -> the pair :func:`_spectra` returns."""
+    flat = f.reshape(f.shape[0], -1)
+    # one gather of the (Re, Im) pairs, read as one 64-bit word each
+    g = torch.gather(flat.view(torch.int64), 1, layout.order.expand(flat.shape[0], -1))
+    g = torch.view_as_real(g.view(torch.complex64)).reshape(flat.shape[0], -1)
+    g *= layout.root2
+    power = torch.stack([torch.linalg.vector_norm(g[:, a:b], dim=1) for a, b in layout.slices], 1).double() ** 2
+    return g, power
 
 
 def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = None,
@@ -290,9 +310,7 @@ def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = No
 def _fsc_block(fg, pg, fs, ps, layout: ShellLayout) -> np.ndarray:
     """FSC curves (n_g, n_s, N//2) float32 of two sets of :func:`_spectra`: one real GEMM per
     shell for the numerators; NaN in shells where either map has no signal."""
-    K = layout.order.numel()
-    num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T + fg[:, K + lo:K + hi] @ fs[:, K + lo:K + hi].T
-                       for lo, hi in layout.bounds], -1).double()
+    num = torch.stack([fg[:, lo:hi] @ fs[:, lo:hi].T for lo, hi in layout.slices], -1).double()
     f = num / torch.sqrt(pg[:, None, :] * ps[None, :, :]).clamp_min(1e-300)
     dead = _no_signal(pg)[:, None, :] | _no_signal(ps)[None, :, :]
     return torch.where(dead, torch.full_like(f, float("nan")), f).float().cpu().numpy()
@@ -332,9 +350,7 @@ def _paired(sa, sb, layout: ShellLayout) -> np.ndarray:
     """Paired FSC curves from two :func:`_spectra` results."""
     (fa, pa), (fb, pb) = sa, sb
     prod = (fa * fb).double()
-    K = layout.order.numel()
-    prod = prod[:, :K] + prod[:, K:]
-    num = torch.stack([prod[:, lo:hi].sum(1) for lo, hi in layout.bounds], 1)
+    num = torch.stack([prod[:, lo:hi].sum(1) for lo, hi in layout.slices], 1)
     f = num / torch.sqrt(pa * pb).clamp_min(1e-300)
     return torch.where(_no_signal(pa) | _no_signal(pb), torch.full_like(f, float("nan")), f).cpu().numpy()
 
@@ -455,19 +471,36 @@ def resolution(fsc, voxel_size: float, threshold: float = 0.5, rule: str = "inte
 def _stats(maps, sel, normalise: str | None, convention: str, dev, dtype, label="maps", first_index=0):
     """Masked (normalised) vectors of a chunk of maps, centred: (v − μ (n, V), μ (n,), Σ(v − μ)² (n,)).
 
+    The median z-score z = (x − median)/std is affine, so it is applied to the centred statistics
+    of the raw masked voxels (v/std, (μ − median)/std, V/std²) instead of to the whole maps: the
+    same numbers (std with n − 1 from the float64 V; the published convention's lower median
+    with ``convention="published"``) from one selection of the masked voxels.
     Raises :class:`DegenerateMapError` for non-finite maps and maps constant inside the mask."""
+    from .preprocess import _numpy_median
+
     x = as_tensor(maps, dev)
     _check_finite(x, label, first_index)
-    raw = x.reshape(x.shape[0], -1)[:, sel].to(dtype)
-    mu = raw.mean(1)
-    _check_nonconstant(((raw - mu[:, None]) ** 2).sum(1), label, first_index,
-                       scale=(raw ** 2).sum(1))
+    picked = x.reshape(x.shape[0], -1)[:, sel]
+    v = picked.to(dtype)
+    mu = v.mean(1)
+    v -= mu[:, None]
+    V = (v * v).sum(1)
+    N = v.shape[1]
+    _check_nonconstant(V, label, first_index, scale=V + N * mu ** 2)  # Σ x² = V + N μ²
     if normalise == "median_zscore":
-        x = median_zscore(x, sel.reshape(x.shape[1:]).float(), convention=convention)
-        raw = x.reshape(x.shape[0], -1)[:, sel].to(dtype)
-        mu = raw.mean(1)
-    v = raw - mu[:, None]
-    return v, mu, (v * v).sum(1)
+        if convention == "published":
+            med = picked.median(dim=1).values.to(dtype)
+        elif convention == "numpy":
+            med = _numpy_median(picked).to(dtype)
+        else:
+            raise ValueError(f"unknown convention {convention!r}")
+        sd = torch.sqrt(V / max(N - 1, 1))
+        v /= sd[:, None]
+        mu = (mu - med) / sd
+        V = V / sd ** 2
+    elif normalise is not None:
+        raise ValueError(f"unknown normalisation {normalise!r}")
+    return v, mu, V
 
 
 def bioem_logp(N, Co, Cc, Coo, Ccc, Coc, constant: str = "correct"):
@@ -601,7 +634,7 @@ CHUNK_BYTES_GPU = 4 * 2 ** 30
 def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxel_size: float = 1.0,
                            fsc_cutoff_A: float | None = None, normalise: str | None = "median_zscore",
                            dev=None, gt_chunk: int | None = None, background: bool = True,
-                           gt_label: str = "GT") -> tuple[dict, dict]:
+                           gt_label: str = "GT", sub_chunk: int | None = None) -> tuple[dict, dict]:
     """:func:`distance_matrices` for many submissions in **one pass over the GT**.
 
     subs {label: (n_l, N, N, N) maps on the GT grid}. Each GT chunk is read once and scored
@@ -611,6 +644,10 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
     so each metric is one matrix product per chunk. A challenge-scale GT stored as a memory
     map is read once for all submissions instead of twice per submission. ``sw`` (and
     ``mode="reference"``) are not fused: use :func:`distance_matrices`.
+
+    Memory: the submissions' statistics (float64, masked voxels) and spectra (float32, ~N³) for
+    all submitted maps, plus two GT chunks of ≤ ~1 GiB of work each; the submitted maps are
+    transformed ``sub_chunk`` at a time (default: ~0.5 GiB of temporaries).
 
     Returns (results {label: dict as distance_matrices returns}, failures {label:
     DegenerateMapError}): a degenerate submission is reported, the others are scored.
@@ -636,38 +673,65 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
     def fsc_input(x):
         return (subtract_background(x, weight, dev) if use_bg else x) * weight if weight is not None else x
 
-    stat_parts, spec_parts, labels, sizes, failures = [], [], [], [], {}
+    # the submissions' statistics and spectra, written straight into one preallocated array each
+    # (no per-submission parts concatenated afterwards: that held both, ~2× their size), a few
+    # maps at a time (the FFT's temporaries stay ~0.5 GiB whatever the submission's size)
+    want_stats, want_spec = bool(want & {"l2", "corr", "bioem"}), bool(want & {"fsc", "res"})
+    N = int(sel.sum())
+    failures, rows = {}, {}
     for lab, maps in subs.items():
+        if maps.shape[-1] != n:
+            failures[lab] = DegenerateMapError(lab, f"box {maps.shape[-1]} differs from the GT's {n}.",
+                                               "Preprocess the submission onto the GT grid first.")
+        else:
+            rows[lab] = maps.shape[0]
+    total = sum(rows.values())
+    if want_stats:
+        S = torch.empty((total, N), dtype=dtype, device=dev)
+        mu_s = torch.empty(total, dtype=dtype, device=dev)
+        Vs = torch.empty(total, dtype=dtype, device=dev)
+    if want_spec:
+        fs = torch.empty((total, 2 * layout.order.numel()), dtype=torch.float32, device=dev)
+        ps = torch.empty((total, n // 2), dtype=torch.float64, device=dev)
+    step_sub = sub_chunk or max(1, (2 ** 29) // (n ** 3 * 4 * 8))
+    labels, sizes, r0, keep = [], [], 0, []
+    for lab, k in rows.items():
+        maps = subs[lab]
         try:
-            if maps.shape[-1] != n:
-                raise DegenerateMapError(lab, f"box {maps.shape[-1]} differs from the GT's {n}.",
-                                         "Preprocess the submission onto the GT grid first.")
-            x = as_tensor(maps, dev)
-            st = _stats(x, sel, normalise, "numpy", dev, dtype, lab) if want & {"l2", "corr", "bioem"} else None
-            sp = None
-            if want & {"fsc", "res"}:
-                sp = _spectra(fsc_input(x), None, layout, dev)
-                _check_nonconstant(sp[1].sum(1), lab)
+            for c0 in range(0, k, step_sub):
+                c1 = min(k, c0 + step_sub)
+                x = as_tensor(maps[c0:c1], dev)
+                if want_stats:
+                    v, mu, V = _stats(x, sel, normalise, "numpy", dev, dtype, lab, c0)
+                    S[r0 + c0:r0 + c1], mu_s[r0 + c0:r0 + c1], Vs[r0 + c0:r0 + c1] = v, mu, V
+                    del v
+                if want_spec:
+                    if not want_stats:
+                        _check_finite(x, lab, c0)
+                    f, p = _spectra(fsc_input(x), None, layout, dev)
+                    _check_nonconstant(p.sum(1), lab, c0)
+                    fs[r0 + c0:r0 + c1], ps[r0 + c0:r0 + c1] = f, p
+                    del f
         except DegenerateMapError as e:
             failures[lab] = e
-            continue
-        stat_parts.append(st)
-        spec_parts.append(sp)
-        labels.append(lab)
-        sizes.append(x.shape[0])
+        else:
+            labels.append(lab)
+            sizes.append(k)
+            keep.append(torch.arange(r0, r0 + k))
+        r0 += k
     results = {lab: {} for lab in labels}
     if not labels:
         return results, failures
+    if len(labels) < len(rows):  # drop a failed submission's rows (a copy, only then)
+        idx = torch.cat(keep).to(dev)
+        if want_stats:
+            S, mu_s, Vs = S[idx], mu_s[idx], Vs[idx]
+        if want_spec:
+            fs, ps = fs[idx], ps[idx]
     cols = np.cumsum([0] + sizes)
-    N = int(sel.sum())
-    if stat_parts[0] is not None:
-        S = torch.cat([p[0] for p in stat_parts])
-        mu_s = torch.cat([p[1] for p in stat_parts])
-        Vs = torch.cat([p[2] for p in stat_parts])
+    if want_stats:
         mats = {m: np.empty((n_gt, len(mu_s))) for m in want & {"l2", "corr", "bioem"}}
-    if spec_parts[0] is not None:
-        fs = torch.cat([p[0] for p in spec_parts])
-        ps = torch.cat([p[1] for p in spec_parts])
+    if want_spec:
         curves = np.empty((n_gt, fs.shape[0], n // 2), dtype=np.float32)
     # bytes per GT map in a chunk: its copies (float32 map, float64 masked statistics, spectrum)
     # and its row of every FSC numerator/denominator (float64, all submitted maps × shells)
@@ -703,11 +767,11 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
             nxt = pool.submit(load, i + 1, starts[i + 1])
         x = host.to(dev, non_blocking=True)
         _check_finite(x, gt_label, a)
-        if stat_parts[0] is not None:
+        if want_stats:
             gst = _stats(x, sel, normalise, "numpy", dev, dtype, gt_label, a)
             for m, v in _stat_scores(gst, (S, mu_s, Vs), N, want).items():
                 mats[m][a:b] = v
-        if spec_parts[0] is not None:
+        if want_spec:
             fg, pg = _spectra(fsc_input(x), None, layout, dev)
             _check_nonconstant(pg.sum(1), gt_label, a)
             curves[a:b] = _fsc_block(fg, pg, fs, ps, layout)
@@ -721,11 +785,11 @@ def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxe
     for i, lab in enumerate(labels):
         c0, c1 = cols[i], cols[i + 1]
         r = results[lab]
-        if stat_parts[0] is not None:
+        if want_stats:
             r["n_voxels"] = N
             for m, M in mats.items():
                 r[m] = M[:, c0:c1]
-        if spec_parts[0] is not None:
+        if want_spec:
             r["fsc_curves"] = curves[:, c0:c1]
             if "fsc" in want:
                 r["fsc"] = 1.0 - fsc_area(r["fsc_curves"][..., use])

@@ -85,6 +85,32 @@ def test_median_zscore_conventions():
     np.testing.assert_allclose(zp, (flat - lower[:, None]) / flat.std(1, ddof=1, keepdims=True), atol=1e-5)
 
 
+def test_bracketed_median_of_long_rows_is_exact(monkeypatch):
+    """Rows of ≥ 2¹⁶ values (a map's solvent) take the bracketing path: exactly numpy's median
+    (float64 reference) for odd and even lengths, heavy ties, a solvent of exact zeros, skewed
+    values; rows whose bracket misses the middle (forced by a 4-value sample) fall back to the
+    full selection and are still exact."""
+    rng = np.random.default_rng(3)
+    m = pp.BRACKET_MIN
+    rows = {"normal odd": rng.standard_normal((3, m + 1)),
+            "normal even": rng.standard_normal((3, m)),
+            "ties": rng.integers(0, 5, (3, m)),
+            "zeros": np.zeros((2, m)),
+            "mostly zero": np.where(rng.random((3, m)) < 0.7, 0.0, rng.standard_normal((3, m))),
+            "skewed": rng.exponential(1.0, (3, m + 3)) ** 3}
+    for name, x in rows.items():
+        x = x.astype(np.float32)
+        got = pp._numpy_median(torch.as_tensor(x)).numpy()
+        np.testing.assert_array_equal(got, np.median(x.astype(np.float64), 1).astype(np.float32), err_msg=name)
+    calls = []
+    full = pp._selected_median
+    monkeypatch.setattr(pp, "_selected_median", lambda r: calls.append(1) or full(r))
+    x = rng.standard_normal((64, m)).astype(np.float32)
+    got = pp._bracketed_median(torch.as_tensor(x), sample=4).numpy()
+    np.testing.assert_array_equal(got, np.median(x.astype(np.float64), 1).astype(np.float32))
+    assert 0 < len(calls) < 64  # some rows fell back, the others were bracketed
+
+
 def test_numpy_median_by_selection_handles_ties_and_odd_counts():
     rng = np.random.default_rng(1)
     for m in (7, 8, 512):

@@ -481,8 +481,8 @@ def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
     n = 12
     g = rng.standard_normal((9, n, n, n)).astype(np.float32)
     subs = {"a": (0.5 * g[[0, 3]] + rng.standard_normal((2, n, n, n))).astype(np.float32),
-            "b": (2.0 * g[[1, 4, 7]] + 0.3 + rng.standard_normal((3, n, n, n))).astype(np.float32),
-            "flat": np.ones((2, n, n, n), np.float32)}
+            "flat": np.ones((2, n, n, n), np.float32),  # between two good ones: its rows are dropped
+            "b": (2.0 * g[[1, 4, 7]] + 0.3 + rng.standard_normal((3, n, n, n))).astype(np.float32)}
     mask = _soft_and_hard_masks(n)["soft"]
     metrics = ["l2", "corr", "bioem", "fsc", "res"]
 
@@ -494,9 +494,10 @@ def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
             self.reads += 1
             return self.x[k]
 
-    for chunk in (2, 4, 9):
+    for chunk, sub_chunk in ((2, 2), (4, None), (9, 1)):
         src = Counting(g)
-        got, failed = vm.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=chunk)
+        got, failed = vm.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=chunk,
+                                                sub_chunk=sub_chunk)
         assert src.reads == -(-9 // chunk)  # one read per chunk, for all submissions and metrics
         assert set(failed) == {"flat"} and "flat" in str(failed["flat"])
         for lab in ("a", "b"):
