@@ -224,11 +224,12 @@ def current_submissions(results_dir) -> dict:
     return {lab: results_dir / rel for lab, rel in subs.items()}
 
 
-def load_submissions(results_dir) -> dict:
-    """{label: MapSet} of this run's preprocessed submissions."""
+def load_submissions(results_dir, mmap: bool = False) -> dict:
+    """{label: MapSet} of this run's preprocessed submissions (``mmap``: maps memory-mapped,
+    read where used; see :meth:`MapSet.load`)."""
     from .mapset import MapSet
 
-    return {lab: MapSet.load(p) for lab, p in current_submissions(results_dir).items()}
+    return {lab: MapSet.load(p, mmap=mmap) for lab, p in current_submissions(results_dir).items()}
 
 
 def labels_done(results_dir, chapter: str) -> list[str]:

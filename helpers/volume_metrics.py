@@ -634,29 +634,72 @@ CHUNK_BYTES_GPU = 4 * 2 ** 30
 def distance_matrices_many(gt_maps, subs: dict, mask=None, metrics=METRICS, voxel_size: float = 1.0,
                            fsc_cutoff_A: float | None = None, normalise: str | None = "median_zscore",
                            dev=None, gt_chunk: int | None = None, background: bool = True,
-                           gt_label: str = "GT", sub_chunk: int | None = None) -> tuple[dict, dict]:
+                           gt_label: str = "GT", sub_chunk: int | None = None,
+                           sub_memory: int | None = None) -> tuple[dict, dict]:
     """:func:`distance_matrices` for many submissions in **one pass over the GT**.
 
-    subs {label: (n_l, N, N, N) maps on the GT grid}. Each GT chunk is read once and scored
-    against every submission for every metric (l2, corr, bioem, fsc, res; default mode): its
-    masked statistics and its shell-sorted spectrum come from the same chunk in memory, and the
-    submissions' statistics and spectra (computed and checked once, per submission) are stacked
-    so each metric is one matrix product per chunk. A challenge-scale GT stored as a memory
-    map is read once for all submissions instead of twice per submission. ``sw`` (and
-    ``mode="reference"``) are not fused: use :func:`distance_matrices`.
+    subs {label: (n_l, N, N, N) maps on the GT grid; memory maps are read ``sub_chunk`` maps at a
+    time}. Each GT chunk is read once and scored against every submission for every metric (l2,
+    corr, bioem, fsc, res; default mode): its masked statistics and its shell-sorted spectrum
+    come from the same chunk in memory, and the submissions' statistics and spectra (computed
+    and checked once, per submission) are stacked so each metric is one matrix product per
+    chunk. A challenge-scale GT stored as a memory map is read once for all submissions instead
+    of twice per submission. ``sw`` (and ``mode="reference"``) are not fused: use
+    :func:`distance_matrices`.
 
-    Memory: the submissions' statistics (float64, masked voxels) and spectra (float32, ~N³) for
-    all submitted maps, plus two GT chunks of ≤ ~1 GiB of work each; the submitted maps are
-    transformed ``sub_chunk`` at a time (default: ~0.5 GiB of temporaries).
+    Memory: the submissions' statistics (float64, masked voxels) and spectra (float32, ~N³) —
+    :func:`submission_bytes` per submitted map, ~80 MB at 224³ — plus two GT chunks of ≤ ~1 GiB
+    of work each; the submitted maps are transformed ``sub_chunk`` at a time (default: ~0.5 GiB
+    of temporaries). When all submissions' statistics exceed ``sub_memory`` bytes (default: 40 %
+    of the free memory of ``dev``), they are scored in groups that fit, one GT pass per group
+    (a submission is never split), and a line says so.
 
     Returns (results {label: dict as distance_matrices returns}, failures {label:
     DegenerateMapError}): a degenerate submission is reported, the others are scored.
     A degenerate or non-finite *GT* map raises.
     """
+    dev = dev or device()
+    n = gt_maps.shape[-1]
+    n_sel = n ** 3 if mask is None else int((as_tensor(mask, torch.device("cpu")).flatten() > 0.5).sum())
+    per_map = submission_bytes(n, n_sel, metrics)
+    budget = sub_memory if sub_memory is not None else int(0.4 * available_bytes(dev))
+    groups, cur, used = [], {}, 0
+    for lab, maps in subs.items():
+        need = per_map * maps.shape[0]
+        if cur and used + need > budget:
+            groups.append(cur)
+            cur, used = {}, 0
+        cur[lab], used = maps, used + need
+    groups.append(cur)
+    if len(groups) > 1:
+        print(f"{len(subs)} submissions in {len(groups)} passes over the GT: their statistics take "
+              f"{per_map * sum(m.shape[0] for m in subs.values()) / 2 ** 30:.1f} GiB, "
+              f"{budget / 2 ** 30:.1f} GiB allowed (sub_memory)")
+    results, failures = {}, {}
+    for group in groups:
+        r, f = _one_gt_pass(gt_maps, group, mask, metrics, voxel_size, fsc_cutoff_A, normalise, dev,
+                            gt_chunk, background, gt_label, sub_chunk)
+        results.update(r)
+        failures.update(f)
+    return results, failures
+
+
+def submission_bytes(n: int, n_masked: int, metrics=METRICS) -> int:
+    """Bytes :func:`distance_matrices_many` holds per submitted map of box ``n``: its centred
+    masked voxels (float64) for l2/corr/bioem, its shell-sorted spectrum (float32, (Re, Im) of
+    the half-spectrum voxels in shells 1..n//2, ~0.52·n³/2 of them) and shell powers for the FSC."""
+    want = set(metrics)
+    k = int(math.pi / 6 * (n + 1) ** 3 / 2)  # ≈ half-spectrum voxels in shells 1..n//2 (radius n/2 + ½)
+    return (n_masked * 8 if want & {"l2", "corr", "bioem"} else 0) + \
+        ((2 * k * 4 + (n // 2) * 8) if want & {"fsc", "res"} else 0)
+
+
+def _one_gt_pass(gt_maps, subs: dict, mask, metrics, voxel_size, fsc_cutoff_A, normalise, dev,
+                 gt_chunk, background, gt_label, sub_chunk) -> tuple[dict, dict]:
+    """The single GT pass of :func:`distance_matrices_many` for one group of submissions."""
     unknown = set(metrics) - {"l2", "corr", "bioem", "fsc", "res"}
     if unknown:
         raise ValueError(f"distance_matrices_many: {sorted(unknown)} are not fused; use distance_matrices")
-    dev = dev or device()
     want = set(metrics)
     n = gt_maps.shape[-1]
     n_gt = gt_maps.shape[0]

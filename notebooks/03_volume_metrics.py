@@ -78,7 +78,7 @@ plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
 gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)
 mask = io.read_mask(gtf["mask"], gt.box)
-subs = manifest.load_submissions(out)  # this run's submissions (the manifest), never a folder glob
+subs = manifest.load_submissions(out, mmap=True)  # this run's submissions (the manifest), never a folder glob; maps read where used
 order = np.argsort(gt.pc1)
 print(gt, "|", len(subs), "submissions")
 

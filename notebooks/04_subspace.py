@@ -53,7 +53,7 @@ plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
 gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)  # streamed below
 mask = io.read_mask(gtf["mask"], gt.box)
-subs = manifest.load_submissions(out)  # this run's submissions (the manifest)
+subs = manifest.load_submissions(out, mmap=True)  # this run's submissions (the manifest)
 failures = manifest.Failures(out, "04_subspace")
 for lab, s in list(subs.items()):
     with failures.guard(lab):

@@ -68,7 +68,7 @@ data, out = resolve(data_dir), resolve(results_dir)
 gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)  # rows matched to maps
 p_gt, pc1 = gt.populations, gt.pc1
 done = manifest.labels_done(out, "03_volume_metrics")  # scored by chapter 3 in this run
-subs = {k: v for k, v in manifest.load_submissions(out).items() if k in done}
+subs = {k: v for k, v in manifest.load_submissions(out, mmap=True).items() if k in done}
 mats = {lab: dict(np.load(out / "volume_metrics" / f"{slug(lab)}.npz")) for lab in subs}
 
 # %%

@@ -79,7 +79,7 @@ mask = io.read_mask(gtf["mask"], gt.box)  # each map's solvent background is sub
 if 0 < n_gt_maps < gt.n_maps:
     gt = gt.subset(np.argsort(gt.pc1)[np.linspace(0, gt.n_maps - 1, n_gt_maps).astype(int)])
 sets = {"GT ensemble": gt}
-sets.update(manifest.load_submissions(out))  # this run's submissions (the manifest)
+sets.update(manifest.load_submissions(out, mmap=True))  # this run's submissions (the manifest)
 
 # %%
 res, rows = {}, []

@@ -57,7 +57,7 @@ from helpers.paths import atomic_write, resolve, save_csv
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-subs = manifest.load_submissions(out)  # this run's submissions (the manifest)
+subs = manifest.load_submissions(out, mmap=True)  # this run's submissions (the manifest)
 done = {ch: set(manifest.labels_done(out, ch)) for ch in
         ("03_volume_metrics", "04_subspace", "05_distribution", "06_image_metrics")}
 labels = [lab for lab in subs if all(lab in d for d in done.values())]  # scored by every chapter

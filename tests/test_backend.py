@@ -13,10 +13,13 @@ import helpers.backend as b
 x = torch.ones(2 ** 24)  # 64 MiB, above glibc's largest default mmap threshold (32 MiB)
 for _ in range(3):
     (x * 2).sum()  # warm up: the heap grows once
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
-    (x * 2).sum()  # one 64 MiB temporary, allocated and freed
-print(b.MALLOC_TUNED, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+counts = []
+for _ in range(3):  # the steady state: the fewest faults of three batches (the heap may still grow once)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        (x * 2).sum()  # one 64 MiB temporary, allocated and freed
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(b.MALLOC_TUNED, min(counts))
 """
 
 
@@ -32,8 +35,9 @@ def _faults(env_value):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_large_temporaries_are_reused_not_refaulted():
-    """20 temporaries of 64 MiB: glibc's defaults map and fault in ~16,000 fresh pages for each
-    (≥ 300,000 in all); with hetbook's setting the freed block is reused (≈ no faults)."""
+    """Batches of 20 temporaries of 64 MiB: glibc's defaults map and fault in ~16,000 fresh pages
+    for each (≥ 300,000 per batch); with hetbook's setting the freed block is reused (≈ no faults
+    once the heap has grown)."""
     tuned, faults = _faults(None)
     system, faults_system = _faults("system")
     assert tuned and not system

@@ -257,6 +257,24 @@ def test_mapset_roundtrip_and_no_overwrite_of_maps(tmp_path):
     expect_error(lambda: io.write_mrc(tmp_path / "x.mrc", ms.maps[0], 1.5), "x.mrc", "never overwrites")
 
 
+def test_mapset_maps_memory_mapped_from_the_npz(tmp_path):
+    """MapSet.load(mmap=True) maps the uncompressed .npz member in place: the same maps (odd
+    label lengths shift the member's offset), read-only, nothing loaded; a compressed file names
+    itself and the fix."""
+    rng = np.random.default_rng(4)
+    for label in ("a", "a much longer label, with spaces"):
+        ms = MapSet(rng.standard_normal((3, 5, 5, 5)).astype(np.float32), [0.2, 0.3, 0.5], 2.0, label, {"source": "x"})
+        back = MapSet.load(ms.save(tmp_path / "m.npz"), mmap=True)
+        assert isinstance(back.maps, np.memmap) and not back.maps.flags.writeable
+        np.testing.assert_array_equal(back.maps, ms.maps)
+        np.testing.assert_array_equal(back.populations, ms.populations)
+        (tmp_path / "m.npz").unlink()
+    np.savez_compressed(tmp_path / "c.npz", maps=ms.maps, populations=ms.populations, voxel_size=2.0,
+                        label="c", provenance="{}")
+    expect_error(lambda: MapSet.load(tmp_path / "c.npz", mmap=True), "c.npz", "compressed")
+    assert MapSet.load(tmp_path / "c.npz").n_maps == 3  # without mmap it still loads
+
+
 def test_gt_from_a_folder_of_mrc_maps(tmp_path):
     rng = np.random.default_rng(1)
     maps = rng.uniform(0.1, 1, (3, 6, 6, 6)).astype(np.float32)

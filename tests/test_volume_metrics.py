@@ -504,3 +504,14 @@ def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
             ref = vm.distance_matrices(g, subs[lab], mask, metrics, voxel_size=2.0, label=lab)
             for m in metrics + ["fsc_curves"]:
                 np.testing.assert_allclose(got[lab][m], ref[m], rtol=1e-6, atol=1e-6, err_msg=f"{lab} {m} chunk {chunk}")
+    # statistics over a memory budget: one GT pass per group of submissions that fits, same numbers
+    per_map = vm.submission_bytes(n, int((mask > 0.5).sum()), metrics)
+    assert per_map == pytest.approx(int((mask > 0.5).sum()) * 8 + 2 * vm.ShellLayout.make(n).order.numel() * 4
+                                    + (n // 2) * 8, rel=0.1)
+    src = Counting(g)
+    grouped, failed = vm.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=3,
+                                                sub_memory=5 * per_map)  # {a, flat}, {b}: two groups
+    assert src.reads == 2 * 3 and set(failed) == {"flat"}
+    for lab in ("a", "b"):
+        for m in metrics + ["fsc_curves"]:
+            np.testing.assert_allclose(grouped[lab][m], got[lab][m], rtol=1e-6, atol=1e-6, err_msg=f"grouped {lab} {m}")
