@@ -36,32 +36,46 @@ CHAPTERS = ("01", "02", "03", "04", "05", "06", "07", "08")
 
 
 def tree_anon(pid: int) -> int:
-    """Anonymous memory (bytes) of a process and all its descendants: the sum of their
-    proportional anonymous sets (``Pss_Anon``, /proc/PID/smaps_rollup), so pages a forked worker
-    still shares copy-on-write with its parent count once — summing ``RssAnon`` counted them in
-    every process (chapter 3's transport workers made its peak read 7.4–7.8 GiB instead of
-    ~5); ``RssAnon`` where smaps_rollup is missing."""
-    total, todo = 0, [pid]
+    """Anonymous memory (bytes) of a process and all its descendants. A worker forked without
+    exec (same command line as its parent: the transport pool) shares its parent's pages
+    copy-on-write, and summing ``RssAnon`` would count them in every process (chapter 3 read
+    7.4–7.8 GiB instead of ~5.6): such parents and children are counted by their proportional
+    share (``Pss_Anon``, /proc/PID/smaps_rollup; ~0.1 s per read of a 4 GB process, so only
+    then), every other process by its ``RssAnon`` (cheap)."""
+    parent, todo = {pid: None}, [pid]
     while todo:
         p = todo.pop()
         try:
-            total += _anon(p)
             for t in os.listdir(f"/proc/{p}/task"):
-                todo += [int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split()]
+                for c in open(f"/proc/{p}/task/{t}/children").read().split():
+                    parent[int(c)] = p
+                    todo.append(int(c))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    shared = set()
+    for c, p in parent.items():
+        if p is not None and _cmdline(c) == _cmdline(p):
+            shared |= {c, p}
+    total = 0
+    for p in parent:
+        try:
+            total += _field(p, "smaps_rollup", "Pss_Anon:") if p in shared else _field(p, "status", "RssAnon:")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return total
 
 
-def _anon(pid: int) -> int:
-    for name, key in (("smaps_rollup", "Pss_Anon:"), ("status", "RssAnon:")):
-        try:
-            for line in open(f"/proc/{pid}/{name}"):
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        except FileNotFoundError:
-            if name == "status":
-                raise
+def _cmdline(pid: int) -> bytes:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return b""
+
+
+def _field(pid: int, name: str, key: str) -> int:
+    for line in open(f"/proc/{pid}/{name}"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
     return 0
 
 
