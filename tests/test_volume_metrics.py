@@ -515,3 +515,15 @@ def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
     for lab in ("a", "b"):
         for m in metrics + ["fsc_curves"]:
             np.testing.assert_allclose(grouped[lab][m], got[lab][m], rtol=1e-6, atol=1e-6, err_msg=f"grouped {lab} {m}")
+
+
+def test_one_gt_pass_names_a_non_finite_gt_map_for_every_metric_set():
+    """A NaN voxel in GT map 3 raises, naming the map, whether the pass computes the masked
+    statistics (which check it), only the FSC (its own check), or both — no NaN row is returned."""
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((5, 8, 8, 8)).astype(np.float32)
+    g[3, 1, 1, 1] = np.nan
+    sub = {"s": rng.standard_normal((2, 8, 8, 8)).astype(np.float32)}
+    for metrics in (["l2"], ["fsc"], ["l2", "fsc"]):
+        with pytest.raises(vm.DegenerateMapError, match=r"GT: map\(s\) \[3\] contain NaN"):
+            vm.distance_matrices_many(g, sub, None, metrics, gt_chunk=2)
