@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import fourier as Fo
 from helpers import io
@@ -359,6 +360,27 @@ def test_background_correction_leaves_an_offset_free_map_unchanged():
     full = np.full((24, 24, 24), 0.5, np.float32)
     np.testing.assert_allclose(vm.background_level(s + 2.0, full).cpu().numpy(),
                                (s.reshape(2, -1).astype(np.float64).mean(1) + 2.0), rtol=1e-6)
+
+
+def test_background_level_is_the_numpy_median_of_the_solvent_with_or_without_its_index():
+    """background_level = numpy's median over the voxels with mask weight ≤ 0.01 (float64
+    reference), whether the solvent index is recomputed or passed in (the streaming kernels make
+    it once per mask); the index is np.flatnonzero of that selection, None for < 8 voxels."""
+    rng = np.random.default_rng(11)
+    n = 16
+    maps = (rng.standard_normal((3, n, n, n)) * [[[[1.0]]], [[[5.0]]], [[[0.1]]]] + [[[[0.0]]], [[[2.0]]], [[[-7.0]]]])
+    maps = maps.astype(np.float32)
+    mask = _soft_and_hard_masks(n)["soft"]
+    out = mask.flatten() <= vm.BACKGROUND_WEIGHT
+    want = np.median(maps.reshape(3, -1)[:, out].astype(np.float64), axis=1)
+    idx = vm.solvent_index(mask, torch.device("cpu"))
+    np.testing.assert_array_equal(idx.numpy(), np.flatnonzero(out))
+    for solvent in (None, idx):
+        np.testing.assert_allclose(vm.background_level(maps, mask, torch.device("cpu"), solvent).numpy(), want,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(vm.subtract_background(maps, mask, torch.device("cpu"), solvent).numpy(),
+                                   maps - want[:, None, None, None].astype(np.float32), atol=1e-5)
+    assert vm.solvent_index(np.full((n, n, n), 0.5, np.float32), torch.device("cpu")) is None
 
 
 def test_gt_cache_owns_its_chunking_and_rebuilds_for_another_mask():
