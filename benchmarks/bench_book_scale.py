@@ -10,7 +10,9 @@ The data folder is laid out like the challenge's (``params/challenge.yml``): ``g
 (the memory-mapped synthetic GT of ``bench_scale.py``: smooth maps along a 1-D path),
 ``gt/metadata.csv`` (a 3-Gaussian population along the path, weights 1 : ½ : 1),
 ``gt/mask.mrc``, ``gt/reference.mrc``; one folder of MRC maps + ``populations.txt`` per
-submission (noisy maps at random places along the path) with ``submission_config.json``; and
+submission (noisy maps at random places along the path; the 2nd, 5th … written mirrored with
+``flip`` and ``align`` set, the 3rd, 6th … at ¾ of the box with a 4/3 voxel, so chapter 2 does
+all of its kinds of work) with ``submission_config.json``; and
 ``particles/`` (images simulated from the GT maps by ``simulate.simulate_particles``, with its
 STAR file). Made once, reused. Each chapter runs as ``python -m helpers.run --only NN`` with
 settings for a large GT (chapter 7 trimmed to four degradations without image metrics).
@@ -18,6 +20,7 @@ settings for a large GT (chapter 7 trimmed to four degradations without image me
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_scale import PeakAnon, make_data, read_once, size_args  # noqa: E402
 
 CHAPTERS = ("01", "02", "03", "04", "05", "06", "07", "08")
+LAYOUT = "layout 2: submissions plain / mirrored + aligned / on another grid"  # in data/done; another is rebuilt
 
 
 def tree_anon(pid: int) -> int:
@@ -84,12 +88,15 @@ def build(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, n_images: int, 
     import starfile
 
     from helpers import simulate
+    from helpers.fourier import fourier_resample
     from helpers.io import write_mrc
 
     data = d / "data"
     gt, subs, mask = make_data(d, n_gt, box, n_sub, n_maps)
-    if (data / "done").exists():
+    if (data / "done").exists() and (data / "done").read_text() == LAYOUT:
         return data
+    if data.exists():  # unfinished, or an older layout: made again
+        shutil.rmtree(data)
     (data / "gt").mkdir(parents=True, exist_ok=True)
     link = data / "gt/maps_gt.npy"
     if not link.exists():
@@ -107,13 +114,25 @@ def build(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, n_images: int, 
     for i, (lab, maps) in enumerate(subs.items()):
         folder = data / "submissions" / lab
         folder.mkdir(parents=True, exist_ok=True)
+        # chapter 2's three kinds of work, one per submission in turn: none; mirror + align
+        # (the maps written mirrored, flip and align set); resample (written at 3/4 of the box
+        # with a 4/3 voxel, the same physical box)
+        kind = ("plain", "flip_align", "other_grid")[i % 3]
+        b_i = int(round(0.75 * box)) if kind == "other_grid" else box
+        vs_i = voxel_size * box / b_i
         for j, m in enumerate(maps):
-            write_mrc(folder / f"{j + 1:02d}.mrc", m, voxel_size)
+            m = np.asarray(m)
+            if kind == "flip_align":
+                m = np.ascontiguousarray(m[..., ::-1])
+            elif kind == "other_grid":
+                m = fourier_resample(m, b_i).numpy()
+            write_mrc(folder / f"{j + 1:02d}.mrc", m, vs_i)
         p = rng.dirichlet(np.ones(len(maps)) * 5)
         np.savetxt(folder / "populations.txt", p)
         cfg[str(i)] = {"name": lab, "flavor_name": f"Submission {i + 1}", "path": lab,
                        "populations_file": f"{lab}/populations.txt", "submission_version": "0",
-                       "box_size": box, "pixel_size": voxel_size, "flip": 0, "align": 0}
+                       "box_size": b_i, "pixel_size": vs_i, "flip": int(kind == "flip_align"),
+                       "align": int(kind == "flip_align")}
     (data / "submissions/submission_config.json").write_text(json.dumps(cfg, indent=2))
     (data / "particles").mkdir(exist_ok=True)
     pick = np.linspace(0, n_gt - 1, min(n_gt, 100)).round().astype(int)  # images from 100 maps along the path
@@ -122,7 +141,7 @@ def build(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, n_images: int, 
     write_mrc(data / "particles/particles.mrcs", noisy, voxel_size)
     optics, table = simulate.star_tables(table, voxel_size, box)
     starfile.write({"optics": optics, "particles": table}, data / "particles/particles.star")
-    (data / "done").write_text("ok")
+    (data / "done").write_text(LAYOUT)
     return data
 
 

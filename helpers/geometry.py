@@ -132,30 +132,42 @@ def grid_spacing_deg(n_directions: int, n_inplane: int) -> float:
     return max(np.rad2deg(math.sqrt(4 * math.pi / n_directions)), 360.0 / n_inplane)
 
 
-def rotate_volume(maps, R, order: str = "bilinear", shift_in=None, shift_out=None) -> torch.Tensor:
+def rotate_volume(maps, R, order: str = "bilinear", shift_in=None, shift_out=None,
+                  chunk_bytes: int = 2 ** 28) -> torch.Tensor:
     """Rotate maps (..., N, N, N) actively by R (3×3, or (B,3,3) for B maps): V'(r) = V(Rᵀ r).
 
     With ``shift_in``/``shift_out`` ((x, y, z) voxels from the centre) a rigid motion:
     V'(r) = V(Rᵀ (r − shift_out) + shift_in) — the point ``shift_in`` of V lands on ``shift_out``.
     Trilinear interpolation about voxel N//2; voxels sampled from outside the box are 0.
+    Memory: one 3×3 R builds one sampling grid (N³ × 3) shared by every map (the maps are the
+    channels of one ``grid_sample``); a (B, 3, 3) stack builds one grid per map, ``chunk_bytes``
+    of grids at a time — an 80-map submission at 224³ needed ~32 GB of grids built all at once.
     """
     x = as_tensor(maps)
     n = x.shape[-1]
     lead = x.shape[:-3]
-    x5 = x.reshape(-1, 1, n, n, n)
-    b = x5.shape[0]
+    x4 = x.reshape(-1, n, n, n)
+    b = x4.shape[0]
     Rt = torch.as_tensor(np.asarray(R), dtype=torch.float32, device=x.device)
-    Rt = Rt.expand(b, 3, 3) if Rt.dim() == 2 else Rt
     c = torch.arange(n, dtype=torch.float32, device=x.device) - n // 2
     zz, yy, xx = torch.meshgrid(c, c, c, indexing="ij")
     r = torch.stack([xx, yy, zz], -1).reshape(-1, 3)  # (n³, 3) as (x, y, z)
     if shift_out is not None:
         r = r - torch.as_tensor(np.asarray(shift_out, dtype=np.float32), device=x.device)
-    src = torch.einsum("pj,bji->bpi", r, Rt)  # Rᵀ r for row vectors: r @ R
-    if shift_in is not None:
-        src = src + torch.as_tensor(np.asarray(shift_in, dtype=np.float32), device=x.device)
-    idx = src + n // 2
-    norm = 2 * idx / (n - 1) - 1  # align_corners=True: -1 -> 0, 1 -> n-1
-    grid = norm.reshape(b, n, n, n, 3)
-    out = F.grid_sample(x5, grid, mode=order, padding_mode="zeros", align_corners=True)
+
+    def grids(Rs):  # (k, 3, 3) -> (k, n, n, n, 3) grid_sample coordinates
+        src = torch.einsum("pj,bji->bpi", r, Rs)  # Rᵀ r for row vectors: r @ R
+        if shift_in is not None:
+            src = src + torch.as_tensor(np.asarray(shift_in, dtype=np.float32), device=x.device)
+        # align_corners=True: -1 -> voxel 0, 1 -> voxel n-1
+        return ((src + n // 2) * (2 / (n - 1)) - 1).reshape(len(Rs), n, n, n, 3)
+
+    if Rt.dim() == 2:  # one grid, the maps as channels
+        out = F.grid_sample(x4[None], grids(Rt[None]), mode=order, padding_mode="zeros", align_corners=True)[0]
+        return out.reshape(*lead, n, n, n)
+    out = torch.empty_like(x4)
+    step = max(1, chunk_bytes // (n ** 3 * 3 * 4 * 3))  # the grid and its two temporaries per map
+    for a in range(0, b, step):
+        out[a:a + step] = F.grid_sample(x4[a:a + step, None], grids(Rt[a:a + step]), mode=order,
+                                        padding_mode="zeros", align_corners=True)[:, 0]
     return out.reshape(*lead, n, n, n)

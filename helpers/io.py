@@ -201,8 +201,9 @@ def read_map_folder(folder, voxel_size: float | None = None) -> tuple[np.ndarray
     """
     folder = Path(folder)
     files = list_map_files(folder)
-    maps, sizes = [], set()
+    sizes = set()
     first_shape = None
+    out, count = None, 0  # maps written straight into one array (a list then np.stack held both)
     for f in files:
         stack, vs = read_map_stack(f)
         for k, data in enumerate(stack):
@@ -218,7 +219,13 @@ def read_map_folder(folder, voxel_size: float | None = None) -> tuple[np.ndarray
             if float(data.max()) == float(data.min()):
                 raise InputError(f, f"{name} is constant ({float(data.max()):g}): no structure to compare.",
                                  "Remove it (and its population) or fix it.")
-            maps.append(data)
+        if out is None:  # room for every file holding as many maps as the first one
+            out = np.empty((len(files) * len(stack), *first_shape), dtype=np.float32)
+        elif count + len(stack) > len(out):  # a later file holds more maps (rare): grow
+            out = np.concatenate([out[:count], np.empty((len(stack) + len(out) // 2, *first_shape), dtype=np.float32)])
+        out[count:count + len(stack)] = stack
+        count += len(stack)
+        del stack
         sizes.add(None if vs is None else round(vs, 4))
     known = {s for s in sizes if s is not None}
     if len(known) > 1:
@@ -234,7 +241,7 @@ def read_map_folder(folder, voxel_size: float | None = None) -> tuple[np.ndarray
                          "Add pixel_size (or voxel_size) in Å to the submission config.")
     else:
         vs = voxel_size
-    return np.stack(maps), vs, files
+    return out[:count], vs, files
 
 
 # ------------------------------------------------------------------------------ configs

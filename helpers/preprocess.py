@@ -21,7 +21,7 @@ from .mapset import MapSet
 
 
 def to_gt_grid(ms: MapSet, gt_box: int, gt_voxel: float, allow_coarser: bool = True,
-               tolerance: float = 0.01) -> MapSet:
+               tolerance: float = 0.01, chunk_bytes: int = 2 ** 30) -> MapSet:
     """Crop/pad to the GT's physical box, then Fourier-resample to ``gt_box``.
 
     With the submission's voxel p and box N: target box T = round(gt_box · gt_voxel / p);
@@ -29,7 +29,8 @@ def to_gt_grid(ms: MapSet, gt_box: int, gt_voxel: float, allow_coarser: bool = T
     Fourier-resample T → gt_box (values preserved). A coarser submission (p > gt_voxel) is
     upsampled (no information is invented: frequencies beyond its Nyquist stay 0) with a warning,
     or refused with ``allow_coarser=False``. Refuses if the box lengths still differ by more
-    than ``tolerance`` (relative) after rounding T.
+    than ``tolerance`` (relative) after rounding T. The maps are resampled a few at a time
+    (``chunk_bytes`` of float64 spectra): one 80-map set at 256³ is 21 GB of them at once.
     """
     p, n = ms.voxel_size, ms.box
     if abs(p - gt_voxel) <= 1e-6 * gt_voxel and n == gt_box:
@@ -46,9 +47,11 @@ def to_gt_grid(ms: MapSet, gt_box: int, gt_voxel: float, allow_coarser: bool = T
     if abs(T * p - gt_box * gt_voxel) > tolerance * gt_box * gt_voxel:
         raise InputError(where, f"box {T}×{p:.4f} Å cannot match the GT box {gt_box}×{gt_voxel} Å.",
                          "Check the voxel sizes in the config.")
-    maps = crop_or_pad(ms.maps, T)
-    maps = fourier_resample(maps, gt_box)
-    return ms.with_maps(maps.numpy(), step=f"crop/pad {n}->{T} at {p:.4f} Å, Fourier-resample {T}->{gt_box}",
+    out = np.empty((len(ms.maps), gt_box, gt_box, gt_box), dtype=np.float32)
+    step = max(1, chunk_bytes // (max(n, T, gt_box) ** 3 * 16 * 3))  # a spectrum, its crop/pad, the inverse
+    for a in range(0, len(out), step):
+        out[a:a + step] = fourier_resample(crop_or_pad(ms.maps[a:a + step], T), gt_box).numpy()
+    return ms.with_maps(out, step=f"crop/pad {n}->{T} at {p:.4f} Å, Fourier-resample {T}->{gt_box}",
                         voxel_size=gt_voxel)
 
 

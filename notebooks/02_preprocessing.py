@@ -37,6 +37,7 @@ align_inplane = 24  # in-plane angles of the coarse grid
 
 # %%
 import time
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -60,10 +61,12 @@ print(f"GT grid: {gt_box}³ at {gt_voxel} Å; {len(entries)} submissions")
 # %%
 rows, sets, raw = [], {}, {}
 failures = manifest.Failures(out, "02_preprocessing")  # a bad submission is listed, the others go on
+# only a summary of each set is kept (box, voxel size, the first map's central section): a
+# dozen 80-map submissions at 224³ are 43 GB of maps; each is saved and let go before the next
 for e in entries:
     with failures.guard(e.label):
         ms = e.read()
-        raw[e.label] = ms
+        raw[e.label] = SimpleNamespace(box=ms.box, voxel_size=ms.voxel_size, section=np.array(ms.maps[0][ms.box // 2]))
         t = time.time()
         pre, rep = preprocess.preprocess_submission(
             ms, gt_box, gt_voxel, flip=e.flip, align=e.align, reference=reference,
@@ -78,8 +81,9 @@ for e in entries:
             pre.provenance["method"] = method
             rep["method"] = method
         pre.save(out / "preprocessed" / f"{slug(e.label)}.npz")
-        sets[e.label] = pre
+        sets[e.label] = SimpleNamespace(provenance=pre.provenance, section=np.array(pre.maps[0][gt_box // 2]))
         rows.append(rep)
+        del ms, pre
 manifest.update(out, submissions={lab: f"preprocessed/{slug(lab)}.npz" for lab in sets})
 failed = failures.save()
 report = pd.DataFrame(rows).drop(columns=["rotation_matrix"], errors="ignore")
@@ -102,10 +106,9 @@ show = [lab for lab in sets if raw[lab].box != gt_box or raw[lab].voxel_size != 
         or "flip" in " ".join(sets[lab].provenance.get("steps", [])) or "alignment" in " ".join(sets[lab].provenance.get("steps", []))]
 fig, axes = plt.subplots(2, max(1, len(show)), figsize=(3 * max(1, len(show)), 6), squeeze=False)
 for j, lab in enumerate(show):
-    before, after = raw[lab].maps[0], sets[lab].maps[0]
-    axes[0, j].imshow(before[before.shape[0] // 2], cmap="gray", origin="lower")
+    axes[0, j].imshow(raw[lab].section, cmap="gray", origin="lower")
     axes[0, j].set_title(f"{lab}: raw {raw[lab].box}³ @ {raw[lab].voxel_size:.3f} Å", fontsize=9)
-    axes[1, j].imshow(after[gt_box // 2], cmap="gray", origin="lower")
+    axes[1, j].imshow(sets[lab].section, cmap="gray", origin="lower")
     axes[1, j].set_title("on the GT grid and frame", fontsize=9)
     for a in axes[:, j]:
         a.set_xticks([]), a.set_yticks([])

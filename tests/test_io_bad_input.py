@@ -311,3 +311,19 @@ def test_gt_folder_is_read_lazily_and_once_per_pass(tmp_path):
     write_map(folder / "006.mrc", np.zeros((10, 10, 10), np.float32))
     with pytest.raises(InputError, match="box 10 differs"):
         io.read_gt_maps(folder, check_finite=False, lazy=True)
+
+
+@pytest.mark.parametrize("layout", ["single", "stack_later", "stack_first"])
+def test_submission_folder_maps_in_order_whatever_mix_of_maps_and_stacks(tmp_path, layout):
+    """read_map_folder writes the maps into one array as it reads (no list + stack copy): a
+    folder of single maps, one whose later file is a 4-map stack (the array grows) and one whose
+    first file is a stack give the maps in natural file order."""
+    rng = np.random.default_rng(5)
+    maps = rng.uniform(0.1, 1, (6, 6, 6, 6)).astype(np.float32)
+    groups = {"single": [[0], [1], [2], [3], [4], [5]], "stack_later": [[0], [1, 2, 3, 4], [5]],
+              "stack_first": [[0, 1], [2], [3, 4, 5]]}[layout]
+    for i, g in enumerate(groups):
+        write_map(tmp_path / f"{i + 1}.mrc", maps[g[0]] if len(g) == 1 else maps[g].reshape(6 * len(g), 6, 6), 2.0)
+    got, vs, files = io.read_map_folder(tmp_path)
+    np.testing.assert_array_equal(got, maps)
+    assert vs == 2.0 and len(files) == len(groups) and got.dtype == np.float32
