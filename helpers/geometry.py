@@ -133,7 +133,7 @@ def grid_spacing_deg(n_directions: int, n_inplane: int) -> float:
 
 
 def rotate_volume(maps, R, order: str = "bilinear", shift_in=None, shift_out=None,
-                  chunk_bytes: int = 2 ** 28) -> torch.Tensor:
+                  chunk_bytes: int = 2 ** 28, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate maps (..., N, N, N) actively by R (3×3, or (B,3,3) for B maps): V'(r) = V(Rᵀ r).
 
     With ``shift_in``/``shift_out`` ((x, y, z) voxels from the centre) a rigid motion:
@@ -142,6 +142,9 @@ def rotate_volume(maps, R, order: str = "bilinear", shift_in=None, shift_out=Non
     Memory: one 3×3 R builds one sampling grid (N³ × 3) shared by every map (the maps are the
     channels of one ``grid_sample``); a (B, 3, 3) stack builds one grid per map, ``chunk_bytes``
     of grids at a time — an 80-map submission at 224³ needed ~32 GB of grids built all at once.
+    ``out`` (float32, the maps' shape; it may be the maps' own memory): written a few maps at a
+    time and returned — each map is read before its rotated copy is written, so rotating a set
+    in place holds one copy of it instead of two.
     """
     x = as_tensor(maps)
     n = x.shape[-1]
@@ -163,11 +166,19 @@ def rotate_volume(maps, R, order: str = "bilinear", shift_in=None, shift_out=Non
         return ((src + n // 2) * (2 / (n - 1)) - 1).reshape(len(Rs), n, n, n, 3)
 
     if Rt.dim() == 2:  # one grid, the maps as channels
-        out = F.grid_sample(x4[None], grids(Rt[None]), mode=order, padding_mode="zeros", align_corners=True)[0]
-        return out.reshape(*lead, n, n, n)
-    out = torch.empty_like(x4)
+        grid = grids(Rt[None])
+        if out is None:
+            res = F.grid_sample(x4[None], grid, mode=order, padding_mode="zeros", align_corners=True)[0]
+            return res.reshape(*lead, n, n, n)
+        o4 = out.reshape(-1, n, n, n)
+        step = max(1, chunk_bytes // (n ** 3 * 4 * 2))
+        for a in range(0, b, step):
+            o4[a:a + step] = F.grid_sample(x4[None, a:a + step], grid, mode=order, padding_mode="zeros",
+                                           align_corners=True)[0]
+        return out
+    o4 = torch.empty_like(x4) if out is None else out.reshape(-1, n, n, n)
     step = max(1, chunk_bytes // (n ** 3 * 3 * 4 * 3))  # the grid and its two temporaries per map
     for a in range(0, b, step):
-        out[a:a + step] = F.grid_sample(x4[a:a + step, None], grids(Rt[a:a + step]), mode=order,
-                                        padding_mode="zeros", align_corners=True)[:, 0]
-    return out.reshape(*lead, n, n, n)
+        o4[a:a + step] = F.grid_sample(x4[a:a + step, None], grids(Rt[a:a + step]), mode=order,
+                                       padding_mode="zeros", align_corners=True)[:, 0]
+    return o4.reshape(*lead, n, n, n) if out is None else out

@@ -201,8 +201,13 @@ def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool =
         from .schema import notice
 
         res = align_to_reference(out.maps, reference, **(align_kwargs or {}))
-        out = out.with_maps(rotate_volume(out.maps, res["rotation"], shift_in=res["shift_in"],
-                                          shift_out=res["shift_out"]).numpy(),
+        # a set this function made (flipped or regridded: not the caller's) is rotated in place,
+        # a few maps at a time: one copy of a 3.6 GB set at 224³ instead of two
+        own = out is not ms and isinstance(out.maps, np.ndarray) and out.maps.flags.writeable \
+            and out.maps.dtype == np.float32 and out.maps.flags.c_contiguous
+        moved = rotate_volume(out.maps, res["rotation"], shift_in=res["shift_in"], shift_out=res["shift_out"],
+                              out=torch.from_numpy(out.maps) if own else None)
+        out = out.with_maps(moved.numpy(),
                             step=f"rigid alignment: rotation + centre-of-mass translation (score {res['score']:.4f})")
         report["alignment_doubtful"] = bool(res["score"] < MIN_SCORE)
         if report["alignment_doubtful"]:

@@ -197,3 +197,10 @@ def test_rotate_volume_equals_a_float64_trilinear_reference_for_one_and_many_rot
     for chunk in (1, 2 ** 28):
         many = G.rotate_volume(maps, Rs, shift_in=s_in, shift_out=s_out, chunk_bytes=chunk).numpy()
         np.testing.assert_allclose(many, want, atol=2e-5)
+    # in place (out= the maps' own memory), a map or two at a time: the same numbers
+    for R, expect in ((Rs[1], one), (Rs, want)):
+        for chunk in (1, 2 * n ** 3 * 4 * 3):
+            x = torch.from_numpy(maps.copy())
+            got = G.rotate_volume(x, R, shift_in=s_in, shift_out=s_out, chunk_bytes=chunk, out=x)
+            assert got.data_ptr() == x.data_ptr()
+            np.testing.assert_allclose(x.numpy(), expect, atol=2e-5)

@@ -217,3 +217,30 @@ def test_alignment_of_an_unrelated_map_is_called_doubtful(tiny_data):
                                                   align=True, reference=ref,
                                                   align_kwargs=dict(box_ds=16, n_directions=50, n_inplane=8))
     assert rep["alignment_doubtful"] and rep["score"] < align.MIN_SCORE
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_preprocess_submission_aligns_without_touching_the_callers_maps(tiny_data, flip):
+    """Grid → flip → align equals flip_hand then rotate_volume with the rotation it reports (the
+    aligned set is rotated in place when preprocess_submission made it — after a flip — and into
+    a new array otherwise); the caller's maps are unchanged either way."""
+    from helpers import preprocess
+    from helpers.geometry import axis_angle_to_matrix, rotate_volume
+    from helpers.mapset import MapSet
+
+    read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
+    ref, vs = io.read_mrc(tiny_data / "gt/reference.mrc")
+    maps = read["Averaged GT"].read().maps[:4]
+    moved = rotate_volume(maps, axis_angle_to_matrix([1, 2, 0], 50)).numpy()
+    if flip:
+        moved = np.ascontiguousarray(moved[..., ::-1])
+    ms = MapSet(moved, [0.25] * 4, vs, "moved")
+    before = ms.maps.copy()
+    pre, rep = preprocess.preprocess_submission(ms, ref.shape[-1], vs, flip=flip, align=True, reference=ref,
+                                                align_kwargs=dict(box_ds=24, n_directions=200, n_inplane=18))
+    np.testing.assert_array_equal(ms.maps, before)
+    src = np.ascontiguousarray(before[..., ::-1]) if flip else before
+    want = rotate_volume(src, np.array(rep["rotation_matrix"]), shift_in=rep["shift_in"],
+                         shift_out=rep["shift_out"]).numpy()
+    np.testing.assert_allclose(pre.maps, want, atol=1e-6)
+    assert rep["score"] > align.MIN_SCORE
