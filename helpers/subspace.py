@@ -55,21 +55,14 @@ def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int | None = None, l
     chunk_bytes = chunk_bytes or (2 ** 29 if dev.type == "cuda" else 2 ** 28)
     n, N = maps.shape[0], maps.shape[-1]
     step = max(1, chunk_bytes // (N ** 3 * 4 * 4))
-    from .volume_metrics import solvent_index, subtract_background
+    from .volume_metrics import _check_finite, solvent_index, subtract_background
 
     w = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=dev) if mask is not None else None
     solvent = solvent_index(w, dev) if (w is not None and background) else None  # once, not per chunk
     out = torch.empty((n, box_ds, box_ds, box_ds), dtype=torch.float32)
     for a in range(0, n, step):
         x = torch.from_numpy(np.array(maps[a:a + step], dtype=np.float32)).to(dev)  # a copy: memory maps are read-only
-        flat = x.reshape(x.shape[0], -1)
-        # NaN and ±inf survive a sum (one cheap pass); only then (or on overflow) the full check
-        bad = torch.zeros(len(x), dtype=torch.bool) if bool(torch.isfinite(flat.sum(1)).all()) \
-            else ~torch.isfinite(flat).all(1)
-        if bool(bad.any()):
-            from .errors import InputError
-            raise InputError(label, f"map(s) {(torch.nonzero(bad).flatten() + a).tolist()[:10]} (0-based) contain "
-                             "NaN or Inf voxels.", "Fix or drop these maps before scoring.")
+        _check_finite(x, label, a)  # one cheap sum, the full check only when it flags
         if w is not None:  # solvent background off before the mask (an offset would stamp the mask's shape)
             x = (subtract_background(x, w, dev, solvent) if background else x) * w
         out[a:a + step] = fourier_resample(x, box_ds).cpu()
