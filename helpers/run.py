@@ -121,8 +121,11 @@ def validate_params(cfg: dict, notebooks: list[Path], source: str) -> None:
                 if msg:
                     problems.append(f"{path.stem}: {msg}")
                 if isinstance(declared[k], (int, float)) and not isinstance(declared[k], bool) \
-                        and isinstance(v, (int, float)) and not isinstance(v, bool) and k in POSITIVE and v <= 0:
-                    problems.append(f"{path.stem}: {k} = {v!r} must be positive")
+                        and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    if k in POSITIVE and v <= 0:
+                        problems.append(f"{path.stem}: {k} = {v!r} must be positive")
+                    elif k in NONNEGATIVE and v < 0:
+                        problems.append(f"{path.stem}: {k} = {v!r} must be ≥ 0 (0: the default)")
     if problems:
         raise SystemExit(f"{source}: {len(problems)} problem(s) with the parameters:\n  - " + "\n  - ".join(problems)
                          + "\nFix: correct them in the parameters file or the --set options.")
@@ -131,6 +134,7 @@ def validate_params(cfg: dict, notebooks: list[Path], source: str) -> None:
 POSITIVE = {"voxel_size", "n_images", "box_ds", "n_directions", "n_inplane", "rank", "n_pool", "n_replicates",
             "sw_directions", "align_box", "align_directions", "align_inplane", "n_bootstrap", "transport_top_k",
             "transport_box"}
+NONNEGATIVE = {"memory_gib", "transport_jobs", "dask_workers"}  # 0 means "the default"
 
 
 def parameters_for(nb, stem: str, cfg: dict) -> dict:

@@ -14,6 +14,7 @@ results_dir = "results/demo"  # reads preprocessed/, writes volume_metrics/
 voxel_size = 2.146  # Å, the GT voxel size
 metrics = ["l2", "corr", "bioem", "fsc", "res", "sw"]  # which GT × submission matrices
 sw_directions = 32  # directions of the sliced-Wasserstein distance
+memory_gib = 0.0  # memory for the submissions' statistics in the single GT pass (GiB); more submissions than fit take more passes; 0: 40 % of free memory
 transport_metrics = ["gw", "pw"]  # point-cloud OT distances (Gromov-/Procrustes-Wasserstein); [] skips them
 transport_gt_maps = 12  # GT maps (evenly spaced along MD-PC1) in the GW/PW matrices: every pair is an optimisation
 transport_sub_maps = 20  # submitted maps (evenly spaced in submission order) in the GW/PW matrices
@@ -97,7 +98,8 @@ if not fused_metrics:
     fused, fused_failed = {}, {}
 elif client is None:
     fused, fused_failed = vm.distance_matrices_many(gt.maps, {lab: s.maps for lab, s in subs.items()}, mask,
-                                                    fused_metrics, voxel_size=voxel_size)
+                                                    fused_metrics, voxel_size=voxel_size,
+                                                    sub_memory=int(memory_gib * 2 ** 30) if memory_gib else None)
 else:  # the workers read their GT rows from the file themselves
     print(f"Dask: {client}")
     fused, fused_failed = distributed.distance_matrices_dask(client, gtf["maps"], {lab: s.maps for lab, s in subs.items()},

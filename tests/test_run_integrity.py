@@ -130,6 +130,15 @@ def test_challenge_parameter_file_names_only_declared_parameters():
     bad = {**cfg, "notebooks": {**cfg["notebooks"], "04_subspace": {"box_ds": -1}}}
     with pytest.raises(SystemExit, match="box_ds"):
         run.validate_params(bad, run.list_notebooks(), "params/challenge.yml")
+    # memory_gib: 0 is the default (40 % of free memory), a negative budget is refused by name
+    for v, ok in ((0.0, True), (6.0, True), (-2.0, False)):
+        c = {**cfg, "notebooks": {**cfg["notebooks"], "03_volume_metrics": {
+            **cfg["notebooks"]["03_volume_metrics"], "memory_gib": v}}}
+        if ok:
+            run.validate_params(c, run.list_notebooks(), "params/challenge.yml")
+        else:
+            with pytest.raises(SystemExit, match="memory_gib = -2.0 must be ≥ 0"):
+                run.validate_params(c, run.list_notebooks(), "params/challenge.yml")
 
 
 def test_robustness_full_sweep_parameter_file_is_valid():

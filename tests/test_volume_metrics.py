@@ -32,8 +32,12 @@ def masked_numpy(x, mask):
     return (x.astype(np.float64) - bg_numpy(x, mask)) * np.clip(mask, 0, 1)
 
 
+@pytest.mark.parametrize("one_at_a_time", [False, True])
 @pytest.mark.parametrize("n", [16, 17])
-def test_batched_fsc_equals_pairwise_numpy(n):
+def test_batched_fsc_equals_pairwise_numpy(n, one_at_a_time, monkeypatch):
+    if one_at_a_time:  # the submitted maps prepared one by one (a 224³ set at once held ~12 GB)
+        monkeypatch.setattr(vm, "SUB_CHUNK_BYTES", 1)
+        assert vm.sub_step(n) == 1
     rng = np.random.default_rng(n)
     g = rng.standard_normal((4, n, n, n)).astype(np.float32)
     s = rng.standard_normal((3, n, n, n)).astype(np.float32)
@@ -277,7 +281,8 @@ def _published_numpy(g, s, mask, voxel_size):
     return res
 
 
-def test_reference_mode_matches_the_published_formulas_in_numpy():
+@pytest.mark.parametrize("one_at_a_time", [False, True])
+def test_reference_mode_matches_the_published_formulas_in_numpy(one_at_a_time, monkeypatch):
     """Every reference-mode metric (not only the l2 anchor; FSC distance included) against an independent float64 numpy
     transcription of the published formulas, on smooth random maps whose FSCs cross 0.5 at
     different shells, with a soft mask that has zeros (binarised by != 0 in reference mode)."""
@@ -291,6 +296,9 @@ def test_reference_mode_matches_the_published_formulas_in_numpy():
     c = np.arange(n) - n // 2
     r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
     mask = np.clip((7 - r) / 2, 0, 1).astype(np.float32)
+    if one_at_a_time:  # submitted maps' statistics and spectra one map at a time, GT one map per chunk
+        monkeypatch.setattr(vm, "SUB_CHUNK_BYTES", 1)
+        monkeypatch.setattr(vm, "CHUNK_BYTES", 1)
     got = vm.distance_matrices(g, s, mask, metrics=["l2", "corr", "bioem", "fsc", "res"], mode="reference",
                                voxel_size=px)
     ref = _published_numpy(g, s, mask, px)
@@ -421,8 +429,12 @@ def test_gt_cache_owns_its_chunking_and_rebuilds_for_another_mask():
     np.testing.assert_allclose(a["l2"], b["l2"], rtol=1e-9)
 
 
+@pytest.mark.parametrize("one_at_a_time", [False, True])
 @pytest.mark.parametrize("where", ["submission", "GT"])
-def test_degenerate_map_raises_naming_the_set_and_map(where):
+def test_degenerate_map_raises_naming_the_set_and_map(where, one_at_a_time, monkeypatch):
+    if one_at_a_time:  # the map's index is still the set's, not the chunk's
+        monkeypatch.setattr(vm, "SUB_CHUNK_BYTES", 1)
+        monkeypatch.setattr(vm, "CHUNK_BYTES", 1)
     rng = np.random.default_rng(5)
     g = rng.standard_normal((4, 10, 10, 10)).astype(np.float32)
     s = rng.standard_normal((3, 10, 10, 10)).astype(np.float32)
@@ -564,3 +576,43 @@ def test_one_gt_pass_names_a_non_finite_gt_map_for_every_metric_set():
     for metrics in (["l2"], ["fsc"], ["l2", "fsc"]):
         with pytest.raises(vm.DegenerateMapError, match=r"GT: map\(s\) \[3\] contain NaN"):
             vm.distance_matrices_many(g, sub, None, metrics, gt_chunk=2)
+
+
+def _sliced_w1_numpy(gt, sub, mask, voxel_size, n_directions, seed=0):
+    """float64 numpy sliced W1: each voxel's (mask-weighted, solvent-median-subtracted, clamped)
+    mass binned at round(r·d) along each direction, W1 = Σ |CDF_a − CDF_b| per direction, mean."""
+    n = gt.shape[-1]
+    d = np.random.default_rng(seed).standard_normal((n_directions, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    c = np.arange(n) - n // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    w = np.clip(mask, 0, 1).ravel()
+    inside = w > 0
+    pos = np.stack([x.ravel(), y.ravel(), z.ravel()], 1)[inside].astype(np.float64)
+    bins = np.rint(pos @ d.T).astype(int)  # (V, L)
+    lo = bins.min()
+    solvent = mask.ravel() <= vm.BACKGROUND_WEIGHT
+
+    def cdf(m):
+        m = m.astype(np.float64).ravel()
+        mass = np.clip(m - np.median(m[solvent]), 0, None)[inside] * w[inside]
+        h = np.stack([np.bincount(bins[:, i] - lo, mass, minlength=bins.max() - lo + 1) for i in range(n_directions)])
+        return np.cumsum(h / h.sum(1, keepdims=True), 1)
+
+    cg, cs = [cdf(m) for m in gt], [cdf(m) for m in sub]
+    return np.array([[np.abs(a - b).sum(1).mean() * voxel_size for b in cs] for a in cg])
+
+
+def test_sliced_wasserstein_equals_a_float64_numpy_binning():
+    """Independent float64 reference (bincount per direction, numpy median of the solvent) with a
+    soft mask whose weights scale each voxel's mass, on maps with an offset background."""
+    rng = np.random.default_rng(11)
+    n = 16
+    mask = _soft_and_hard_masks(n)["soft"]
+    g = (np.abs(rng.standard_normal((3, n, n, n))) + 0.2).astype(np.float32)
+    s = (np.abs(rng.standard_normal((4, n, n, n))) + 0.5).astype(np.float32)
+    s[:, 4:9, 6:12, 5:10] += 2.0  # a dense block off centre: distances well above the noise floor
+    got = vm.sliced_wasserstein(g, s, 1.7, 12, seed=3, mask=mask)
+    want = _sliced_w1_numpy(g, s, mask, 1.7, 12, seed=3)
+    assert want.min() > 0.3
+    np.testing.assert_allclose(got, want, rtol=2e-4)
