@@ -5,6 +5,7 @@ memory, not the page cache of the memory-mapped GT).
 
 Usage: python benchmarks/bench_book_scale.py [--n-gt 800] [--box 96] [--n-sub 4] [--maps 80]
                                              [--n-images 300] [--dir /tmp/hetbook-book-scale] [--only 03 ...]
+                                             [--set notebooks.03_volume_metrics.memory_gib=4 ...]
 
 The data folder is laid out like the challenge's (``params/challenge.yml``): ``gt/maps_gt.npy``
 (the memory-mapped synthetic GT of ``bench_scale.py``: smooth maps along a 1-D path),
@@ -145,7 +146,9 @@ def build(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, n_images: int, 
     return data
 
 
-def params(d: Path, data: Path, voxel_size: float) -> Path:
+def params(d: Path, data: Path, voxel_size: float, box: int) -> Path:
+    """The runner's parameters: the challenge file's choices for a large GT (chapter 7 at 112³ when
+    the GT's box is larger than 128, as params/challenge.yml), trimmed to finish in minutes."""
     vs = {"voxel_size": voxel_size}
     cfg = {"executed_dir": str(d / "executed"), "dataset": {"generate": False},
            "common": {"data_dir": str(data), "results_dir": str(d / "results")},
@@ -156,7 +159,8 @@ def params(d: Path, data: Path, voxel_size: float) -> Path:
                "05_distribution": vs,
                "06_image_metrics": {**vs, "n_images": 300, "box_ds": 32, "n_gt_maps": 100},
                "07_robustness": {**vs, "gt_stride": 40, "image_metrics": False, "n_replicates": 2,
-                                 "degradations": ["noise", "blur", "pop_shift", "n_maps"]},
+                                 "degradations": ["noise", "blur", "pop_shift", "n_maps"],
+                                 "study_box": 112 if box > 128 else 0},
                "08_summary": vs}}
     p = d / "params.yml"
     p.write_text(yaml.safe_dump(cfg))
@@ -167,7 +171,9 @@ def main():
     ap = size_args(argparse.ArgumentParser(), directory="/tmp/hetbook-book-scale")
     ap.add_argument("--n-images", type=int, default=300)
     ap.add_argument("--voxel-size", type=float, default=2.146)
-    ap.add_argument("--only", action="append", help="chapters to run (number prefix); default all")
+    ap.add_argument("--only", action="extend", nargs="+", help="chapters to run (number prefix); default all")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter for helpers.run, e.g. notebooks.03_volume_metrics.memory_gib=4")
     a, _ = ap.parse_known_args()  # bench_scale.py's own options (make bench-scale ARGS=...) are ignored
     d = Path(a.dir)
     t = time.perf_counter()
@@ -176,10 +182,11 @@ def main():
     print(f"data: {data} — GT {a.n_gt} × {a.box}³ ({gt.nbytes / 2 ** 30:.1f} GiB, memory-mapped), {a.n_sub} "
           f"submissions × {a.maps} maps, {a.n_images} particle images (made or found in {time.perf_counter() - t:.0f} s)")
     floor = read_once(gt)
-    p = params(d, data, a.voxel_size)
+    p = params(d, data, a.voxel_size, a.box)
     rows = []
     for ch in a.only or CHAPTERS:
-        proc = subprocess.Popen([sys.executable, "-m", "helpers.run", "--params", str(p), "--no-data", "--only", ch],
+        sets = [x for kv in a.set for x in ("--set", kv)]
+        proc = subprocess.Popen([sys.executable, "-m", "helpers.run", "--params", str(p), "--no-data", "--only", ch, *sets],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "HETBOOK_QUIET": "1"})
         t = time.perf_counter()

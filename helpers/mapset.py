@@ -106,10 +106,16 @@ class MapSet:
         return self.box * self.voxel_size
 
     def subset(self, index) -> "MapSet":
-        """The maps ``index`` (array of ints or booleans) with renormalised populations."""
+        """The maps ``index`` (array of ints or booleans) with renormalised populations. Maps on
+        disk (a memory map, a lazy MRC folder) stay there: the subset reads them when indexed
+        (:class:`helpers.io.Rows`)."""
+        from .io import Rows, on_disk
+
         index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
         p = self.populations[index]
-        return MapSet(maps=self.maps[index], populations=p / p.sum(), voxel_size=self.voxel_size,
+        return MapSet(maps=Rows(self.maps, index) if on_disk(self.maps) else self.maps[index], populations=p / p.sum(), voxel_size=self.voxel_size,
                       label=self.label, provenance=dict(self.provenance),
                       pc1=None if self.pc1 is None else self.pc1[index])
 

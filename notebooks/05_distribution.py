@@ -52,6 +52,8 @@ mode = "default"  # "reference": the published pipeline (ranks from 1, summed wi
 # pickle. The last section compares both modes on the demo.
 
 # %%
+import tempfile
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -196,10 +198,14 @@ fig.tight_layout()
 # %%
 mask = io.read_mask(gtf["mask"], gt.box)
 study = []
-mocks_k = {k: simulate.averaged_gt(gt.maps, gt.populations, gt.pc1, k)[:2]
-           for k in n_volumes_study if k <= gt.n_maps // 2}
-fused_k, _ = vm.distance_matrices_many(gt.maps, {str(k): m for k, (m, _) in mocks_k.items()}, mask, ["l2"])  # one GT pass
-for k, (maps_k, pops_k) in mocks_k.items():
+# the mocks for every k from one pass over the GT, then their L2 to the GT in one more pass; large
+# mocks (174 maps at 224³: 7.8 GB) are memory maps in a scratch folder removed afterwards
+with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out) as scratch:
+    mocks_k = simulate.averaged_gt_many(gt.maps, gt.populations, gt.pc1,
+                                        [k for k in n_volumes_study if k <= gt.n_maps // 2], scratch=scratch)
+    fused_k, _ = vm.distance_matrices_many(gt.maps, {str(k): m for k, (m, _, _) in mocks_k.items()}, mask, ["l2"])
+    mocks_k = {k: p_k for k, (_, p_k, _) in mocks_k.items()}  # (the maps are closed before the folder goes)
+for k, pops_k in mocks_k.items():
     r_k = fused_k[str(k)]
     for cs in ("distance", "rank"):
         D = dist.distance_cost(r_k["l2"], "l2", r_k["n_voxels"]) if cs == "distance" else r_k["l2"]

@@ -87,7 +87,7 @@ failures = manifest.Failures(out, "06_image_metrics")
 client = distributed.make_client(dask_scheduler, dask_workers)  # None: in-process
 if client is not None:  # blocks of maps as Dask tasks (helpers.distributed.image_search_dask)
     on_dask = distributed.image_search_dask(
-        client, imgs, px, ctf_params, {lab: im.maps_to_image_grid(np.asarray(s.maps), box_ds, mask) for lab, s in sets.items()},
+        client, imgs, px, ctf_params, {lab: im.maps_to_image_grid(s.maps, box_ds, mask) for lab, s in sets.items()},
         n_directions=n_directions, n_inplane=n_inplane, max_shift=max_shift, shift_step=shift_step,
         refine_levels=refine_levels, refine_top=refine_top)
 for lab, s in sets.items():
@@ -97,7 +97,7 @@ for lab, s in sets.items():
             if isinstance(r, Exception):
                 raise r
         else:
-            r = search.search(im.maps_to_image_grid(np.asarray(s.maps), box_ds, mask), lab)
+            r = search.search(im.maps_to_image_grid(s.maps, box_ds, mask), lab)
         res[lab] = r
         save_npz(out / "image_metrics" / f"{slug(lab)}.npz", **{k: v for k, v in r.items() if k != "seconds"},
                  populations=s.populations)

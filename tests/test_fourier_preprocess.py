@@ -206,3 +206,24 @@ def test_fourier_resample_equals_the_centred_crop_with_fftshift(n, m):
         g[:, a:a + n, a:a + n, a:a + n] = f
     ref = np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(g, axes=ax), axes=ax), axes=ax).real * (m / n) ** 3
     np.testing.assert_allclose(Fo.fourier_resample(x, m).numpy(), ref, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("chunk,to_file", [(None, False), (2, True)])
+def test_resample_stack_in_chunks_into_a_memory_map(tmp_path, chunk, to_file):
+    """A stack resampled a few maps at a time (chapter 7's coarser study grid), optionally into a
+    .npy memory map: equal to the float64 numpy centred-spectrum crop (DC at N//2, (m/N)³)."""
+    from helpers.fourier import resample_stack
+
+    rng = np.random.default_rng(6)
+    N, m = 16, 10
+    x = rng.standard_normal((5, N, N, N)).astype(np.float32)
+    np.save(tmp_path / "in.npy", x)
+    mm = np.load(tmp_path / "in.npy", mmap_mode="r")
+    F = np.fft.fftshift(np.fft.fftn(x.astype(np.float64), axes=(1, 2, 3)), axes=(1, 2, 3))
+    lo = N // 2 - m // 2
+    ref = np.fft.ifftn(np.fft.ifftshift(F[:, lo:lo + m, lo:lo + m, lo:lo + m], axes=(1, 2, 3)), axes=(1, 2, 3)).real * (m / N) ** 3
+    got = resample_stack(mm, m, tmp_path / "out.npy" if to_file else None, chunk=chunk)
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+    assert got.dtype == np.float32 and isinstance(got, np.memmap) == to_file
+    if to_file:
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), ref, atol=2e-6)

@@ -231,3 +231,60 @@ def test_downsample_images_preserves_mean_and_bandlimit():
     np.testing.assert_allclose(y[0], coarse, atol=1e-9)
     np.testing.assert_allclose(y[1], 3 * coarse - 1, atol=1e-9)
     np.testing.assert_allclose(im.downsample_images(np.full((1, n, n), 4.5), m).numpy(), 4.5, atol=1e-12)
+
+
+def _resample_numpy(x, m):
+    """float64 numpy: the centred spectrum cropped to m³ (DC at N//2), values kept ((m/N)³)."""
+    N = x.shape[-1]
+    F = np.fft.fftshift(np.fft.fftn(x, axes=(1, 2, 3)), axes=(1, 2, 3))
+    lo = N // 2 - m // 2
+    G = F[:, lo:lo + m, lo:lo + m, lo:lo + m]
+    return np.fft.ifftn(np.fft.ifftshift(G, axes=(1, 2, 3)), axes=(1, 2, 3)).real * (m / N) ** 3
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+def test_maps_to_image_grid_reads_a_memory_map_in_chunks(tmp_path, chunk):
+    """Maps on disk are read a few at a time (100 GT maps at 224³ at once killed the chapter-6
+    kernel): the result equals a float64 numpy reference (solvent median off, spectrum cropped)
+    for every chunk size, the GT subset taken lazily by MapSet.subset included."""
+    from helpers.io import Rows
+    from helpers.mapset import MapSet
+
+    rng = np.random.default_rng(4)
+    N, m = 16, 10
+    x = (rng.standard_normal((5, N, N, N)) + 3.0).astype(np.float32)
+    np.save(tmp_path / "m.npy", x)
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    c = np.arange(N) - N // 2
+    r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    mask = np.clip((6 - r) / 2, 0, 1).astype(np.float32)
+    solvent = mask <= 0.01
+    ref = _resample_numpy(np.stack([v.astype(np.float64) - np.median(v[solvent]) for v in x]), m)
+    got = im.maps_to_image_grid(mm, m, mask, chunk=chunk).numpy()
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    sub = MapSet(maps=mm, populations=np.full(5, 0.2), voxel_size=2.0, label="GT").subset([4, 0, 2])
+    assert isinstance(sub.maps, Rows) and sub.maps.shape == (3, N, N, N)
+    np.testing.assert_allclose(im.maps_to_image_grid(sub.maps, m, mask, chunk=chunk).numpy(), ref[[4, 0, 2]], atol=2e-5)
+    np.testing.assert_allclose(sub.populations, [1 / 3] * 3)
+
+
+def test_a_lazy_subset_reads_the_right_rows(tmp_path):
+    from helpers.io import Rows
+    from helpers.mapset import MapSet
+
+    x = np.arange(6 * 8, dtype=np.float32).reshape(6, 2, 2, 2)
+    np.save(tmp_path / "m.npy", x)
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    s = MapSet(maps=mm, populations=np.arange(1, 7) / 21, voxel_size=1.0, label="GT")
+    a = s.subset(np.array([False, True, False, True, True, False]))  # booleans: rows 1, 3, 4
+    np.testing.assert_array_equal(np.asarray(a.maps), x[[1, 3, 4]])
+    np.testing.assert_array_equal(a.maps[1:], x[[3, 4]])
+    np.testing.assert_array_equal(a.maps[-1], x[4])
+    np.testing.assert_allclose(a.populations, np.array([2, 4, 5]) / 11)
+    b = a.subset([2, 0])  # a subset of a subset stays lazy and maps through both
+    assert isinstance(b.maps, Rows)
+    np.testing.assert_array_equal(np.asarray(b.maps), x[[4, 1]])
+    mem = MapSet(maps=x, populations=s.populations, voxel_size=1.0, label="GT").subset([5])
+    assert isinstance(mem.maps, np.ndarray)  # maps in memory are copied as before
+    with pytest.raises(IndexError, match="outside a stack of 6"):
+        Rows(mm, [6])

@@ -407,3 +407,15 @@ def test_chapters_on_data_without_the_demo_extras(executed, tmp_path):
     assert summary["snr"] is None and summary["n_particles"] == 48
     resp = pd.read_csv(tmp_path / "results/robustness/responses.csv")
     assert set(resp.degradation) == {"none", "noise", "pop_shift"} and "loglik_per_image" not in set(resp.metric)
+    # the study at a coarser grid (a 224³ GT held > 20 GB in chapter 7): the GT resampled once into
+    # a scratch memory map that is gone afterwards; n_maps re-reads it for every level
+    cfg["notebooks"]["07_robustness"].update(study_box=24, degradations=["noise", "n_maps"])
+    (tmp_path / "p.yml").write_text(yaml.safe_dump(cfg))
+    assert run.main(["--params", str(tmp_path / "p.yml"), "--no-data", "--only", "07"]) == 0
+    nb = (tmp_path / "executed/07_robustness.ipynb").read_text()
+    assert "study at 24³ (5.723 Å voxels, Nyquist 11.4 Å) instead of 32³" in nb
+    resp = pd.read_csv(tmp_path / "results/robustness/responses.csv")
+    assert set(resp.degradation) == {"none", "noise", "n_maps"}
+    base_res = resp[(resp.degradation == "none") & (resp.metric == "resolution_A")].value
+    assert (base_res >= 2 * 4.292 * 32 / 24 - 1e-6).all()  # no finer than the study grid's Nyquist
+    assert not list((tmp_path / "results").rglob(".scratch-*"))

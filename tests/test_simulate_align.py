@@ -244,3 +244,41 @@ def test_preprocess_submission_aligns_without_touching_the_callers_maps(tiny_dat
                          shift_out=rep["shift_out"]).numpy()
     np.testing.assert_allclose(pre.maps, want, atol=1e-6)
     assert rep["score"] > align.MIN_SCORE
+
+
+class _CountingStack:
+    """A (n, N, N, N) stack that counts the maps read through it."""
+
+    def __init__(self, x):
+        self.x, self.shape, self.dtype, self.read = x, x.shape, x.dtype, 0
+
+    def __getitem__(self, key):
+        out = self.x[key]
+        self.read += len(out)
+        return out
+
+
+@pytest.mark.parametrize("chunk,scratch", [(None, False), (1, False), (3, True)])
+def test_averaged_gt_for_many_counts_reads_the_gt_once(tmp_path, monkeypatch, chunk, scratch):
+    """Chapter 5's study needs Averaged-GT mocks for several numbers of maps: one pass over the GT
+    gives each group's float64 numpy mean, summed populations and mean pc1, in memory or (large)
+    as memory maps in a scratch folder."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((23, 6, 6, 6)).astype(np.float32) + 2.0
+    pops, pc1 = rng.random(23), rng.standard_normal(23)
+    if scratch:
+        monkeypatch.setattr(simulate, "SCRATCH_BYTES", 0)
+    stack = _CountingStack(x)
+    got = simulate.averaged_gt_many(stack, pops, pc1, [2, 5, 11], scratch=tmp_path if scratch else None, chunk=chunk)
+    assert stack.read == 23  # every GT map read once for all three counts
+    order = np.argsort(pc1, kind="stable")
+    for k, (m, p, c) in got.items():
+        groups = np.array_split(order, k)
+        np.testing.assert_allclose(m, np.stack([x[g].astype(np.float64).mean(0) for g in groups]), atol=1e-6)
+        np.testing.assert_allclose(p, [pops[g].sum() / pops.sum() for g in groups], rtol=1e-12)
+        np.testing.assert_allclose(c, [pc1[g].mean() for g in groups], rtol=1e-12)
+        assert isinstance(m, np.memmap) == scratch and m.dtype == np.float32
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        ["averaged_gt_11.npy", "averaged_gt_2.npy", "averaged_gt_5.npy"] if scratch else [])
+    with pytest.raises(ValueError, match="1 … 23"):
+        simulate.averaged_gt_many(x, pops, pc1, [24])
