@@ -8,7 +8,9 @@ and scores them against every submission for every fused metric
 (:func:`helpers.volume_metrics.distance_matrices_many`); the submissions' maps are scattered to
 the workers once. Tasks are pure functions of their row range, so Dask simply reruns a task
 whose worker died, and the client writes each returned block into the rows it names: a chunk is
-never lost or counted twice (tested by killing a worker mid-run).
+never lost or counted twice (tested by killing a worker mid-run). Scattered data lost with a
+dead worker cancels the tasks that need it (Dask cannot recompute it): the submissions are then
+scattered again and those chunks resubmitted (up to three times each).
 
 Where to run (the ``dask_scheduler`` / ``dask_workers`` parameters of chapters 3 and 6):
 
@@ -64,19 +66,53 @@ def distance_matrices_dask(client, gt_path, subs: dict, mask=None, metrics=("l2"
     grid}. Returns (results {label: {metric: (n_gt, n_l) array, "fsc_curves", "n_voxels"}},
     failures {label: message}), equal to the in-process result.
     """
+    import uuid
+    from concurrent.futures import CancelledError
+
     from distributed import as_completed
 
     from .io import read_gt_maps
 
     n_gt = read_gt_maps(gt_path, check_finite=False).shape[0]
-    subs_f = client.scatter({k: np.asarray(v, dtype=np.float32) for k, v in subs.items()}, broadcast=True)
-    mask_f = client.scatter(None if mask is None else np.asarray(mask, dtype=np.float32), broadcast=True)
+    run = uuid.uuid4().hex[:12]
+    data = {}
+
+    def scatter():
+        # hash=False: fresh keys for every scatter (hashed keys are shared with an earlier call's
+        # data that Dask may be releasing: dask/dask#6027, dask/distributed#4612)
+        data["subs"] = client.scatter({k: np.asarray(v, dtype=np.float32) for k, v in subs.items()},
+                                      broadcast=True, hash=False)
+        data["mask"] = client.scatter(None if mask is None else np.asarray(mask, dtype=np.float32),
+                                      broadcast=True, hash=False)
+        data["generation"] = data.get("generation", -1) + 1
+
+    def submit(a, b, attempt):
+        f = client.submit(_score_rows, str(gt_path), a, b, data["subs"], data["mask"], list(metrics), voxel_size,
+                          _delay, pure=False, retries=2, key=f"hetbook-rows-{a}-{b}-{run}-{attempt}")
+        where[f.key] = (a, b, attempt, data["generation"])
+        return f
+
+    scatter()
+    where = {}
     bounds = [(a, min(n_gt, a + rows_per_task)) for a in range(0, n_gt, rows_per_task)]
-    futures = [client.submit(_score_rows, str(gt_path), a, b, subs_f, mask_f, list(metrics), voxel_size, _delay,
-                             pure=False, retries=2, key=f"hetbook-rows-{a}-{b}-{id(subs_f)}") for a, b in bounds]
+    pending = as_completed([submit(a, b, 0) for a, b in bounds])
     out, failures, filled = {}, {}, np.zeros(n_gt, dtype=int)
-    for fut in progress(as_completed(futures), total=len(futures), desc="GT chunks on Dask"):
-        a, b, res, failed = fut.result()
+    bar = progress(total=len(bounds), desc="GT chunks on Dask")
+    for fut in pending:
+        a, b, attempt, gen = where.pop(fut.key)
+        try:
+            a, b, res, failed = fut.result()
+        except CancelledError:
+            # the scattered submissions were lost with a dead worker (scattered data cannot be
+            # recomputed, dask/distributed#3149): scatter them again once per loss, rerun the chunk
+            if attempt >= 3:
+                raise RuntimeError(f"GT rows {a}–{b - 1}: cancelled {attempt + 1} times on Dask "
+                                   "(workers keep dying; check their memory and logs)") from None
+            if gen == data["generation"]:
+                scatter()
+            pending.add(submit(a, b, attempt + 1))
+            continue
+        bar.update(1)
         failures.update(failed)
         filled[a:b] += 1
         for lab, r in res.items():
@@ -88,6 +124,7 @@ def distance_matrices_dask(client, gt_path, subs: dict, mask=None, metrics=("l2"
                     dst[k][a:b] = v
                 else:
                     dst[k] = v
+    bar.close()
     if not (filled == 1).all():  # every row exactly once (a rerun task replaces, never adds)
         raise RuntimeError(f"GT rows scored {filled.min()}–{filled.max()} times: a chunk was lost or duplicated")
     return out, failures
@@ -126,12 +163,12 @@ def image_search_dask(client, images, pixel_size: float, ctf_params: dict, sets:
     key = hashlib.sha1(imgs.tobytes() + repr((pixel_size, sorted(search_kwargs.items()))).encode()).hexdigest()
     spec = {"key": key, "images": imgs, "pixel_size": float(pixel_size),
             "ctf": {k: np.asarray(v) if np.ndim(v) else v for k, v in ctf_params.items()}, "kwargs": search_kwargs}
-    spec_f = client.scatter(spec, broadcast=True)
+    spec_f = client.scatter(spec, broadcast=True, hash=False)
     futures, sizes, owner = [], {}, {}
     for lab, maps in sets.items():
         maps = np.asarray(maps, dtype=np.float32)
         sizes[lab] = len(maps)
-        maps_f = client.scatter(maps)
+        maps_f = client.scatter(maps, hash=False)
         for a in range(0, len(maps), maps_per_task):
             fut = client.submit(_search_block, spec_f, maps_f, lab, a, min(len(maps), a + maps_per_task),
                                 pure=False, retries=2)

@@ -250,7 +250,7 @@ def transport_matrices(gt_maps, sub_maps, metrics=TRANSPORT_METRICS, top_k: int 
     if client is not None:
         from distributed import as_completed as dask_completed
 
-        work_f = client.scatter(work, broadcast=True)
+        work_f = client.scatter(work, broadcast=True, hash=False)
         futs = [client.submit(_row_of, work_f, i, pure=False, retries=2) for i in range(len(Xg))]
         rows = (f.result() for f in dask_completed(futs))
         n_jobs = 1

@@ -70,6 +70,36 @@ def test_a_killed_worker_loses_and_duplicates_nothing(client, data):
     _same(got, ref)
 
 
+def test_submissions_lost_with_a_dead_worker_are_scattered_again(client, data, monkeypatch):
+    """Scattered data dies with its worker and Dask cannot recompute it: the tasks needing it are
+    cancelled ("lost dependencies", seen once in a full test run). Forced here: the first scatter
+    goes to one worker only, which is killed before any task runs; the submissions are scattered
+    again, the chunks rerun, and every row is filled once with the in-process numbers."""
+    import time
+
+    path, g, subs, mask = data
+    subs = {k: v for k, v in subs.items() if k != "flat"}
+    ref, _ = vm.distance_matrices_many(g, subs, mask, voxel_size=2.0)
+    pids = client.run(os.getpid)  # {worker address: pid}
+    victim_addr, victim = sorted(pids.items())[0]
+    orig, calls = client.scatter, []
+
+    def scatter_then_kill(data, **kw):
+        calls.append(kw.get("broadcast"))
+        if len(calls) <= 2:  # submissions and mask: on the victim alone
+            kw.update(broadcast=False, workers=[victim_addr])
+        fut = orig(data, **kw)
+        if len(calls) == 2:
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(0.5)
+        return fut
+
+    monkeypatch.setattr(client, "scatter", scatter_then_kill)
+    got, _ = hd.distance_matrices_dask(client, path, subs, mask, voxel_size=2.0, rows_per_task=4)
+    assert len(calls) == 4  # scattered twice: the first copy was lost
+    _same(got, ref)
+
+
 def test_transport_pairs_on_dask_equal_in_process(client):
     """GW/PW rows as Dask tasks: the same matrices as the in-process loop (float64 POT solvers,
     deterministic), every row once."""
