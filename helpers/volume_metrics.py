@@ -914,8 +914,8 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
                        chunk: int | None = None) -> np.ndarray:
     """Sliced W1 distance (Å) between every GT and submitted map (see module docstring).
     ``background=False``: the submitted maps' solvent background is already subtracted.
-    GT and submitted maps are binned ``chunk`` maps at a time (default: what fits in a quarter of
-    free memory, ≤ 256): an 80-map set at 224³ binned at once held ~9 GB of copies.
+    GT and submitted maps are binned ``chunk`` maps at a time (default :func:`gt_step`: ≤ ~1 GiB
+    of work on a CPU): an 80-map set at 224³ binned at once held ~9 GB of copies.
 
     Only voxels with mask weight > 0 enter (all voxels without a mask), weighted by it; each
     voxel's mass goes to its nearest bin along each direction (one scatter-add per direction:
@@ -963,7 +963,7 @@ def sliced_wasserstein(gt_maps, sub_maps, voxel_size: float = 1.0, n_directions:
                                      "Check the maps' sign convention (protein positive) and the mask.")
         return torch.cumsum(h / mass, -1)
 
-    step = chunk or chunk_size(n ** 3 * 4 * 3, dev, maximum=256)  # maps per chunk that fit in memory
+    step = chunk or gt_step(n ** 3 * 4 * 3, dev)  # maps per chunk: ≤ ~1 GiB of work (CPU)
     sig = (n_directions, seed, _fingerprint(gt_maps), _fingerprint(mask), n, str(dev))
     entry = gcache.lookup("sw", sig) if gcache is not None else None
     if entry is not None:
