@@ -167,6 +167,7 @@ def resample_stack(maps, n_out: int, path=None, chunk: int | None = None) -> np.
     ``chunk`` maps at a time (default ~0.5 GiB of work) — into one float32 (n, n_out³) array, or
     into a new ``.npy`` memory map at ``path`` (chapter 7 at a coarser grid: the challenge's 3861
     GT maps at 112³ are 21.7 GB, resampled once instead of on every pass)."""
+    from .backend import progress
     from .volume_metrics import sub_step
 
     n_maps, n = maps.shape[0], maps.shape[-1]
@@ -174,7 +175,8 @@ def resample_stack(maps, n_out: int, path=None, chunk: int | None = None) -> np.
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape) if path is not None \
         else np.empty(shape, dtype=np.float32)
     step = chunk or sub_step(n)
-    for a in range(0, n_maps, step):
+    quiet = {} if n_maps * n ** 3 * 4 > 2 ** 30 else {"disable": True}  # a bar only for stacks > 1 GiB
+    for a in progress(range(0, n_maps, step), desc=f"resampling {n_maps} maps to {n_out}³", **quiet):
         x = np.asarray(maps[a:a + step], dtype=np.float32)
         out[a:a + len(x)] = fourier_resample(x, n_out).numpy()
     if path is not None:

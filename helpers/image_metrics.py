@@ -295,7 +295,8 @@ def maps_to_image_grid(maps, n_img: int, mask=None, chunk: int | None = None) ->
     step = chunk or sub_step(n)
     out = torch.empty((n_maps, n_img, n_img, n_img), dtype=torch.float32)
     solvent = solvent_index(mask, cpu) if mask is not None else None
-    for a in range(0, n_maps, step):
+    quiet = {} if n_maps * n ** 3 * 4 > 2 ** 32 else {"disable": True}  # a bar only for sets > 4 GiB
+    for a in progress(range(0, n_maps, step), desc=f"maps to the {n_img}³ image grid", **quiet):
         x = as_tensor(np.asarray(maps[a:a + step]) if not torch.is_tensor(maps) else maps[a:a + step], cpu)
         if mask is not None:
             x = subtract_background(x, mask, cpu, solvent)
