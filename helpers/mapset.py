@@ -115,7 +115,8 @@ class MapSet:
         if index.dtype == bool:
             index = np.flatnonzero(index)
         p = self.populations[index]
-        return MapSet(maps=Rows(self.maps, index) if on_disk(self.maps) else self.maps[index], populations=p / p.sum(), voxel_size=self.voxel_size,
+        maps = Rows(self.maps, index) if on_disk(self.maps) else self.maps[index]
+        return MapSet(maps=maps, populations=p / p.sum(), voxel_size=self.voxel_size,
                       label=self.label, provenance=dict(self.provenance),
                       pc1=None if self.pc1 is None else self.pc1[index])
 
