@@ -162,11 +162,13 @@ def crop_or_pad(maps, n_out: int) -> torch.Tensor:
     return out
 
 
-def resample_stack(maps, n_out: int, path=None, chunk: int | None = None) -> np.ndarray:
-    """:func:`fourier_resample` of a whole stack (n, N, N, N) — a memory map or lazy stack is read
-    ``chunk`` maps at a time (default ~0.5 GiB of work) — into one float32 (n, n_out³) array, or
-    into a new ``.npy`` memory map at ``path`` (chapter 7 at a coarser grid: the challenge's 3861
-    GT maps at 112³ are 21.7 GB, resampled once instead of on every pass)."""
+def resample_stack(maps, n_out: int, path=None, chunk: int | None = None, prep=None) -> np.ndarray:
+    """:func:`fourier_resample` of a whole stack (n, N, N, N) — a memory map, lazy stack or tensor
+    is read ``chunk`` maps at a time (default ~0.5 GiB of work) — into one float32 (n, n_out³)
+    array, or into a new ``.npy`` memory map at ``path`` (chapter 7 at a coarser grid: the
+    challenge's 3861 GT maps at 112³ are 21.7 GB, resampled once instead of on every pass).
+    ``prep`` (optional) maps each chunk (a float32 CPU tensor) to what is resampled: background
+    subtraction for the image grid, a crop/pad to the GT's physical box in preprocessing."""
     from .backend import progress
     from .volume_metrics import sub_step
 
@@ -177,8 +179,8 @@ def resample_stack(maps, n_out: int, path=None, chunk: int | None = None) -> np.
     step = chunk or sub_step(n)
     quiet = {} if n_maps * n ** 3 * 4 > 2 ** 30 else {"disable": True}  # a bar only for stacks > 1 GiB
     for a in progress(range(0, n_maps, step), desc=f"resampling {n_maps} maps to {n_out}³", **quiet):
-        x = np.asarray(maps[a:a + step], dtype=np.float32)
-        out[a:a + len(x)] = fourier_resample(x, n_out).numpy()
+        x = as_tensor(maps[a:a + step] if torch.is_tensor(maps) else np.asarray(maps[a:a + step]), torch.device("cpu"))
+        out[a:a + len(x)] = fourier_resample(x if prep is None else prep(x), n_out).numpy()
     if path is not None:
         out.flush()
     return out

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from .backend import device, progress
-from .fourier import as_tensor, fourier_resample
+from .fourier import as_tensor
 from .geometry import matrix_to_euler, pose_grid, rotvec_to_matrix
 from .projection import FourierSliceProjector, ctf, image_freqs, image_rfft
 
@@ -288,17 +288,14 @@ def maps_to_image_grid(maps, n_img: int, mask=None, chunk: int | None = None) ->
     image at 1 σ on the tiny demo). ``maps`` may be a memory map or a lazy stack: it is read
     ``chunk`` maps at a time (default: ~0.5 GiB of work, one map at 224³; 100 GT maps at 224³
     resampled at once took > 20 GB and killed the chapter-6 kernel)."""
-    from .volume_metrics import solvent_index, sub_step, subtract_background
+    from .fourier import resample_stack
+    from .volume_metrics import solvent_index, subtract_background
 
     cpu = torch.device("cpu")
-    n_maps, n = maps.shape[0], maps.shape[-1]
-    step = chunk or sub_step(n)
-    out = torch.empty((n_maps, n_img, n_img, n_img), dtype=torch.float32)
-    solvent = solvent_index(mask, cpu) if mask is not None else None
-    quiet = {} if n_maps * n ** 3 * 4 > 2 ** 32 else {"disable": True}  # a bar only for sets > 4 GiB
-    for a in progress(range(0, n_maps, step), desc=f"maps to the {n_img}³ image grid", **quiet):
-        x = as_tensor(np.asarray(maps[a:a + step]) if not torch.is_tensor(maps) else maps[a:a + step], cpu)
-        if mask is not None:
-            x = subtract_background(x, mask, cpu, solvent)
-        out[a:a + len(x)] = fourier_resample(x, n_img) if n != n_img else x
-    return out
+    prep = None
+    if mask is not None:
+        solvent = solvent_index(mask, cpu)
+
+        def prep(x):
+            return subtract_background(x, mask, cpu, solvent)
+    return torch.from_numpy(resample_stack(maps, n_img, chunk=chunk, prep=prep))

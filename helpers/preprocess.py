@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .fourier import (apply_bfactor, apply_radial_filter, as_tensor, crop_or_pad, fourier_resample,
-                      radial_power_spectrum)
+from .fourier import (apply_bfactor, apply_radial_filter, as_tensor, crop_or_pad, radial_power_spectrum,
+                      resample_stack)
 from .mapset import MapSet
 
 
@@ -47,10 +47,8 @@ def to_gt_grid(ms: MapSet, gt_box: int, gt_voxel: float, allow_coarser: bool = T
     if abs(T * p - gt_box * gt_voxel) > tolerance * gt_box * gt_voxel:
         raise InputError(where, f"box {T}×{p:.4f} Å cannot match the GT box {gt_box}×{gt_voxel} Å.",
                          "Check the voxel sizes in the config.")
-    out = np.empty((len(ms.maps), gt_box, gt_box, gt_box), dtype=np.float32)
     step = max(1, chunk_bytes // (max(n, T, gt_box) ** 3 * 16 * 3))  # a spectrum, its crop/pad, the inverse
-    for a in range(0, len(out), step):
-        out[a:a + step] = fourier_resample(crop_or_pad(ms.maps[a:a + step], T), gt_box).numpy()
+    out = resample_stack(ms.maps, gt_box, chunk=step, prep=lambda x: crop_or_pad(x, T))
     return ms.with_maps(out, step=f"crop/pad {n}->{T} at {p:.4f} Å, Fourier-resample {T}->{gt_box}",
                         voxel_size=gt_voxel)
 
