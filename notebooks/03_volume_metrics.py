@@ -54,7 +54,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 # streamed once for all submissions (`make bench-scale` measures it: 3861 GT maps at 128³ against
 # four 80-map submissions took 122 s on 2 CPU cores; 400 GT maps at the challenge's 224³ about
 # 5 min, so the full 3861 would take ~40 min there); submissions whose statistics would not fit
-# in memory are scored in groups, one pass each. With `dask_scheduler` or
+# in memory (or in `memory_gib`) are scored in groups, one pass each. With `dask_scheduler` or
 # `dask_workers` set, the GT chunks are scored on a Dask cluster instead (`helpers.distributed`:
 # each worker reads its own rows from the GT file; same numbers, tested).
 #
