@@ -22,8 +22,9 @@ populations q.
 * EMD with optimised populations: the LP min_{q∈Δ, T≥0, T1=P, Tᵀ1=q} ⟨D, T⟩ solved by cvxpy
   (solver HiGHS by default; explicit C-order layout), cross-checked with its closed form
   Σ_r P_r min_l D_rl (:func:`emd_optimised_closed_form`).
-* KL: A (windows × maps) assigns each window to its cheapest map, columns normalised (unused
-  columns uniform); q* maximises F(q) = Σ_r P_r log (A q)_r by EM multiplicative updates
+* KL: A (windows × maps) spreads each submitted map's population over the windows it is the
+  cheapest map for (its territory; ties shared), or, for a map that is no window's cheapest,
+  onto the window cheapest for it (:func:`assignment_matrix`); q* maximises F(q) = Σ_r P_r log (A q)_r by EM multiplicative updates
   q ← q ⊙ ∇F(q), stopped when the increase of F falls below ``tol`` (F increases monotonically).
   Reported: KL(P‖Aq) and KL(Aq‖P) for submitted q and for q*.
 
@@ -31,7 +32,9 @@ populations q.
 (``challenge-metrics.md`` §7): GT rows ordered by pc1 (quicksort, as pandas), replicate rows drawn
 by numpy's legacy RNG seeded with the replicate index (``RandomState(k).choice``, sorted), ranks
 1..n, windows *summed*, and the KL iteration stopped when every gradient entry is within
-``break_atol`` of 1 or 0 (q after that last update reported). Costs are used as given (the
+``break_atol`` of 1 or 0 (q after that last update reported), and the published assignment
+(window → its cheapest map, first index on ties, maps that are nobody's cheapest spread over
+all windows). Costs are used as given (the
 published code does not negate similarities). :func:`evaluate_published_pickle` runs it on a
 published map-to-map pickle.
 """
@@ -135,13 +138,38 @@ def emd_optimised_lp(P: np.ndarray, D: np.ndarray, solver: str = "HIGHS"):
     return float(prob.value), np.asarray(q.value).clip(0), np.asarray(T.value)
 
 
-def assignment_matrix(D: np.ndarray) -> np.ndarray:
-    """A (n_win, n_sub): window r → its cheapest map, columns normalised; unused columns uniform."""
+def assignment_matrix(D: np.ndarray, mode: str = "default", rtol: float = 1e-12) -> np.ndarray:
+    """A (n_win, n_sub), columns summing to 1: where each submitted map's population goes among
+    the windows, so that A q is the submission's distribution over the windows.
+
+    default: map l's *territory* is the set of windows for which it is the cheapest map (every
+    map within ``rtol`` of a window's minimum counts: ties are shared, never decided by map
+    order); its population is spread uniformly over its territory. A map that is no window's
+    cheapest goes to the window(s) cheapest for it. So A q does not depend on the order of the
+    maps, and splitting a map into identical copies (any split of its population) leaves A q
+    unchanged: identical columns of D give identical columns of A.
+
+    reference (``challenge-metrics.md`` §7.6): window r → argmin_l D_rl (first index wins ties),
+    columns normalised, and every map that is no window's cheapest spread uniformly over *all*
+    windows — which penalises a complete submission (most of its maps are nobody's cheapest)
+    and makes the result depend on which of two identical maps comes first."""
+    D = np.asarray(D, dtype=np.float64)
     m, n = D.shape
-    A = np.zeros((m, n))
-    A[np.arange(m), D.argmin(1)] = 1.0
-    s = A.sum(0)
-    A[:, s == 0] = 1.0 / m
+    if mode == "reference":
+        A = np.zeros((m, n))
+        A[np.arange(m), D.argmin(1)] = 1.0
+        s = A.sum(0)
+        A[:, s == 0] = 1.0 / m
+        return A / A.sum(0, keepdims=True)
+    if mode != "default":
+        raise ValueError(f"unknown mode {mode!r}: 'default' or 'reference'")
+    row_min = D.min(1, keepdims=True)
+    A = (D <= row_min + rtol * np.abs(row_min) + 1e-300).astype(np.float64)   # territories
+    orphan = A.sum(0) == 0
+    if orphan.any():                                  # nobody's cheapest: to its own cheapest window(s)
+        Do = D[:, orphan]
+        col_min = Do.min(0, keepdims=True)
+        A[:, orphan] = Do <= col_min + rtol * np.abs(col_min) + 1e-300
     return A / A.sum(0, keepdims=True)
 
 
@@ -228,7 +256,7 @@ def evaluate(cost: np.ndarray, p_gt: np.ndarray, pc1: np.ndarray, q_sub: np.ndar
         P, D = pool(C, p_gt, rows, wins, pool_how)
         e_sub, _ = emd_submitted(P, q_sub, D)
         e_opt, q_emd = emd_optimised_closed_form(P, D)
-        A = assignment_matrix(D)
+        A = assignment_matrix(D, mode)
         if ref:
             q_kl, it, eps = em_weights_published(P, A, break_atol=break_atol)
         else:

@@ -44,11 +44,24 @@ mode = "default"  # "reference": the published pipeline (ranks from 1, summed wi
 # fewer maps (the last section measures it). The EMD with optimised populations equals
 # Σ_r P_r min_l D_rl (checked against the LP in the tests).
 #
+# **KL with the submitted populations.** The KL needs the submission's populations as a
+# distribution over the same windows as the GT's. By default (`dist.assignment_matrix`) each
+# submitted map's population is spread over the windows for which it is the cheapest map (its
+# *territory*; a tie shares the window), and a map that is no window's cheapest puts its
+# population on the window cheapest for it. The published definition instead gives each window
+# to its cheapest map, the first one on a tie, and spreads the population of every map that is
+# nobody's cheapest *uniformly over all windows*. That penalises complete submissions: the GT
+# itself, 300 maps on one coordinate in windows of 5, scores KL 0.28 there because four maps in
+# five are no window's cheapest, while a 1-in-5 subset of it scores 0.02; and it depends on
+# which of two identical maps comes first. The default scores the GT itself 0.005, every subset
+# of it worse, and is unchanged by the order of the maps or by splitting a map into identical
+# copies (tested). Reference mode keeps the published definition.
+#
 # **Reference mode** (`mode="reference"`, or `dist.evaluate_published_pickle(pkl, metadata.csv)`
 # on a published map-to-map pickle) reproduces the published pipeline: ranks from 1 (a perfect
 # submission scores 1, or `n_pool` after summing), ranks *summed* over each window, replicates
-# drawn by numpy's legacy RNG seeded with the replicate index, and the published KL stopping
-# rule. It is tested against an independent transcription of that code on the challenge's own
+# drawn by numpy's legacy RNG seeded with the replicate index, the published KL assignment and
+# its stopping rule. It is tested against an independent transcription of that code on the challenge's own
 # pickle. The last section compares both modes on the demo.
 
 # %%
