@@ -299,3 +299,66 @@ def maps_to_image_grid(maps, n_img: int, mask=None, chunk: int | None = None) ->
         def prep(x):
             return subtract_background(x, mask, cpu, solvent)
     return torch.from_numpy(resample_stack(maps, n_img, chunk=chunk, prep=prep))
+
+
+# Verdicts of a paired comparison of two ensembles over the same images (see :func:`paired_power`).
+VERDICTS = ("separated", "wrong way", "underpowered", "no difference")
+
+
+def images_needed(delta, k: float = 2.0) -> float:
+    """Images needed before the mean of paired per-image differences ``delta`` (M,) lies k
+    standard errors from 0: (k·sd/|mean|)², sd with ddof=1 (normal approximation), at least 1;
+    inf when the mean is 0 or fewer than 2 differences are given."""
+    d = np.asarray(delta, dtype=np.float64)
+    if len(d) < 2:
+        return math.inf
+    m, s = float(d.mean()), float(d.std(ddof=1))
+    return math.inf if m == 0 else max(1.0, (k * s / abs(m)) ** 2)
+
+
+def paired_power(delta, k: float = 2.0, n_available: int | None = None) -> dict:
+    """Can M images tell two ensembles A and B apart? ``delta`` (M,) = per-image score under A
+    minus under B over the same images (higher = A explains the image better).
+
+    Returns n_images (M), mean, sd (ddof=1), z = mean / (sd/√M), images_needed
+    (:func:`images_needed`) and verdict: "separated" (A better by ≥ k standard errors, i.e.
+    n_images ≥ images_needed and mean > 0), "wrong way" (the same with B better), else
+    "no difference" when images_needed exceeds ``n_available`` (the whole stack could not
+    separate them; inf: identical scores) and "underpowered" otherwise (n_images < images_needed
+    ≤ n_available: more of the stack's images would)."""
+    d = np.asarray(delta, dtype=np.float64)
+    n, need = len(d), images_needed(d, k)
+    m = float(d.mean()) if n else math.nan
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    z = m / (sd / math.sqrt(n)) if n > 1 and sd > 0 else (math.copysign(math.inf, m) if m else 0.0)
+    if n >= need:
+        verdict = "separated" if m > 0 else "wrong way"
+    elif need > (math.inf if n_available is None else n_available) or math.isinf(need):  # inf > inf is False
+        verdict = "no difference"
+    else:
+        verdict = "underpowered"
+    return {"n_images": n, "mean": m, "sd": sd, "z": z, "images_needed": need, "verdict": verdict}
+
+
+def images_to_order(per_image: dict, values: dict, better: str = "high", k: float = 2.0,
+                    n_available: int | None = None) -> tuple[float, "pd.DataFrame"]:
+    """Images an image metric needs to order its submissions: per_image {label: (M,) per-image
+    scores over the same M images}, values {label: the metric's value}, better "high"/"low".
+
+    The submissions are sorted by value (best first); for each adjacent pair (a, b) the paired
+    differences a − b (sign-flipped when lower is better) give :func:`paired_power`. The result is
+    the median of images_needed over the adjacent pairs that the whole stack could separate
+    (images_needed ≤ ``n_available``; all finite ones when None): pairs beyond that are ties no
+    image count resolves, not a lack of power. inf when no pair qualifies. Returns (that median,
+    a frame with one row per adjacent pair: better, worse and :func:`paired_power`'s fields)."""
+    import pandas as pd
+
+    order = sorted(values, key=lambda lab: values[lab], reverse=better == "high")
+    sign = 1.0 if better == "high" else -1.0
+    rows = [{"better": a, "worse": b,
+             **paired_power(sign * (np.asarray(per_image[a]) - np.asarray(per_image[b])), k, n_available)}
+            for a, b in zip(order[:-1], order[1:])]
+    pairs = pd.DataFrame(rows, columns=["better", "worse", "n_images", "mean", "sd", "z", "images_needed", "verdict"])
+    cap = math.inf if n_available is None else n_available
+    need = pairs.images_needed[(pairs.images_needed <= cap) & np.isfinite(pairs.images_needed)]
+    return (float(need.median()) if len(need) else math.inf), pairs

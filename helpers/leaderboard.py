@@ -10,7 +10,10 @@ values are within uncertainty share a rank (two mocks differing by 1e-7 tie inst
 5th and 1st).
 
 A metric *separates* the submissions when at least ``min_fraction`` of the pairs are
-significantly different; metrics that do not are reported but left out of the mean rank.
+significantly different; metrics that do not are reported but left out of the mean rank. An
+image metric is *underpowered* when it scored fewer images than it needs to order the
+submissions (``power``; :func:`helpers.image_metrics.images_to_order` defines the figure): it is
+reported but left out of the mean rank too.
 """
 from __future__ import annotations
 
@@ -51,13 +54,19 @@ def separates(values, errors=None, better: str = "low", min_fraction: float = 0.
     return frac >= min_fraction, frac
 
 
-def board(values: pd.DataFrame, errors: pd.DataFrame, better: dict, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+def board(values: pd.DataFrame, errors: pd.DataFrame, better: dict, power: dict | None = None,
+          **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leaderboard from per-submission metric values and errors (same index and columns).
 
-    Returns (board, metrics): ``board`` has ``mean_rank`` first (over the separating metrics),
-    then per metric its value, ``<m>_err``, ``rank_<m>`` and ``rank_<m>_interval`` ("lo–hi");
-    ``metrics`` has, per metric, whether it separates, the fraction of separated pairs and
-    whether it enters the mean rank."""
+    ``power`` {metric: (n_images, images_needed)} for metrics scored on a sample of images
+    (images_needed: the images needed to order the submissions at 2 σ, e.g. the median over
+    adjacent pairs of :func:`helpers.image_metrics.images_to_order`); a metric with n_images <
+    images_needed is *underpowered*. Returns (board, metrics): ``board`` has ``mean_rank`` first
+    (over the metrics that separate and are not underpowered), then per metric its value,
+    ``<m>_err``, ``rank_<m>`` and ``rank_<m>_interval`` ("lo–hi"); ``metrics`` has, per metric,
+    whether it separates, the fraction of separated pairs, ``n_images``, ``images_needed`` (NaN
+    without ``power``), ``underpowered`` and whether it enters the mean rank."""
+    power = power or {}
     cols, info = {}, []
     ranks = {}
     for m, b in better.items():
@@ -65,8 +74,10 @@ def board(values: pd.DataFrame, errors: pd.DataFrame, better: dict, **kw) -> tup
         tr = tied_ranks(values[m].to_numpy(), None if err is None else err.to_numpy(), b, **kw)
         tr.index = values.index
         ok, frac = separates(values[m].to_numpy(), None if err is None else err.to_numpy(), b, **kw)
+        n_img, need = power.get(m, (np.nan, np.nan))
         info.append({"metric": m, "better": b, "separates": ok, "separated_pairs": frac,
-                     "has_error_bar": err is not None and bool(np.nan_to_num(err.to_numpy()).any())})
+                     "has_error_bar": err is not None and bool(np.nan_to_num(err.to_numpy()).any()),
+                     "n_images": n_img, "images_needed": need, "underpowered": bool(n_img < need)})
         ranks[m] = tr["rank"]
         cols[m] = values[m]
         if err is not None:
@@ -74,7 +85,7 @@ def board(values: pd.DataFrame, errors: pd.DataFrame, better: dict, **kw) -> tup
         cols[f"rank_{m}"] = tr["rank"]
         cols[f"rank_{m}_interval"] = [f"{a}–{c}" if a != c else f"{a}" for a, c in zip(tr.rank_lo, tr.rank_hi)]
     info = pd.DataFrame(info).set_index("metric")
-    used = [m for m in better if info.loc[m, "separates"]]
+    used = [m for m in better if info.loc[m, "separates"] and not info.loc[m, "underpowered"]]
     info["in_mean_rank"] = info.index.isin(used)
     out = pd.DataFrame(cols, index=values.index)
     out.insert(0, "mean_rank", pd.DataFrame(ranks)[used].mean(axis=1) if used else np.nan)

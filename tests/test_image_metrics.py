@@ -288,3 +288,42 @@ def test_a_lazy_subset_reads_the_right_rows(tmp_path):
     assert isinstance(mem.maps, np.ndarray)  # maps in memory are copied as before
     with pytest.raises(IndexError, match="outside a stack of 6"):
         Rows(mm, [6])
+
+
+def _exact(n, mean, sd, seed=0):
+    """n values with exactly this mean and sample sd (ddof=1)."""
+    z = np.random.default_rng(seed).normal(size=n)
+    return mean + sd * (z - z.mean()) / z.std(ddof=1)
+
+
+def test_paired_power_closed_form_and_verdicts():
+    """mean 0.1, sd 1: (2·1/0.1)² = 400 images needed; z = 0.1·√n."""
+    d = _exact(100, 0.1, 1.0)
+    p = im.paired_power(d, n_available=2000)
+    assert math.isclose(p["images_needed"], 400.0, rel_tol=1e-9) and math.isclose(p["z"], 1.0, rel_tol=1e-9)
+    assert p["verdict"] == "underpowered" and p["n_images"] == 100
+    assert im.paired_power(d, n_available=300)["verdict"] == "no difference"  # the stack has fewer than 400
+    big = _exact(500, 0.1, 1.0)
+    assert im.paired_power(big)["verdict"] == "separated" and math.isclose(im.paired_power(big)["z"], 0.1 * math.sqrt(500))
+    assert im.paired_power(-big)["verdict"] == "wrong way"
+    assert math.isclose(im.images_needed(_exact(50, 0.3, 0.9), k=3), (3 * 0.9 / 0.3) ** 2, rel_tol=1e-9)
+    assert im.paired_power(np.zeros(40))["images_needed"] == math.inf
+    assert im.paired_power(np.zeros(40))["verdict"] == "no difference"
+
+
+def test_images_to_order_median_over_adjacent_pairs():
+    """Three submissions scored on the same 200 images: a > b by 0.2 (sd 1 → 100 images),
+    b > c by 0.1 (sd 1 → 400); c ≡ d (a tie no image count resolves, left out of the median)."""
+    c = _exact(200, 0.0, 1.0, seed=3)
+    b = c + _exact(200, 0.1, 1.0, seed=4)
+    a = b + _exact(200, 0.2, 1.0, seed=5)
+    per = {"a": a, "b": b, "c": c, "d": c.copy()}
+    vals = {k: v.mean() + 1e-9 * (k == "c") for k, v in per.items()}
+    need, pairs = im.images_to_order(per, vals, "high", n_available=2000)
+    assert list(zip(pairs.better, pairs.worse)) == [("a", "b"), ("b", "c"), ("c", "d")]
+    np.testing.assert_allclose(pairs.images_needed[:2], [100.0, 400.0], rtol=1e-9)
+    assert pairs.verdict.tolist() == ["separated", "underpowered", "no difference"]
+    assert math.isclose(need, 250.0)  # median of 100 and 400
+    low, lp = im.images_to_order({k: -v for k, v in per.items()}, {k: -v for k, v in vals.items()}, "low",
+                                 n_available=2000)
+    assert math.isclose(low, 250.0) and lp.verdict.tolist() == pairs.verdict.tolist()  # "a better" stays positive

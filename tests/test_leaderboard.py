@@ -75,3 +75,22 @@ def test_placement_against_a_comparison():
     wide = lb.placement(board, "Z", {"a": "low", "b": "high"}, compare="X",
                                  errors=errs.assign(a=0.1))  # 0.05 is now within 2 σ
     assert wide["metrics"].loc["a", "vs_compare"] == "tied"
+
+
+def test_an_underpowered_image_metric_is_left_out_of_the_mean_rank():
+    """The image metric orders a, b, c, d the other way round from the map metric; with fewer
+    images than it needs it must not move the mean rank."""
+    idx = ["a", "b", "c", "d"]
+    values = pd.DataFrame({"map": [1.0, 2.0, 3.0, 4.0], "img": [1.0, 2.0, 3.0, 4.0]}, index=idx)
+    errors = pd.DataFrame({"map": [0.1] * 4, "img": [0.1] * 4}, index=idx)
+    better = {"map": "low", "img": "high"}
+    board, info = lb.board(values, errors, better, power={"img": (80, 546.0)})
+    assert info.loc["img", "underpowered"] and not info.loc["img", "in_mean_rank"]
+    assert info.loc["img", "n_images"] == 80 and info.loc["img", "images_needed"] == 546.0
+    assert not info.loc["map", "underpowered"] and np.isnan(info.loc["map", "images_needed"])
+    np.testing.assert_allclose(board.loc[idx, "mean_rank"], [1, 2, 3, 4])
+    board, info = lb.board(values, errors, better, power={"img": (600, 546.0)})  # enough images
+    assert info.loc["img", "in_mean_rank"] and not info.loc["img", "underpowered"]
+    np.testing.assert_allclose(board.loc[idx, "mean_rank"], [2.5] * 4)
+    plain, _ = lb.board(values, errors, better)  # without power: the old behaviour
+    np.testing.assert_allclose(plain.loc[idx, "mean_rank"], [2.5] * 4)
