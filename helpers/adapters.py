@@ -2,7 +2,8 @@
 
 Heterogeneity methods do not write the challenge's format. Each adapter reads one method's
 native output and returns the project's :class:`~helpers.mapset.MapSet` (maps (n, N, N, N),
-populations summing to 1, voxel size in Å, label, provenance naming the files read);
+populations summing to 1, voxel size in Å, the native voxel size the method made the maps at,
+label, provenance naming the files read);
 :func:`write_submission` then adds it to a challenge-format submissions folder, so every chapter
 scores it like any other submission.
 
@@ -120,10 +121,12 @@ def populations_from_labels(labels: np.ndarray, n_maps: int, where) -> np.ndarra
 
 
 def volume_series(folder, labels=None, populations=None, voxel_size: float | None = None,
-                  label: str | None = None, method: str = "volume series") -> MapSet:
+                  label: str | None = None, method: str = "volume series",
+                  native_voxel_size: float | None = None) -> MapSet:
     """A folder of MRC maps (natural order) with per-particle ``labels`` (path) or a
     ``populations`` file (one value per map); exactly one of the two. ``voxel_size`` (Å) only
-    when the MRC headers lack it."""
+    when the MRC headers lack it; ``native_voxel_size`` (Å) when the method made the maps on a
+    coarser grid than the files' (None: the files' voxel size)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "is not a folder.", "Give the folder holding the method's MRC maps.")
@@ -137,16 +140,17 @@ def volume_series(folder, labels=None, populations=None, voxel_size: float | Non
         pops = populations_from_labels(lab, len(maps), labels)
         prov = {"source": str(folder), "files": [f.name for f in used], "steps": [], **extra,
                 "labels": str(labels), "n_particles": int(lab.size)}
-        return MapSet(maps, pops, vs, label or folder.name, prov)
+        return MapSet(maps, pops, vs, label or folder.name, prov, native_voxel_size=native_voxel_size)
     return read_submission_folder(folder, populations_file=populations, voxel_size=voxel_size,
-                                  label=label or folder.name, extra=extra)
+                                  label=label or folder.name, extra=extra, native_voxel_size=native_voxel_size)
 
 
 def cryodrgn_analyze(folder, k: int | None = None, voxel_size: float | None = None,
-                     label: str = "cryoDRGN") -> MapSet:
+                     label: str = "cryoDRGN", native_voxel_size: float | None = None) -> MapSet:
     """A ``cryodrgn analyze`` output folder (``analyze.N``): its ``kmeans{K}`` maps with the
     k-means cluster fractions of the particles. ``k``: which ``kmeans{K}`` when there are several
-    (the largest by default)."""
+    (the largest by default). ``native_voxel_size``: the training voxel size (Å) if the maps were
+    generated on a finer grid (``--downsample``/``--Apix``); None: the maps' own."""
     folder = Path(folder)
     runs = sorted((int(p.name[6:]), p) for p in folder.glob("kmeans*") if p.is_dir() and p.name[6:].isdigit())
     if not runs:
@@ -166,7 +170,8 @@ def cryodrgn_analyze(folder, k: int | None = None, voxel_size: float | None = No
     if len(files) != k:
         raise InputError(sub, f"{len(files)} maps for K = {k} k-means centres.",
                          "Let `cryodrgn analyze` finish (it writes vol_*.mrc for every centre).")
-    ms = volume_series(sub, labels=lab_file, voxel_size=voxel_size, label=label, method="cryoDRGN analyze")
+    ms = volume_series(sub, labels=lab_file, voxel_size=voxel_size, label=label, method="cryoDRGN analyze",
+                       native_voxel_size=native_voxel_size)
     ms.provenance.update(kmeans=k)
     return ms
 
@@ -199,7 +204,7 @@ def write_submission(ms: MapSet, submissions_dir, name: str | None = None, flip:
     key = str(max([int(k) for k in cfg if k.isdigit()] + [-1]) + 1)
     cfg[key] = {"name": name, "flavor_name": ms.label, "path": name, "populations_file": f"{name}/populations.txt",
                 "submission_version": "0", "box_size": int(ms.box), "pixel_size": ms.voxel_size,
-                "flip": int(flip), "align": int(align), "hetbook_provenance": ms.provenance}
+                "native_pixel_size": ms.native_voxel_size, "flip": int(flip), "align": int(align), "hetbook_provenance": ms.provenance}
     tmp = cfg_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(cfg, indent=2, default=str))
     tmp.replace(cfg_path)
@@ -274,7 +279,7 @@ def cryodrgn_workdir(workdir, voxel_size: float, how: str = "kmeans", n: int = 8
     along the first principal component of the latent coordinates between its ``lower`` and
     ``upper`` percentiles (``cryodrgn eval_vol``); populations = the fraction of particles whose
     PC1 coordinate is closest to each point. ``voxel_size``: Å per voxel of the images it was
-    trained on. ``out``: where cryoDRGN writes (a ``hetbook_<how><n>`` folder in the workdir by
+    trained on (the maps' native voxel size). ``out``: where cryoDRGN writes (a ``hetbook_<how><n>`` folder in the workdir by
     default; an existing one is reused, never overwritten)."""
     workdir = Path(workdir)
     epoch, w, zf, cfg = _epoch_files(workdir, epoch)
@@ -287,7 +292,7 @@ def cryodrgn_workdir(workdir, voxel_size: float, how: str = "kmeans", n: int = 8
                              "Use how='pc1' (maps evenly spaced along the latent coordinate).")
         if not (out / f"kmeans{n}" / "labels.pkl").is_file():
             _run([exe, "analyze", workdir, epoch, "--ksample", n, "--Apix", voxel_size, "--skip-umap", "-o", out], workdir)
-        ms = cryodrgn_analyze(out, k=n, voxel_size=voxel_size, label=label)
+        ms = cryodrgn_analyze(out, k=n, voxel_size=voxel_size, label=label, native_voxel_size=voxel_size)
     elif how == "pc1":
         z = load_pickled_array(zf)
         z = z.reshape(len(z), -1).astype(np.float64)
@@ -304,7 +309,7 @@ def cryodrgn_workdir(workdir, voxel_size: float, how: str = "kmeans", n: int = 8
         near = np.argmin(np.abs(t[:, None] - pts[None]), 1)
         pops = np.bincount(near, minlength=n) / len(t)
         ms = MapSet(maps, pops, vs, label, {"source": str(vols), "files": [f.name for f in used], "steps": [],
-                                            "pc1_points": pts.tolist()})
+                                            "pc1_points": pts.tolist()}, native_voxel_size=voxel_size)
     else:
         raise ValueError(f"how must be 'kmeans' or 'pc1', not {how!r}")
     ms.provenance.update(method="cryoDRGN", workdir=str(workdir), epoch=int(epoch), how=how)

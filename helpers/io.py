@@ -180,9 +180,12 @@ def read_map_stack(path):
 
 
 def read_submission_folder(folder, populations_file=None, voxel_size: float | None = None,
-                           label: str | None = None, extra: dict | None = None) -> MapSet:
+                           label: str | None = None, extra: dict | None = None,
+                           native_voxel_size: float | None = None) -> MapSet:
     """Read a raw submission folder into a :class:`MapSet`: its maps (:func:`read_map_folder`)
-    and ``populations.txt`` (or ``populations_file``)."""
+    and ``populations.txt`` (or ``populations_file``). ``native_voxel_size`` (Å): the voxel size
+    the method made the maps at, if they were resampled before submission; None: the maps'
+    voxel size (from the MRC headers, else ``voxel_size``)."""
     folder = Path(folder)
     maps, vs, files = read_map_folder(folder, voxel_size)
     prov = {"source": str(folder), "files": [f.name for f in files], "steps": []}
@@ -190,7 +193,8 @@ def read_submission_folder(folder, populations_file=None, voxel_size: float | No
         prov.update(extra)
     pop_path = Path(populations_file) if populations_file else folder / "populations.txt"
     pops = read_populations(pop_path, len(maps), prov)
-    return MapSet(maps, pops, vs, label or folder.name, prov)
+    return MapSet(maps, pops, vs, label or folder.name, prov,
+                  native_voxel_size=vs if native_voxel_size is None else native_voxel_size)
 
 
 def read_map_folder(folder, voxel_size: float | None = None) -> tuple[np.ndarray, float, list[Path]]:
@@ -256,10 +260,11 @@ class SubmissionEntry:
     flip: bool = False
     align: bool = False
     extra: dict = dataclasses.field(default_factory=dict)
+    native_voxel_size: float | None = None
 
     def read(self) -> MapSet:
         return read_submission_folder(self.path, self.populations_file, self.voxel_size,
-                                      self.label, {"config": self.extra})
+                                      self.label, {"config": self.extra}, self.native_voxel_size)
 
 
 def _locate(p, base: Path, what: str, config: Path) -> Path:
@@ -314,7 +319,7 @@ def read_config(path):
         entries.append(SubmissionEntry(
             label=m.label, path=folder, populations_file=Path(pop), box_size=m.box_size,
             voxel_size=None if m.voxel_size is None else float(m.voxel_size), flip=m.flip, align=m.align,
-            extra=extra))
+            extra=extra, native_voxel_size=None if m.native_voxel_size is None else float(m.native_voxel_size)))
     if problems:
         raise InputError(path, f"{len(problems)} path(s) not found:\n  - " + "\n  - ".join(problems),
                          "Fix the paths in the config (absolute, or relative to the config's folder).")
@@ -337,13 +342,15 @@ def _safe_numpy_globals():
     return out
 
 
-def read_preprocessed_pt(path, voxel_size: float, allow_unsafe_pickle: bool = False) -> MapSet:
+def read_preprocessed_pt(path, voxel_size: float, allow_unsafe_pickle: bool = False,
+                         native_voxel_size: float | None = None) -> MapSet:
     """Read a preprocessed challenge submission ``.pt`` (dict with volumes, populations, id).
 
     Loaded with ``torch.load(weights_only=True)`` plus numpy's array types (data only). Files
     that need arbitrary pickled objects are refused unless ``allow_unsafe_pickle=True`` — a
     pickle can run code, so only opt in for files you trust. The ``.pt`` holds no voxel size:
-    pass the GT's (preprocessed submissions are on the GT grid).
+    pass the GT's (preprocessed submissions are on the GT grid), and ``native_voxel_size`` (Å)
+    where the method made its maps on a coarser grid (None: ``voxel_size``).
     """
     import torch
 
@@ -375,7 +382,7 @@ def read_preprocessed_pt(path, voxel_size: float, allow_unsafe_pickle: bool = Fa
     label = str(d.get("id", path.stem))
     if "rotation_matrix" in d:
         prov["rotation_matrix"] = np.asarray(d["rotation_matrix"]).tolist()
-    return MapSet(vols, pops, voxel_size, label, prov)
+    return MapSet(vols, pops, voxel_size, label, prov, native_voxel_size=native_voxel_size)
 
 
 # ---------------------------------------------------------------------------------- GT

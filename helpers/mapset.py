@@ -9,6 +9,8 @@ key              content
 ``maps``         float32 (n_maps, N, N, N), MRC axis order (z, y, x), voxel N//2 = centre
 ``populations``  float64 (n_maps,), non-negative, sums to 1
 ``voxel_size``   float, Å per voxel
+``native_voxel_size``  optional float, Å per voxel of the maps as the method produced them,
+                 before any resampling onto the GT grid (absent in older files: = ``voxel_size``)
 ``label``        str, unique name of the set (e.g. ``"averaged_gt"``)
 ``provenance``   JSON str: where the maps came from and every step applied to them
 ``pc1``          optional float64 (n_maps,): coordinate of each map along the motion
@@ -67,6 +69,9 @@ class MapSet:
     maps: (n_maps, N, N, N) float32 array (may be a read-only memory map), axes (z, y, x).
     populations: (n_maps,) float64, non-negative, summing to 1.
     voxel_size: Å per voxel. label: unique name. provenance: free-form dict (JSON-able).
+    native_voxel_size: Å per voxel of the maps as the method produced them, set at ingestion and
+    kept when the maps are resampled (None: ``voxel_size``); its Nyquist, 2 × native voxel size,
+    is the finest resolution the set can be reported at (:mod:`helpers.nyquist`).
     """
 
     maps: np.ndarray
@@ -75,12 +80,14 @@ class MapSet:
     label: str
     provenance: dict = dataclasses.field(default_factory=dict)
     pc1: np.ndarray | None = None
+    native_voxel_size: float | None = None
 
     def __post_init__(self):
         if self.pc1 is not None:
             self.pc1 = np.asarray(self.pc1, dtype=np.float64)
         self.populations = np.asarray(self.populations, dtype=np.float64)
         self.voxel_size = float(self.voxel_size)
+        self.native_voxel_size = float(self.voxel_size if self.native_voxel_size is None else self.native_voxel_size)
         where = self.provenance.get("source", self.label)
         if self.maps.ndim != 4 or len(set(self.maps.shape[1:])) != 1:
             raise InputError(where, f"maps must have shape (n, N, N, N), got {self.maps.shape}.",
@@ -91,6 +98,9 @@ class MapSet:
         if not self.voxel_size > 0:
             raise InputError(where, f"voxel size {self.voxel_size} Å is not positive.",
                              "Set the voxel size (Å) in the submission config.")
+        if not self.native_voxel_size > 0:
+            raise InputError(where, f"native voxel size {self.native_voxel_size} Å is not positive.",
+                             "Set native_pixel_size (Å) in the submission config, or leave it out.")
 
     @property
     def n_maps(self) -> int:
@@ -118,16 +128,18 @@ class MapSet:
         maps = Rows(self.maps, index) if on_disk(self.maps) else self.maps[index]
         return MapSet(maps=maps, populations=p / p.sum(), voxel_size=self.voxel_size,
                       label=self.label, provenance=dict(self.provenance),
-                      pc1=None if self.pc1 is None else self.pc1[index])
+                      pc1=None if self.pc1 is None else self.pc1[index], native_voxel_size=self.native_voxel_size)
 
     def with_maps(self, maps: np.ndarray, step: str | None = None, **changes) -> "MapSet":
         """A copy with new maps (and optionally other fields); ``step`` is appended to the
-        provenance's list of processing steps."""
+        provenance's list of processing steps. The native voxel size is kept unless changed
+        explicitly (a regridding changes ``voxel_size`` only)."""
         prov = json.loads(json.dumps(self.provenance, default=str))
         if step:
             prov.setdefault("steps", []).append(step)
         fields = dict(maps=np.ascontiguousarray(maps, dtype=np.float32), populations=self.populations,
-                      voxel_size=self.voxel_size, label=self.label, provenance=prov, pc1=self.pc1)
+                      voxel_size=self.voxel_size, label=self.label, provenance=prov, pc1=self.pc1,
+                      native_voxel_size=self.native_voxel_size)
         fields.update(changes)
         return MapSet(**fields)
 
@@ -137,6 +149,7 @@ class MapSet:
         with atomic_write(path, "wb") as fh:
             np.savez(fh, maps=np.asarray(self.maps, dtype=np.float32), populations=self.populations,
                      voxel_size=np.float64(self.voxel_size), label=np.str_(self.label),
+                     native_voxel_size=np.float64(self.native_voxel_size),
                      provenance=np.str_(json.dumps(self.provenance, default=str)),
                      **({} if self.pc1 is None else {"pc1": self.pc1}))
         return path
@@ -153,7 +166,8 @@ class MapSet:
                 return cls(maps=maps, populations=z["populations"],
                            voxel_size=float(z["voxel_size"]), label=str(z["label"]),
                            provenance=json.loads(str(z["provenance"])),
-                           pc1=z["pc1"] if "pc1" in z.files else None)
+                           pc1=z["pc1"] if "pc1" in z.files else None,
+                           native_voxel_size=float(z["native_voxel_size"]) if "native_voxel_size" in z.files else None)
         except (OSError, KeyError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
@@ -162,4 +176,5 @@ class MapSet:
 
     def __repr__(self) -> str:
         return (f"MapSet({self.label!r}, {self.n_maps} maps of {self.box}³ at "
-                f"{self.voxel_size:.3f} Å)")
+                f"{self.voxel_size:.3f} Å" + (f", native {self.native_voxel_size:.3f} Å"
+                                               if self.native_voxel_size != self.voxel_size else "") + ")")

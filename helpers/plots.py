@@ -87,3 +87,17 @@ def panel_grid(labels, ncols: int = 4, panel=(3.0, 2.5), **subplot_kw):
     for a in axes.flat[n:]:
         a.axis("off")
     return fig, dict(zip(labels, axes.flat)), axes
+
+
+def nyquist_label(label: str, limited: bool) -> str:
+    """Legend/table label of a curve or set whose reported resolution was raised to its own
+    Nyquist (:mod:`helpers.nyquist`): ``"<label> (Nyquist-limited)"``; else ``label``."""
+    return f"{label} (Nyquist-limited)" if limited else label
+
+
+def mark_nyquist(ax, native_nyquist_A: float, color="k", axis: str = "frequency") -> None:
+    """A dotted line at a submission's native Nyquist (Å) on an FSC plot whose x axis is the
+    spatial frequency in 1/Å (``axis="frequency"``, the line at 1/Nyquist) or a resolution axis in
+    Å (``axis="resolution"``); beyond it the submission's maps hold no information."""
+    x = 1.0 / native_nyquist_A if axis == "frequency" else native_nyquist_A
+    ax.axvline(x, color=color, ls=":", lw=1.2)

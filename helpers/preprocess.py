@@ -31,6 +31,7 @@ def to_gt_grid(ms: MapSet, gt_box: int, gt_voxel: float, allow_coarser: bool = T
     or refused with ``allow_coarser=False``. Refuses if the box lengths still differ by more
     than ``tolerance`` (relative) after rounding T. The maps are resampled a few at a time
     (``chunk_bytes`` of float64 spectra): one 80-map set at 256³ is 21 GB of them at once.
+    The result's ``voxel_size`` is ``gt_voxel``; its ``native_voxel_size`` stays the input's.
     """
     p, n = ms.voxel_size, ms.box
     if abs(p - gt_voxel) <= 1e-6 * gt_voxel and n == gt_box:
@@ -186,6 +187,7 @@ def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool =
     from .align import align_to_reference
 
     report = {"label": ms.label, "input_box": ms.box, "input_voxel_A": ms.voxel_size,
+              "native_voxel_A": ms.native_voxel_size,
               "flip": bool(flip), "align": bool(align)}
     out = to_gt_grid(ms, gt_box, gt_voxel)
     if flip:

@@ -11,7 +11,10 @@ Schemas:
 * :class:`GTEntry`, :class:`SubmissionEntryModel` — one entry of the challenge config
   (``submission_config.json``: ``gt`` first, then ``"0"``, ``"1"``, …; or YAML with
   ``gt:`` and ``submissions:``). Booleans (``flip``, ``align``) are 0/1 or true/false; sizes are
-  positive numbers (strings are refused, not guessed).
+  positive numbers (strings are refused, not guessed). Optional ``native_pixel_size`` (or
+  ``native_voxel_size``, Å): the voxel size at which the method produced the maps, when they
+  were resampled before submission (e.g. cryoDRGN trained at 4.29 Å, maps upsampled to 2.146 Å);
+  it bounds the reported resolutions (:mod:`helpers.nyquist`). Absent: the maps' own voxel size.
 * :func:`validate_config` — the whole config: duplicated JSON keys, a config with no
   submissions, labels whose result file names would collide (``"Averaged GT"`` and
   ``"Averaged-GT"`` both become ``averaged_gt``), alignment asked without a reference.
@@ -71,6 +74,8 @@ class SubmissionEntryModel(BaseModel):
     populations_file: str | None = None
     box_size: int | None = Field(default=None, gt=0, strict=True)
     voxel_size: float | None = Field(default=None, gt=0, strict=True)
+    native_voxel_size: float | None = Field(default=None, gt=0, strict=True,
+                                            description="Å (native_pixel_size in the JSON)")
     flip: bool = False
     align: bool = False
 
@@ -83,6 +88,7 @@ class SubmissionEntryModel(BaseModel):
 FIXES = {
     "box_size": "give the box edge in voxels as a whole number, e.g. 224",
     "voxel_size": "give the voxel (pixel) size in Å as a number, e.g. 2.146 (not a string)",
+    "native_voxel_size": "give the voxel size (Å) the method made the maps at as a number, e.g. 4.29, or leave it out",
     "flip": "write 0 or 1 (1 mirrors the maps)",
     "align": "write 0 or 1 (1 aligns the maps to the GT reference)",
     "path": "give the submission folder, relative to the config's folder or absolute",
@@ -100,7 +106,8 @@ def _messages(exc: ValidationError, where: str) -> list[str]:
         got = e.get("input")
         msg = e["msg"].replace("Value error, ", "")
         got_txt = f" (got {got!r})" if got is not None and not isinstance(got, dict) and "got" not in msg else ""
-        field = {"voxel_size": "pixel_size (voxel_size)"}.get(field, field)
+        field = {"voxel_size": "pixel_size (voxel_size)",
+                 "native_voxel_size": "native_pixel_size (native_voxel_size)"}.get(field, field)
         out.append(f"{where}, field '{field}': {msg}{got_txt}. Fix: {fix}.")
     return out
 
@@ -143,6 +150,7 @@ def _entry_fields(e: dict, i: int) -> dict:
     out.update(label=label, path=e.get("path") or e.get("path_to_volumes") or "",
                populations_file=e.get("populations_file") or e.get("path_to_populations_file"),
                voxel_size=e.get("voxel_size", e.get("pixel_size")),
+               native_voxel_size=e.get("native_voxel_size", e.get("native_pixel_size")),
                flip=e.get("flip", e.get("flip_handedness", False)), align=e.get("align", False))
     return out
 

@@ -490,8 +490,11 @@ def _mask_corrected_chunk(a, b, w, threshold, seed, layout, first_index) -> dict
             "randomize_at": at}
 
 
-def resolution(fsc, voxel_size: float, threshold: float = 0.5, rule: str = "interpolated") -> np.ndarray:
+def resolution(fsc, voxel_size: float, threshold: float = 0.5, rule: str = "interpolated",
+               native_voxel_size: float | None = None) -> np.ndarray:
     """Resolution (Å) of FSC curves (..., N//2) (shells 1..N//2) at ``threshold``.
+    ``native_voxel_size`` (Å, the submission's before regridding): the result is no finer than
+    its Nyquist, 2 × native voxel (:func:`helpers.nyquist.clip_resolution`).
 
     rule "interpolated" (default): first shell below threshold, crossing interpolated linearly in
     frequency from the previous shell (FSC(0) = 1); never below → Nyquist (2·voxel).
@@ -501,6 +504,9 @@ def resolution(fsc, voxel_size: float, threshold: float = 0.5, rule: str = "inte
     ns = fsc.shape[-1]
     n = 2 * ns
     fsc = np.nan_to_num(fsc, nan=0.0)  # a shell without signal: no correlation (fails any threshold > 0)
+    if native_voxel_size is not None:
+        from .nyquist import clip_resolution
+        return clip_resolution(resolution(fsc, voxel_size, threshold, rule), native_voxel_size)[0]
     if rule == "published":
         idx = np.argmin(fsc > threshold, axis=-1)  # 0 if never fails (the published defect)
         return n * voxel_size / (idx + 1)

@@ -252,3 +252,60 @@ def test_demo_cryodrgn_entry(tiny_data, tmp_path, monkeypatch, capsys):
     stamp = (data / "cryodrgn/train/weights.2.pkl").stat().st_mtime_ns
     assert adapters.add_cryodrgn_entry(data, epochs=2, box=16, n_maps=4, width=16, layers=1) == rec  # present: returned, not redone
     assert (data / "cryodrgn/train/weights.2.pkl").stat().st_mtime_ns == stamp
+
+
+def test_native_voxel_size_travels_through_a_written_submission(tmp_path):
+    """Maps resampled before submission (2.5 Å files, made at 5 Å): the adapter's native voxel
+    size goes into the config (``native_pixel_size``) and comes back with the read set."""
+    folder, maps, _ = _analyze_folder(tmp_path / "run", k=4)
+    ms = adapters.cryodrgn_analyze(folder, native_voxel_size=5.0)
+    assert ms.voxel_size == pytest.approx(2.5) and ms.native_voxel_size == 5.0
+    assert adapters.cryodrgn_analyze(folder).native_voxel_size == pytest.approx(2.5)  # default: the files'
+    gt = {"name": "gt", "path": "../gt", "box_size": 12, "pixel_size": 2.5}
+    adapters.write_submission(ms, tmp_path / "submissions", name="cryodrgn", gt=gt, align=False)
+    (e,) = io.read_config(tmp_path / "submissions" / "submission_config.json")[1]
+    got = e.read()
+    assert got.native_voxel_size == 5.0 and got.voxel_size == pytest.approx(2.5)
+
+
+FAKE_CRYODRGN = """#!{python}
+# eval_vol as cryoDRGN runs it: one map per row of --zfile, box {box}, header voxel --Apix
+import sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, {repo!r})
+from helpers.io import write_mrc
+a = sys.argv[1:]
+assert a[0] == "eval_vol", a
+out, apix, z = Path(a[a.index("-o") + 1]), float(a[a.index("--Apix") + 1]), np.loadtxt(a[a.index("--zfile") + 1])
+for i, zi in enumerate(np.atleast_1d(z)):
+    g = np.indices(({box},) * 3) - {box} // 2
+    write_mrc(out / f"vol_{{i:03d}}.mrc", np.exp(-((g[2] - zi) ** 2 + g[1] ** 2 + g[0] ** 2) / 4.0), apix)
+"""
+
+
+def test_cryodrgn_workdir_carries_its_training_voxel_size(tmp_path):
+    """A cryoDRGN training folder at 32 px and 4.29 Å (the demo's): the maps it generates carry
+    native voxel 4.29 Å, kept when they are resampled onto a 64³ grid at 2.145 Å, so a
+    resolution of 8.1 Å measured there is reported as 8.58 Å, flagged."""
+    import sys
+
+    from helpers import nyquist, preprocess
+    from helpers.paths import REPO_ROOT
+
+    exe = tmp_path / "cryodrgn"
+    exe.write_text(FAKE_CRYODRGN.format(python=sys.executable, repo=str(REPO_ROOT), box=32))
+    exe.chmod(0o755)
+    work = tmp_path / "train"
+    work.mkdir()
+    (work / "config.yaml").write_text("model_args: {}\n")
+    (work / "weights.3.pkl").write_bytes(b"")
+    with open(work / "z.3.pkl", "wb") as fh:
+        pickle.dump(np.linspace(-3, 3, 50)[:, None], fh)
+    ms = adapters.cryodrgn_workdir(work, voxel_size=4.29, how="pc1", n=5, exe=str(exe))
+    assert ms.box == 32 and ms.n_maps == 5 and ms.native_voxel_size == pytest.approx(4.29)
+    pre = preprocess.to_gt_grid(ms, 64, 2.145)
+    assert pre.voxel_size == 2.145 and pre.native_voxel_size == pytest.approx(4.29)
+    res, lim = nyquist.clip_resolution([8.1, 9.0], pre.native_voxel_size)
+    np.testing.assert_allclose(res, [8.58, 9.0])
+    assert lim.tolist() == [True, False]
