@@ -23,10 +23,13 @@ align_inplane = 24  # in-plane angles of the coarse grid
 # map-to-map metrics compare like with like?
 #
 # **Inputs.** The challenge config (`gt` entry first, then one entry per submission: folder of
-# MRC maps, `populations.txt`, box, pixel size, `flip`, `align`). **Outputs.**
+# MRC maps, `populations.txt`, box, pixel size, optional `native_pixel_size`, `flip`, `align`). **Outputs.**
 # `preprocessed/<label>.npz` (a {class}`MapSet <helpers.mapset.MapSet>` per submission: maps on
-# the GT grid, populations, voxel size, provenance) and `preprocessing_report.csv` (columns:
-# label, input_box, input_voxel_A, flip, align, score, rotation_error_deg (against the mock's
+# the GT grid, populations, voxel size, the native voxel size the method made them at (kept
+# through the regridding: it bounds every resolution reported later), provenance) and
+# `preprocessing_report.csv` (columns: label, input_box, input_voxel_A, native_voxel_A (Å; the
+# config's `native_pixel_size` where the maps were resampled before submission, else
+# input_voxel_A), flip, align, score, rotation_error_deg (against the mock's
 # recorded truth), seconds). **Run time.** Seconds per aligned submission.
 #
 # Steps (each a tested function in `helpers.preprocess` / `helpers.align`): crop/pad to the GT's

@@ -33,15 +33,22 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 #
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `volume_metrics/<label>.npz` with one (n_gt, n_sub) matrix per metric (`l2`, `corr`,
-# `bioem`, `fsc`, `res` in Å, `sw` in Å), `fsc_curves` (n_gt, n_sub, N/2, shells 1..N/2),
+# `bioem`, `fsc`, `res` in Å — no finer than the submission's native Nyquist, see below —,
+# `sw` in Å), `res_raw` (the resolutions as measured) and `res_nyquist_limited` (bool, where
+# `res` was raised), `native_voxel_size` (Å), `fsc_curves` (n_gt, n_sub, N/2, shells 1..N/2),
 # `gt_pc1`, `n_voxels` (masked voxels summed in `l2`), and for each submitted map its best GT match `best_gt_index` ((n_sub,), the largest FSC
 # area) with that
 # pair's FSC curves `fsc_best_corrected` (mask-corrected), `fsc_best_unmasked` and
 # `fsc_best_randomised` (n_sub, N/2); `volume_metrics/summary.csv` (per submission: median and 10th percentile of each
 # submitted map's best resolution against the GT, in Å, `best_fsc_area_median` (median over
 # maps of the best match's FSC area: mean FSC over shells, NaN shells as 0), and the median
-# resolution of the best-match pairs after mask correction and without a mask); `fsc_curves`
-# are NaN in shells where either map has no signal; `volume_metrics/transport/<label>.npz`
+# resolution of the best-match pairs after mask correction and without a mask;
+# `best_res_median_raw_A`, the median before the Nyquist rule; `native_voxel_A` and
+# `native_nyquist_A` = 2 × native voxel; `nyquist_limited`, True when any of the submission's
+# reported resolutions was raised to its native Nyquist, and `n_maps_nyquist_limited`, how many
+# of its maps' best resolutions were); `volume_metrics/best_resolution.csv` (one row per
+# submitted map: `label`, `map` (0-based), `best_res_A`, `best_res_raw_A`, `nyquist_limited`,
+# `native_nyquist_A`); `fsc_curves` are NaN in shells where either map has no signal; `volume_metrics/transport/<label>.npz`
 # (`gw`, `pw` in Å on subsets: rows `gt_index`, columns `sub_index`) and
 # `volume_metrics/transport.csv` (per submission: mean over the GT subset of the distance to the
 # closest submitted map, `gw_coverage_A`, `pw_coverage_A`). **Run time.** Stated at the end of
@@ -60,7 +67,13 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 #
 # Conventions: both GT and submitted maps are median-z-scored inside the mask (weight > 0.5);
 # FSCs use the soft mask as real-space weights; resolution is the interpolated 0.5 crossing (a
-# curve that never drops below 0.5 resolves to Nyquist). `corr` is a similarity (cost = 1 − corr).
+# curve that never drops below 0.5 resolves to Nyquist). **Nyquist rule:** a submission made on a
+# coarser grid than the GT's (cryoDRGN trained at 32 px: 4.29 Å voxels) and resampled onto it
+# holds no information finer than its own Nyquist, 2 × its native voxel size (recorded at
+# ingestion, kept through the regridding); every resolution reported here is raised to at
+# least that (`helpers.nyquist.clip_resolution`), flagged `nyquist_limited` in the tables and
+# marked "(Nyquist-limited)" with a dotted line at the native Nyquist in the figures; the
+# measured values stay in `res_raw`, `best_res_raw_A`. `corr` is a similarity (cost = 1 − corr).
 # The **reference-compatible mode** (`mode="reference"`) reproduces the published code's
 # numbers; where it differs is shown at the end.
 
@@ -73,7 +86,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import distributed, io, manifest, plots, widgets
+from helpers import distributed, io, manifest, nyquist, plots, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
@@ -88,7 +101,7 @@ print(gt, "|", len(subs), "submissions")
 
 # %%
 t_chapter = time.perf_counter()
-results, mask_fix, rows, gt_cache = {}, {}, [], {}  # the GT's statistics are computed once, reused for every submission
+results, mask_fix, rows, per_map, gt_cache = {}, {}, [], [], {}  # the GT's statistics are computed once, reused for every submission
 failures = manifest.Failures(out, "03_volume_metrics")
 # one pass over the GT for every submission and every fused metric (l2, corr, bioem, fsc, res):
 # each GT chunk is read once, however many submissions there are
@@ -117,18 +130,32 @@ for label, s in subs.items():
         mc = vm.mask_corrected_fsc(gt.maps, s.maps, mask, a_index=best_gt)
         r.update(best_gt_index=best_gt, fsc_best_corrected=mc["corrected"], fsc_best_unmasked=mc["unmasked"],
                  fsc_best_randomised=mc["randomised"])
+        # the Nyquist rule: no resolution finer than 2 × the submission's native voxel size
+        nat = s.native_voxel_size
+        r["res_raw"] = r["res"]
+        r["res"], r["res_nyquist_limited"] = nyquist.clip_resolution(r["res_raw"], nat)
         results[label], mask_fix[label] = r, mc
         arrays = {k: v for k, v in r.items() if isinstance(v, np.ndarray)}
         n_vox = r.get("n_voxels", int((np.asarray(mask) > 0.5).sum()))  # masked voxels behind l2
-        save_npz(out / "volume_metrics" / f"{slug(label)}.npz", gt_pc1=gt.pc1, n_voxels=np.int64(n_vox), **arrays)
-        best = r["res"].min(0)  # each submitted map against its best GT match
+        save_npz(out / "volume_metrics" / f"{slug(label)}.npz", gt_pc1=gt.pc1, n_voxels=np.int64(n_vox),
+                 native_voxel_size=np.float64(nat), **arrays)
+        cols = nyquist.resolution_columns(r["res_raw"].min(0), nat, "best_res")  # each map vs its best GT match
+        per_map.append(pd.DataFrame({"label": label, "map": np.arange(s.n_maps), **cols}))
+        best, limited = cols["best_res_A"], cols["nyquist_limited"]
+        res_c, lim_c = nyquist.clip_resolution(vm.resolution(mc["corrected"], voxel_size), nat)
+        res_u, lim_u = nyquist.clip_resolution(vm.resolution(mc["unmasked"], voxel_size), nat)
         rows.append({"label": label, "n_maps": s.n_maps, "best_res_median_A": np.median(best),
                      "best_res_p10_A": np.percentile(best, 10), "best_res_min_A": best.min(),
                      "best_fsc_area_median": np.median(vm.fsc_area(r["fsc_curves"][best_gt, np.arange(s.n_maps)])),
-                     "best_res_corrected_median_A": np.median(vm.resolution(mc["corrected"], voxel_size)),
-                     "best_res_unmasked_median_A": np.median(vm.resolution(mc["unmasked"], voxel_size))})
+                     "best_res_corrected_median_A": np.median(res_c), "best_res_unmasked_median_A": np.median(res_u),
+                     "best_res_median_raw_A": np.median(cols["best_res_raw_A"]), "native_voxel_A": nat,
+                     "native_nyquist_A": cols["native_nyquist_A"],
+                     "nyquist_limited": bool(limited.any() or lim_c.any() or lim_u.any()),
+                     "n_maps_nyquist_limited": int(limited.sum())})
 summary = pd.DataFrame(rows)
 save_csv(out / "volume_metrics" / "summary.csv", summary)
+if per_map:
+    save_csv(out / "volume_metrics" / "best_resolution.csv", pd.concat(per_map, ignore_index=True))
 failed = failures.save()
 if len(failed):
     display(failed)
@@ -138,16 +165,23 @@ plots.readable(summary.set_index("label").round(2))
 
 # %% [markdown]
 # ## Resolution of each submitted map against its best GT match (Fig. 2E)
-# Lower is better. Each point is one submitted map against the GT map it matches best.
+# Lower is better. Each point is one submitted map against the GT map it matches best. A
+# submission made on a coarser grid than the GT's is marked "(Nyquist-limited)" where some of
+# its resolutions were raised to its own Nyquist (red tick: 2 × its native voxel size).
 
 # %%
-long = pd.concat([pd.DataFrame({"submission": lab, "best resolution (Å)": r["res"].min(0)})
+flag = summary.set_index("label")
+shown = {lab: plots.nyquist_label(lab, bool(flag.loc[lab, "nyquist_limited"])) for lab in results}
+long = pd.concat([pd.DataFrame({"submission": shown[lab], "best resolution (Å)": r["res"].min(0)})
                   for lab, r in results.items()])
 fig, ax = plt.subplots(figsize=(8, 4))
 sns.boxplot(data=long, y="submission", x="best resolution (Å)", ax=ax, color="0.85", fliersize=2)
 sns.stripplot(data=long, y="submission", x="best resolution (Å)", ax=ax, size=2, color="0.2")
 ax.axvline(2 * voxel_size, ls="--", c="k", lw=1)
 ax.text(2 * voxel_size, -0.6, " Nyquist", fontsize=9)
+for y, lab in enumerate(results):  # each coarser submission's own Nyquist on its row
+    if nyquist.coarser_grid(flag.loc[lab, "native_voxel_A"], voxel_size):
+        ax.plot([flag.loc[lab, "native_nyquist_A"]] * 2, [y - 0.4, y + 0.4], c="C3", lw=2)
 ax.set_title("Best FSC=0.5 resolution of every submitted map against the GT")
 fig.tight_layout()
 
@@ -158,6 +192,12 @@ med = summary.set_index("label")["best_res_median_A"].sort_values()
 at_nyq = [k for k in med.index if med[k] <= 2 * voxel_size + 1e-6]
 txt = [f"**What the demo shows.** {len(at_nyq)} of {len(med)} submissions reach Nyquist "
        f"({2 * voxel_size:.2f} Å): {', '.join(at_nyq) or 'none'} — maps that are GT maps or averages of a few."]
+limited = flag[flag["nyquist_limited"]]
+for lab, row in limited.iterrows():
+    txt.append(f"{lab}'s maps were made at {row.native_voxel_A:.2f} Å voxels: {row.n_maps_nyquist_limited} of "
+               f"{row.n_maps} best resolutions were finer than its own Nyquist, {row.native_nyquist_A:.2f} Å "
+               f"(median {row.best_res_median_raw_A:.2f} Å as measured), which resampling onto the GT grid cannot "
+               f"earn; they are reported as {row.native_nyquist_A:.2f} Å (Nyquist-limited).")
 if "Reconstructed" in results:
     b = results["Reconstructed"]["res"].min(0)
     pops = subs["Reconstructed"].populations
@@ -208,9 +248,13 @@ for key, style, c in [("unmasked", ":", "C0"), ("masked", "-", "C1"), ("randomis
             label={"randomised": "phase-randomised, masked (FSC_n)", "corrected": "corrected (masked, mask effect removed)"}.get(key, key),
             zorder=3 if key == "corrected" else 2)
 ax.axhline(0.5, c="k", lw=0.8, ls="--")
+i_n = int(results[lab_n]["best_gt_index"][j])
+if nyquist.coarser_grid(subs[lab_n].native_voxel_size, voxel_size):  # nothing beyond its own Nyquist
+    plots.mark_nyquist(ax, nyquist.native_nyquist(subs[lab_n].native_voxel_size))
 ax.set_xlabel("spatial frequency (1/Å)")
 ax.set_ylabel("FSC")
-ax.set_title(f"{lab_n}: map {j} vs its best GT match")
+ax.set_title(plots.nyquist_label(f"{lab_n}: map {j} vs its best GT match",
+                                 bool(results[lab_n]["res_nyquist_limited"][i_n, j])))
 ax.legend(fontsize=9)
 fig.tight_layout()
 
@@ -219,14 +263,21 @@ fig.tight_layout()
 # FSC of each submission's middle map against its best-matching GT map (the GT map with the
 # largest FSC area: several GT maps can reach Nyquist, and then the smallest resolution does not
 # decide). Where either map has no signal in a shell (beyond a low-pass filter's cutoff) the FSC
-# is undefined and the curve stops, instead of swinging around 0 on rounding noise.
+# is undefined and the curve stops, instead of swinging around 0 on rounding noise. A submission
+# made on a coarser grid has a dotted line in its colour at its own Nyquist (2 × its native
+# voxel size); "(Nyquist-limited)": the curve crosses 0.5 beyond it, and its resolution is
+# reported at that Nyquist.
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4))
+col = plots.colors(list(results))
 for lab, r in results.items():
     j = r["res"].shape[1] // 2
     i = int(r["best_gt_index"][j])  # chosen by the whole curve (FSC area), not by tied resolutions
-    ax.plot(freqs, r["fsc_curves"][i, j], label=lab, lw=1.2)
+    ax.plot(freqs, r["fsc_curves"][i, j], label=plots.nyquist_label(lab, bool(r["res_nyquist_limited"][i, j])),
+            lw=1.2, color=col[lab])
+    if nyquist.coarser_grid(subs[lab].native_voxel_size, voxel_size):
+        plots.mark_nyquist(ax, nyquist.native_nyquist(subs[lab].native_voxel_size), color=col[lab])
 ax.axhline(0.5, c="k", lw=0.8, ls="--")
 ax.axhline(0.143, c="k", lw=0.8, ls=":")
 ax.set_xlabel("spatial frequency (1/Å)")
