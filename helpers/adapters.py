@@ -2,8 +2,7 @@
 
 Heterogeneity methods do not write the challenge's format. Each adapter reads one method's
 native output and returns the project's :class:`~helpers.mapset.MapSet` (maps (n, N, N, N),
-populations summing to 1, voxel size in Å, the native voxel size the method made the maps at,
-label, provenance naming the files read);
+populations summing to 1, voxel size and native voxel size in Å, label, provenance naming the files read);
 :func:`write_submission` then adds it to a challenge-format submissions folder, so every chapter
 scores it like any other submission.
 
@@ -121,12 +120,10 @@ def populations_from_labels(labels: np.ndarray, n_maps: int, where) -> np.ndarra
 
 
 def volume_series(folder, labels=None, populations=None, voxel_size: float | None = None,
-                  label: str | None = None, method: str = "volume series",
-                  native_voxel_size: float | None = None) -> MapSet:
+                  label: str | None = None, method: str = "volume series", native_voxel_size: float | None = None) -> MapSet:
     """A folder of MRC maps (natural order) with per-particle ``labels`` (path) or a
     ``populations`` file (one value per map); exactly one of the two. ``voxel_size`` (Å) only
-    when the MRC headers lack it; ``native_voxel_size`` (Å) when the method made the maps on a
-    coarser grid than the files' (None: the files' voxel size)."""
+    when the MRC headers lack it; ``native_voxel_size`` (Å): the maps' before resampling (None: the files')."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "is not a folder.", "Give the folder holding the method's MRC maps.")
@@ -150,7 +147,7 @@ def cryodrgn_analyze(folder, k: int | None = None, voxel_size: float | None = No
     """A ``cryodrgn analyze`` output folder (``analyze.N``): its ``kmeans{K}`` maps with the
     k-means cluster fractions of the particles. ``k``: which ``kmeans{K}`` when there are several
     (the largest by default). ``native_voxel_size``: the training voxel size (Å) if the maps were
-    generated on a finer grid (``--downsample``/``--Apix``); None: the maps' own."""
+    generated on a finer grid; None: the maps' own."""
     folder = Path(folder)
     runs = sorted((int(p.name[6:]), p) for p in folder.glob("kmeans*") if p.is_dir() and p.name[6:].isdigit())
     if not runs:
@@ -170,7 +167,7 @@ def cryodrgn_analyze(folder, k: int | None = None, voxel_size: float | None = No
     if len(files) != k:
         raise InputError(sub, f"{len(files)} maps for K = {k} k-means centres.",
                          "Let `cryodrgn analyze` finish (it writes vol_*.mrc for every centre).")
-    ms = volume_series(sub, labels=lab_file, voxel_size=voxel_size, label=label, method="cryoDRGN analyze",
+    ms = volume_series(sub, lab_file, voxel_size=voxel_size, label=label, method="cryoDRGN analyze",
                        native_voxel_size=native_voxel_size)
     ms.provenance.update(kmeans=k)
     return ms
@@ -279,8 +276,8 @@ def cryodrgn_workdir(workdir, voxel_size: float, how: str = "kmeans", n: int = 8
     along the first principal component of the latent coordinates between its ``lower`` and
     ``upper`` percentiles (``cryodrgn eval_vol``); populations = the fraction of particles whose
     PC1 coordinate is closest to each point. ``voxel_size``: Å per voxel of the images it was
-    trained on (the maps' native voxel size). ``out``: where cryoDRGN writes (a ``hetbook_<how><n>`` folder in the workdir by
-    default; an existing one is reused, never overwritten)."""
+    trained on (the maps' native voxel size). ``out``: where cryoDRGN writes (a
+    ``hetbook_<how><n>`` folder in the workdir by default; an existing one is reused, never overwritten)."""
     workdir = Path(workdir)
     epoch, w, zf, cfg = _epoch_files(workdir, epoch)
     exe = find_cryodrgn(exe)
