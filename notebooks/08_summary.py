@@ -27,7 +27,14 @@ seed = 0  # seed of the bootstrap
 # per submission: each metric's value, its error (std over replicates, or over bootstrap
 # resamples of the images), its rank (1 = best) and the mean rank) and
 # `summary/rank_correlation.csv` (Spearman correlation between the metrics' rankings),
-# `summary/defects.csv` (is each degraded demo mock caught by the metric aimed at it?) and
+# `summary/defects.csv` (is each degraded demo mock caught by the metric aimed at it?),
+# `summary/metrics.csv` (per metric: `separates`, `separated_pairs`, `n_images` and
+# `images_needed` for the image metrics, `underpowered`, `in_mean_rank`),
+# `summary/image_power_pairs.csv` (per image metric and adjacent pair of submissions in its order:
+# the paired per-image difference's `mean`, `sd`, `z`, `images_needed`, `verdict` as in chapter 6),
+# `summary/calibration.csv` (per image metric: Spearman `rho` with the GT-based mean rank, its
+# bootstrap interval `lo`–`hi` over submissions, `n` submissions, `misordered` and
+# `misordered_significant` pair counts), `summary/misordered.csv` (those pairs) and
 # `summary/headline.md` (the sentence the book's front page shows).
 # **Run time.** Seconds.
 #
@@ -50,7 +57,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import image_metrics, io, leaderboard, manifest, plots, robustness, widgets
+from helpers import calibration, image_metrics, io, leaderboard, manifest, plots, robustness, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import atomic_write, resolve, save_csv
@@ -98,7 +105,7 @@ def pw_err(lab):
 
 ref_ll = per_image_ll(gt_ll)
 boot = rng.integers(0, len(ref_ll), (n_bootstrap, len(ref_ll)))
-rows = []
+rows, per_image = [], {"loglik_per_image": {}, "best_cc": {}}  # per-image scores over the same images
 for lab in labels:
     d = rep[rep.label == lab]
     z = np.load(out / "image_metrics" / f"{slug(lab)}.npz")
@@ -106,6 +113,7 @@ for lab in labels:
     best_res = vm.resolution(np.load(out / "volume_metrics" / f"{slug(lab)}.npz")["fsc_curves"], voxel_size).min(0)
     bres = resamples(len(best_res))
     cc = z["best_cc"].max(1)  # per image: best over maps and poses
+    per_image["loglik_per_image"][lab], per_image["best_cc"][lab] = diff, cc
     rows.append({
         "label": lab,
         "resolution_A": vol.loc[lab, "best_res_median_A"], "resolution_A_err": np.median(best_res[bres], 1).std(),
@@ -125,12 +133,25 @@ board = pd.DataFrame(rows).set_index("label")
 better = {"resolution_A": "low", **({"pw_coverage_A": "low"} if "pw_coverage_A" in board else {}),
           "pcv_gt_captured": "high", "pcv_set_in_gt": "high", "emd_submitted": "low",
           "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
+# images an image metric needs to order the submissions: the median over adjacent pairs (in the
+# metric's order) of the paired images_needed, over the pairs the whole stack could separate
+# (helpers.image_metrics.images_to_order); fewer images scored than that: underpowered
+n_stack = int(pd.read_csv(out / "image_metrics/power.csv").n_stack.iloc[0])
+power, power_pairs = {}, []
+for m in per_image:
+    need, pairs = image_metrics.images_to_order(per_image[m], board[m].to_dict(), better[m], n_available=n_stack)
+    power[m] = (len(ref_ll), need)
+    power_pairs.append(pairs.assign(metric=m))
+power_pairs = pd.concat(power_pairs, ignore_index=True)
+power_pairs = power_pairs[["metric"] + [c for c in power_pairs if c != "metric"]]
+save_csv(out / "summary" / "image_power_pairs.csv", power_pairs)
 # ranks that respect each metric's error bar (helpers.leaderboard): values within uncertainty
 # (2 σ, or 0.1 % relative where a metric has no error bar) share a rank; metrics that separate
-# fewer than a quarter of the pairs are shown but left out of the mean rank
+# fewer than a quarter of the pairs, or image metrics with fewer images than needed, are shown
+# but left out of the mean rank
 extra = board[["resolution_p10_A"]]
 board, metric_info = leaderboard.board(board[list(better)], board[[c for c in board if c.endswith("_err")]]
-                                       .rename(columns=lambda c: c[:-4]), better)
+                                       .rename(columns=lambda c: c[:-4]), better, power=power)
 board = board.join(extra)
 ranks = board[[f"rank_{m}" for m in better]].rename(columns=lambda c: c[5:])
 save_csv(out / "summary" / "leaderboard.csv", board)
@@ -141,6 +162,8 @@ save_csv(out / "summary" / "defects.csv", checks)
 winner = board.index[0]
 tied = [k for k in board.index[1:] if abs(board.loc[k, "mean_rank"] - board.loc[winner, "mean_rank"]) < 0.5]
 left_out = [m for m in better if not metric_info.loc[m, "in_mean_rank"]]
+weak = [m for m in left_out if not metric_info.loc[m, "separates"]]
+underpowered = [m for m in left_out if metric_info.loc[m, "underpowered"] and m not in weak]
 
 
 # %% tags=["remove-input"]
@@ -151,7 +174,10 @@ verdict = (f"**Verdict.** {winner} has the best mean rank ({board.loc[winner, 'm
            + f"; {board.index[-1]} is last ({board.loc[board.index[-1], 'mean_rank']:.2f}). Ranks count a "
            "difference only beyond the metrics' error bars (2 σ; 0.1 % relative without one)"
            + (f"; left out of the mean rank because they separate fewer than a quarter of the pairs: "
-              f"{', '.join(left_out)}" if left_out else "") + ".")
+              f"{', '.join(weak)}" if weak else "")
+           + (f"; left out as underpowered (fewer images scored than needed to order the submissions): "
+              + ", ".join(f"{m} ({metric_info.loc[m, 'n_images']:.0f} images, {metric_info.loc[m, 'images_needed']:.0f} "
+                          "needed)" for m in underpowered) if underpowered else "") + ".")
 # the headline for the book's front page (book/intro.md includes it)
 caught = checks[checks.metric != "all"].groupby("mock").verdict.apply(lambda v: (v == "caught").any()) if len(checks) else pd.Series(dtype=bool)
 head = [f"On this run, **{winner}** leads the leaderboard of {len(board)} submissions"]
@@ -187,8 +213,9 @@ print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderb
 # ## The leaderboard
 # Colour = rank on each metric (dark = best), the mean rank first. Values within each other's
 # uncertainty share a rank (the midpoint of their rank interval, in `leaderboard.csv` as
-# `rank_<metric>_interval`); metrics marked † separate too few pairs and stay out of the mean
-# rank. A submission can lead on one family and trail on another — that is the point of scoring
+# `rank_<metric>_interval`); metrics marked † separate too few pairs, or (image metrics) scored
+# fewer images than they need to order the submissions (*underpowered*, in `metrics.csv`), and
+# stay out of the mean rank. A submission can lead on one family and trail on another — that is the point of scoring
 # on all of them.
 
 # %%
@@ -360,6 +387,70 @@ sns.heatmap(rc.rename(index=leaderboard.NAMES, columns=leaderboard.NAMES), annot
             cbar_kws={"label": "Spearman rank correlation"})
 ax.set_title("Agreement between metric rankings")
 fig.tight_layout()
+
+# %% [markdown]
+# ## Can the GT-free scores be trusted? (calibration on the demo)
+# The image metrics exist because real data has no GT. Here the GT is known, so their ranking
+# can be checked against the *GT-based ranking*: the mean rank over the GT-based metrics that
+# enter the leaderboard's mean rank (map, subspace and distribution metrics). Per image metric:
+# Spearman's rank correlation with it (+1 = same order), a 95 % percentile bootstrap interval
+# over submissions (2000 resamples with replacement, `helpers.calibration`), and the pairs it
+# orders opposite to the GT ranking — all of them, and those where both sides are significant
+# (the image metric beyond 2σ of its bootstrap error; the GT side when more than half of the
+# GT-based metrics call the pair significant in that direction). First, which metrics entered
+# the mean rank and why (`summary/metrics.csv`):
+
+# %%
+display(metric_info.rename(index=leaderboard.NAMES).style.format(
+    {"separated_pairs": "{:.2f}", "n_images": "{:.0f}", "images_needed": "{:.0f}"}, na_rep="—"))
+image_m = [m for m in per_image if m in better]
+gt_m = [m for m in better if m not in image_m and metric_info.loc[m, "in_mean_rank"]]
+labs = list(board.index)
+gt_rank = ranks.loc[labs, gt_m].mean(axis=1)
+votes = sum(leaderboard.significance(board.loc[labs, m], errs.loc[labs, m] if m in errs else None, better[m])
+            .astype(int) for m in gt_m)
+gt_sig = votes > len(gt_m) / 2  # [i, j]: most GT-based metrics call i significantly better than j
+cal_rows, mis_rows = [], []
+for m in image_m:
+    c = calibration.calibrate(gt_rank, board.loc[labs, m], better[m], n_boot=2000, seed=seed, gt_sig=gt_sig,
+                              metric_sig=leaderboard.significance(board.loc[labs, m], errs.loc[labs, m], better[m]))
+    cal_rows.append({"metric": m, "rho": c["rho"], "lo": c["lo"], "hi": c["hi"], "n": c["n"],
+                     "misordered": len(c["misordered"]), "misordered_significant": len(c["misordered_significant"]),
+                     "pairs": c["n"] * (c["n"] - 1) // 2})
+    sig_pairs = set(zip(c["misordered_significant"].gt_better, c["misordered_significant"].gt_worse))
+    mis_rows.append(c["misordered"].assign(metric=m, significant=[(a, b) in sig_pairs for a, b in
+                                                                  zip(c["misordered"].gt_better, c["misordered"].gt_worse)]))
+cal = pd.DataFrame(cal_rows).set_index("metric")
+mis = pd.concat(mis_rows, ignore_index=True).set_index("metric")
+save_csv(out / "summary" / "calibration.csv", cal)
+save_csv(out / "summary" / "misordered.csv", mis)
+display(cal.rename(index=leaderboard.NAMES).style.format({"rho": "{:.2f}", "lo": "{:.2f}", "hi": "{:.2f}"}))
+fig, axes = plt.subplots(1, len(image_m), figsize=(4.2 * len(image_m), 3.8), squeeze=False)
+for a, m in zip(axes[0], image_m):
+    a.errorbar(gt_rank, board.loc[labs, m], yerr=errs.loc[labs, m], fmt="o", ms=4, color="0.3", lw=1)
+    for lab in labs:
+        a.annotate(lab, (gt_rank[lab], board.loc[lab, m]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    a.set_xlabel("GT-based mean rank (1 = best)")
+    a.set_ylabel(leaderboard.NAMES.get(m, m) + (" (nats / image vs GT)" if m == "loglik_per_image" else " (CC, unitless)"))
+    a.set_title(f"ρ = {cal.loc[m, 'rho']:.2f} [{cal.loc[m, 'lo']:.2f}, {cal.loc[m, 'hi']:.2f}]", fontsize=10)
+fig.tight_layout()
+
+# %% tags=["remove-input"]
+def said(m):
+    c, ms = cal.loc[m], mis.loc[[m]] if m in mis.index else mis.iloc[:0]
+    sig = ms[ms.significant]
+    t = (f"{leaderboard.NAMES.get(m, m)} agrees with the GT-based ranking of the {int(c.n)} submissions with Spearman "
+         f"ρ = {c.rho:.2f} (95 % bootstrap interval {c.lo:.2f} to {c.hi:.2f}) and orders {int(c.misordered)} of the "
+         f"{int(c.pairs)} pairs opposite to it")
+    if len(sig):
+        t += (f"; {len(sig)} of them significantly on both sides, the GT-free score putting "
+              + ", ".join(f"{b} above {a}" for a, b in zip(sig.gt_better, sig.gt_worse)))
+    else:
+        t += "; none of them significantly on both sides"
+    return t
+
+
+Markdown("**What the demo shows.** " + ". ".join(said(m)[0].upper() + said(m)[1:] for m in image_m) + ".")
 
 # %% [markdown]
 # ## Browse any submission's maps
