@@ -350,7 +350,9 @@ def images_to_order(per_image: dict, values: dict, better: str = "high", k: floa
     the median of images_needed over the adjacent pairs that the whole stack could separate
     (images_needed ≤ ``n_available``; all finite ones when None): pairs beyond that are ties no
     image count resolves, not a lack of power. inf when no pair qualifies. Returns (that median,
-    a frame with one row per adjacent pair: better, worse and :func:`paired_power`'s fields)."""
+    a frame with one row per adjacent pair: better, worse and :func:`paired_power`'s fields; a
+    "wrong way" pair has a paired mean that contradicts the order by value, e.g. when the value
+    is a median)."""
     import pandas as pd
 
     order = sorted(values, key=lambda lab: values[lab], reverse=better == "high")
