@@ -23,12 +23,9 @@ V'(r) = V(Rᵀ r), on a 2× Fourier-oversampled grid (plain trilinear interpolat
 the map as much as a 1–2° rotation moves it); translations as exact Fourier phase shifts;
 noise SNR = (variance of the noise-free map inside the mask, weight > 0.5) / (noise variance).
 
-:func:`classify` turns the response table into verdicts: a level is *detected* when the
-metric's value differs from the base's by more than the leaderboard's significance rule
-(:func:`helpers.leaderboard.significance`: 2 σ of the two replicate spreads, or 0.1 % relative);
-the *threshold* is the mildest detected level; a detecting metric *saturates* when its two
-most severe levels are indistinguishable; it goes the *wrong way* when the mildest detected
-change makes the submission look better.
+:func:`classify` turns the response table into verdicts (:mod:`helpers.verdicts`): each level
+against the base by a paired test over replicates (they share their noise draw), Holm over the
+levels of a degradation × metric cell, levels ordered by :meth:`Degradation.severity`.
 """
 from __future__ import annotations
 
@@ -39,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import leaderboard
+from . import verdicts
 from .distribution import kl
 from .fourier import as_tensor, irfftn3, rfftn3
 from .geometry import axis_angle_to_matrix, rotate_volume
@@ -56,6 +53,16 @@ class Degradation:
     stage: str       # "signal", "map", "populations" (module docstring)
     expect: str      # "detect": a metric should respond; "invariant": it should not
     what: str        # one line for the tables
+
+    def severity(self, level: float) -> float:
+        """How severe a level is, from the definition (larger = worse; the base scores 0): lower
+        SNR and fewer maps are worse (``1/level``), an intensity scale by its factor either way
+        (``|log level|``), every other level by its distance from the base's (``|level − none|``)."""
+        if self.unit == "SNR" or self.name == "n_maps":
+            return 1.0 / level
+        if self.unit == "×":
+            return abs(math.log(level))
+        return abs(level - self.none)
 
     def format(self, level: float) -> str:
         """A level as text: "SNR 0.25", "100 Å²", "flipped"."""
@@ -289,78 +296,16 @@ def spread_subset(cost: np.ndarray, gt_pc1: np.ndarray, k: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- verdicts from the responses
 
-# metrics reported relative to the base (0 there), where a relative tolerance means nothing: the
-# smallest difference that counts (a ten-thousandth of a nat per image is rounding, not a defect)
-ATOL = {"loglik_per_image": 1e-4}
+def classify(responses: pd.DataFrame, better: dict, alpha: float = verdicts.ALPHA, rtol: float = 1e-3) -> pd.DataFrame:
+    """Verdict per degradation × metric of :data:`DEGRADATIONS` × ``better`` from the study's
+    responses: :func:`helpers.verdicts.classify` (paired tests per level, Holm over a cell's
+    levels, levels by severity)."""
+    return verdicts.classify(responses, better, DEGRADATIONS, alpha=alpha, rtol=rtol)
 
 
-def classify(responses: pd.DataFrame, better: dict, k: float = 2.0, rtol: float = 1e-3) -> pd.DataFrame:
-    """Verdict per degradation × metric from ``responses`` (long: degradation, level, replicate,
-    metric, value[, err]; the base's rows have degradation ``"none"``).
-
-    Per level: mean over replicates, and as error the std over replicates (or, for metrics with a
-    per-row ``err`` — the image metrics, bootstrap over images — the mean ``err``). A level is
-    detected when :func:`helpers.leaderboard.significance` separates it from the base (with the
-    absolute floor :data:`ATOL` for metrics measured relative to the base).
-    Columns: degradation, metric, verdict (``detects``, ``saturates``, ``wrong way``, ``blind``,
-    ``invariant``, ``not invariant``), threshold (mildest detected level, NaN if none),
-    threshold_index (its position in the sweep, mildest = 0; −1 if none), unit,
-    base, base_noise (the metric's own spread at the base), change_max (value at the most severe
-    level − base, in the metric's units), change_max_noise (that in units of the spread, NaN
-    when the spread is 0), n_detected, n_levels.
-    """
-    stats = _level_stats(responses)
-    rows = []
-    for name, d in DEGRADATIONS.items():
-        for metric, b in better.items():
-            rows.append(_verdict(stats, name, d, metric, b, k, rtol))
-    return pd.DataFrame(rows)
-
-
-def _level_stats(responses: pd.DataFrame) -> pd.DataFrame:
-    r = responses.copy()
-    if "err" not in r:
-        r["err"] = np.nan
-    g = r.groupby(["degradation", "level", "metric"], dropna=False, sort=False)
-    out = g.value.agg(["mean", "std", "count"]).join(g.err.mean().rename("boot_err"))
-    out["error"] = np.where(out.boot_err.notna(), out.boot_err, out["std"].fillna(0.0))
-    return out
-
-
-def _verdict(stats, name, d, metric, better, k, rtol) -> dict:
-    rec = {"degradation": name, "metric": metric, "unit": d.unit, "expect": d.expect}
-    try:
-        b = stats.xs(("none", metric), level=("degradation", "metric")).iloc[0]
-        lv = stats.xs((name, metric), level=("degradation", "metric"))  # in the order run: mildest first
-    except (KeyError, AttributeError, IndexError):
-        return {**rec, "verdict": "not measured", "threshold": np.nan}
-    lv = lv[lv["mean"].notna()]
-    if b["mean"] != b["mean"] or not len(lv):
-        return {**rec, "verdict": "not measured", "threshold": np.nan}
-    vals = np.r_[b["mean"], lv["mean"].to_numpy()]
-    errs = np.r_[b["error"], lv["error"].to_numpy()]
-    sig = leaderboard.significance(vals, errs, better, k=k, rtol=rtol, atol=ATOL.get(metric, 1e-12))
-    detected = sig[0, 1:] | sig[1:, 0]            # level differs from the base
-    worse = sig[0, 1:]                              # the base is better than the level
-    levels = lv.index.to_numpy()
-    first = int(np.argmax(detected)) if detected.any() else None
-    change = vals[-1] - vals[0]
-    rec.update(base=vals[0], base_noise=errs[0], change_max=change,
-               change_max_noise=change / errs[0] if errs[0] > 0 else np.nan,
-               n_detected=int(detected.sum()), n_levels=len(levels),
-               threshold=levels[first] if first is not None else np.nan,
-               threshold_index=first if first is not None else -1)
-    if d.expect == "invariant":
-        rec["verdict"] = "not invariant" if first is not None else "invariant"
-    elif first is None:
-        rec["verdict"] = "blind"
-    elif not worse[first]:
-        rec["verdict"] = "wrong way"
-    elif len(levels) >= 2 and detected[-1] and detected[-2] and not (sig[-1, -2] or sig[-2, -1]):
-        rec["verdict"] = "saturates"
-    else:
-        rec["verdict"] = "detects"
-    return rec
+def level_tests(responses: pd.DataFrame, better: dict, alpha: float = verdicts.ALPHA, rtol: float = 1e-3):
+    """Per-level tests behind :func:`classify` (:func:`helpers.verdicts.level_tests`)."""
+    return verdicts.level_tests(responses, better, DEGRADATIONS, alpha=alpha, rtol=rtol)
 
 
 # ---------------------------------------------------------------- every metric of one set
@@ -490,18 +435,27 @@ class Scorer:
 
 
 def image_scores(logp: np.ndarray, best_cc: np.ndarray, q: np.ndarray, base_ll: np.ndarray,
-                 boot: np.ndarray) -> dict:
+                 boot: np.ndarray, base_cc: np.ndarray | None = None) -> dict:
     """Image metrics of one set from its pose-search results (chapter 6): logp (M, n) integrated
     log-likelihoods, best_cc (M, n), populations q (n,), base_ll (M,) the base's per-image ensemble
-    log-likelihood, boot (B, M) bootstrap indices (the same for every set). ``loglik_per_image``:
-    mean over images of the log-likelihood relative to the base (nats); ``best_cc``: median over
-    images of the best CC over maps; each with the std over the bootstrap as ``*_err``."""
+    log-likelihood, boot (B, M) bootstrap indices (the same for every set), base_cc (M,) the
+    base's per-image best CC over its maps. ``loglik_per_image``: mean over images of the
+    log-likelihood relative to the base (nats); ``best_cc``: median over images of the best CC
+    over maps; each with the std over the bootstrap as ``*_err`` and, paired with the base over
+    the same resampled images, the standard error of the difference from the base as
+    ``*_se_diff`` (for the log-likelihood, already relative to the base, the two are equal);
+    ``*_images_needed``: :func:`images_to_separate` of the per-image differences."""
     from .image_metrics import per_image_loglik
     d = per_image_loglik(logp, q) - base_ll
     cc = best_cc.max(1)
-    return {"loglik_per_image": float(d.mean()), "loglik_per_image_err": float(d[boot].mean(1).std()),
-            "best_cc": float(np.median(cc)), "best_cc_err": float(np.median(cc[boot], 1).std()),
-            "per_image_delta": d}
+    out = {"loglik_per_image": float(d.mean()), "loglik_per_image_err": float(d[boot].mean(1).std()),
+           "best_cc": float(np.median(cc)), "best_cc_err": float(np.median(cc[boot], 1).std()),
+           "per_image_delta": d, "n_images": len(d), "loglik_per_image_images_needed": images_to_separate(d)}
+    out["loglik_per_image_se_diff"] = out["loglik_per_image_err"]
+    if base_cc is not None:
+        out["best_cc_se_diff"] = float((np.median(cc[boot], 1) - np.median(base_cc[boot], 1)).std())
+        out["best_cc_images_needed"] = images_to_separate(cc - base_cc)
+    return out
 
 
 def images_to_separate(delta: np.ndarray, k: float = 2.0) -> float:

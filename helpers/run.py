@@ -122,7 +122,10 @@ def validate_params(cfg: dict, notebooks: list[Path], source: str) -> None:
                     problems.append(f"{path.stem}: {msg}")
                 if isinstance(declared[k], (int, float)) and not isinstance(declared[k], bool) \
                         and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    if k in POSITIVE and v <= 0:
+                    least = AT_LEAST.get((path.stem, k))
+                    if least is not None and v < least[0]:
+                        problems.append(f"{path.stem}: {k} = {v!r} must be ≥ {least[0]} ({least[1]})")
+                    elif k in POSITIVE and v <= 0:
                         problems.append(f"{path.stem}: {k} = {v!r} must be positive")
                     elif k in NONNEGATIVE and v < 0:
                         problems.append(f"{path.stem}: {k} = {v!r} must be ≥ 0 (0: the default)")
@@ -135,6 +138,9 @@ POSITIVE = {"voxel_size", "n_images", "box_ds", "n_directions", "n_inplane", "ra
             "sw_directions", "align_box", "align_directions", "align_inplane", "n_bootstrap", "transport_top_k",
             "transport_box"}
 NONNEGATIVE = {"memory_gib", "transport_jobs", "dask_workers"}  # 0 means "the default"
+# (notebook, parameter): (smallest value, why)
+AT_LEAST = {("07_robustness", "n_replicates"): (3, "each level is tested against the base by a paired t-test "
+                                                   "over replicates: with 1 the spread is 0, with 2 it has 1 degree of freedom")}
 
 
 def parameters_for(nb, stem: str, cfg: dict) -> dict:

@@ -14,7 +14,7 @@ results_dir = "results/demo"  # writes robustness/
 voxel_size = 2.146  # Å, the GT voxel size
 n_maps = 80  # maps of the base submission (the Averaged GT with this many groups)
 base_snr = 2.0  # SNR of the base's own noise (signal / noise variance in the mask); 0: noise-free
-n_replicates = 3  # noise realisations per degraded set (their spread at the base: each metric's own noise)
+n_replicates = 3  # noise realisations per degraded set, ≥ 3 (each level is tested against the base over them, paired)
 degradations = []  # names from helpers.robustness.DEGRADATIONS to run; empty: all
 levels = {}  # per-degradation levels overriding the defaults, e.g. {"blur": [50, 100, 200, 400, 800]}
 gt_stride = 4  # every gt_stride-th GT map along MD-PC1 is scored against (1: all)
@@ -57,18 +57,31 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # (80 → 5, the paper's Fig. S5 question for every metric) and the map order shuffled (maps
 # kept with their populations).
 #
-# **Verdicts** (`helpers.robustness.classify`): a level is *detected* when the metric moves from
-# the base by more than the leaderboard's own significance rule (2 σ of the two replicate
-# spreads, or 0.1 % where a metric has no spread); the **threshold** is the mildest detected
-# level; *saturates*: the two most severe levels are indistinguishable; *wrong way*: the mildest
-# detected change makes the submission look *better*; for scale, offset and shuffling the
-# wanted verdict is *invariant*. The image metrics are scored on replicate 0 with a bootstrap
-# over the images as their error bar.
+# **Verdicts** (`helpers.verdicts`). Replicate r of every degraded set shares its noise draw
+# with replicate r of the base, so each level is compared with the base by a **paired t-test**
+# on the replicates' differences (n_replicates − 1 degrees of freedom; at least 3 replicates,
+# which the runner enforces). The image metrics are scored on replicate 0 only: their test is a
+# normal test of the change against its paired bootstrap standard error (the base and the
+# level resampled over the same images). A level is *detected* when its p-value, **Holm-adjusted
+# over the levels of its degradation × metric cell**, is ≤ 0.05 and the change exceeds 0.1 % of
+# the base (rounding is not a defect); so on pure noise a cell calls anything with probability
+# ≤ 5 % (tested over 200 null tables: 12.6 % of cells without the Holm step, under 5 % with it).
+# Levels are ordered by severity from the degradation's definition (lower SNR and fewer maps are
+# worse), and the **threshold** is the least severe detected level; *saturates*: the two most
+# severe levels are both detected and do not differ from each other; *wrong way*: the least
+# severe detected change makes the submission look *better*; *underpowered* (image metrics):
+# nothing detected, but fewer images were scored than the easiest level needs to be seen at 2
+# standard errors; for scale, offset and shuffling the wanted verdict is *invariant*.
 #
 # **Outputs.** `robustness/responses.csv` (one row per degradation × level × replicate × metric:
-# `value`, `err` (image metrics: bootstrap std), `kl_true` for population errors),
+# `value`, `err` (image metrics: bootstrap std), `se_diff` (image metrics: paired bootstrap
+# standard error of the change from the base), `n_images`, `images_needed`, `kl_true` for
+# population errors), `robustness/levels.csv` (one row per degradation × metric × level: `diff`
+# from the base, `se`, `df`, `stat`, `p`, `p_holm`, `crit`, `detected`, `severity_rank`),
 # `robustness/summary.csv` (one row per degradation × metric: `verdict`, `threshold`, `unit`,
-# `base`, `base_noise`, `change_max`, `change_max_noise`, `n_detected`, `n_levels`, `family`),
+# `base`, `base_noise`, `change_max`, `change_max_noise`, `n_detected`, `n_levels`,
+# `min_detectable` (the smallest change the least severe level's test could call), `n_images`,
+# `images_needed`, `family`),
 # `robustness/image_count.csv` (per degraded set: mean per-image log-likelihood loss and the
 # images needed to see it at 2 standard errors). **Run time** stated at the end of the chapter;
 # the book runs a trimmed sweep chosen by measurement, the full one is the parameter file
@@ -190,19 +203,24 @@ if image_metrics:
             continue
         found[k] = search.search(maps)
     base_ll = im.per_image_loglik(found["none"]["logp_integrated"], image_sets["none"][1])
+    base_cc = found["none"]["best_cc"].max(1)
     for name, lv in jobs:
         k = key(name, lv)
         maps, q = image_sets[k]
         f = found[maps if isinstance(maps, str) else k]
-        s_ = rb.image_scores(f["logp_integrated"], f["best_cc"], q, base_ll, boot)
+        s_ = rb.image_scores(f["logp_integrated"], f["best_cc"], q, base_ll, boot, base_cc)
         deltas[k] = s_.pop("per_image_delta")
         for m in ("loglik_per_image", "best_cc"):
             img_rows.append({"degradation": name, "level": lv, "replicate": 0, "metric": m, "value": s_[m],
-                             "err": s_[f"{m}_err"], "kl_true": kl_true.get(k, np.nan)})
+                             "err": s_[f"{m}_err"], "se_diff": s_[f"{m}_se_diff"], "n_images": s_["n_images"],
+                             "images_needed": s_[f"{m}_images_needed"] if name != "none" else np.nan,
+                             "kl_true": kl_true.get(k, np.nan)})
 responses = pd.concat([pd.DataFrame(rows), pd.DataFrame(img_rows)], ignore_index=True)
 if "err" not in responses:  # no image metrics: no bootstrap errors anywhere
     responses["err"] = np.nan
 save_csv(out / "robustness" / "responses.csv", responses)
+levels_tested = rb.level_tests(responses, rb.BETTER)
+save_csv(out / "robustness" / "levels.csv", levels_tested)
 summary = rb.classify(responses, rb.BETTER)
 summary["family"] = summary.metric.map(rb.FAMILY)
 save_csv(out / "robustness" / "summary.csv", summary)
@@ -216,7 +234,8 @@ print(f"{len(responses)} responses; chapter so far {time.perf_counter() - t_chap
 
 # %% tags=["hide-input"]
 VERDICT_COLOURS = {"detects": "#117733", "saturates": "#44AA99", "wrong way": "#EE7733", "blind": "#BBBBBB",
-                   "invariant": "#88CCEE", "not invariant": "#CC3311", "not measured": "#FFFFFF"}
+                   "underpowered": "#DDCC77", "invariant": "#88CCEE", "not invariant": "#CC3311",
+                   "not measured": "#FFFFFF"}
 metrics_shown = [m for m in rb.BETTER if m in set(summary.metric[summary.verdict != "not measured"])]
 mat = summary.pivot(index="degradation", columns="metric", values="verdict").reindex(index=names, columns=metrics_shown)
 thr = summary.pivot(index="degradation", columns="metric", values="threshold").reindex(index=names, columns=metrics_shown)
@@ -241,47 +260,41 @@ fig.tight_layout()
 
 # %% [markdown]
 # ## Response curves
-# Each metric's mean over replicates against the level of one degradation, as a change from the
-# base in units of the metric's own noise at the base (its replicate spread; image metrics:
-# bootstrap std) — so ±2 (the grey band) is the detection limit, and "worse" is up for every
-# metric whatever its direction. Pick a metric to see all its curves; the error bars are the
-# spread over replicates at each level, in the same units.
+# For each metric and degradation, the test statistic of every level against the base — the
+# mean paired change divided by its standard error (t over replicates; image metrics: z over
+# the bootstrap) — signed so that "worse" is up for every metric whatever its direction, levels
+# from least to most severe. The grey bar at each level is ±crit, the value that level needed at
+# its Holm step: a filled marker outside its bar (and a change above 0.1 % of the base) is a
+# detection — the same rule as the verdicts. Pick a metric to see all its curves.
 
 # %% tags=["hide-input"]
-def noise_units(metric):
-    """(degradation, level, change in noise units (worse > 0), error in the same units) rows."""
-    d = responses[responses.metric == metric]
-    st = d.groupby(["degradation", "level"], dropna=False, sort=False).agg(
-        v=("value", "mean"), sd=("value", "std"), err=("err", "mean")).reset_index()
-    st["e"] = np.where(st.err.notna(), st.err, st.sd.fillna(0))
-    b = st[st.degradation == "none"].iloc[0]
-    scale = b.e if b.e > 0 else max(1e-3 * abs(b.v), 1e-12)  # no spread: 0.1 % of the value, as the verdicts
-    sign = 1 if rb.BETTER[metric] == "low" else -1
-    st["z"] = sign * (st.v - b.v) / scale
-    st["ze"] = st.e / scale
-    return st[st.degradation != "none"]
-
-
 def draw_metric(metric):
-    st = noise_units(metric)
+    lt = levels_tested[levels_tested.metric == metric]
+    sign = 1 if rb.BETTER[metric] == "low" else -1
     ncol = 4
-    fig, axes = plt.subplots((len(names) + ncol - 1) // ncol, ncol, figsize=(9, 2.1 * ((len(names) + ncol - 1) // ncol)),
-                             sharey=True, squeeze=False)  # one row when few degradations are run
+    nrow = (len(names) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(9, 2.1 * nrow), sharey=True, squeeze=False)
     for a, d in zip(axes.flat, names):
-        s_ = st[st.degradation == d]
+        s_ = lt[lt.degradation == d].sort_values("severity_rank")
         x = np.arange(len(s_))
-        a.axhspan(-2, 2, color="0.88", zorder=0)
-        a.errorbar(x, s_.z, yerr=s_.ze, fmt="o-", ms=4, color="#332288", capsize=2)
-        a.set_yscale("symlog", linthresh=2)
-        a.set_xticks(x, [f"{v:g}" for v in s_.level], fontsize=9)
+        z = np.clip(sign * s_.stat.to_numpy(float), -1e4, 1e4)   # a change with no spread: off the scale
+        a.bar(x, 2 * s_.crit, bottom=-s_.crit, width=0.5, color="0.85", zorder=0)
+        a.plot(x, z, "-", color="#332288", lw=1, zorder=1)
+        det = s_.detected.to_numpy(bool)
+        a.plot(x[det], z[det], "o", ms=5, color="#332288", zorder=2)
+        a.plot(x[~det], z[~det], "o", ms=5, mfc="white", mec="#332288", zorder=2)
+        a.set_yscale("symlog", linthresh=5)
+        a.set_xticks(x, [rb.DEGRADATIONS[d].format(v) if rb.DEGRADATIONS[d].unit in ("flipped", "shuffled")
+                         else f"{v:g}" for v in s_.level], fontsize=9)
         a.set_xlim(-0.5, max(len(s_) - 0.5, 0.5))
         a.set_title(f"{rb.DEGRADATIONS[d].title} ({rb.DEGRADATIONS[d].unit})", fontsize=9)
         a.tick_params(axis="y", labelsize=9)
     for a in axes.flat[len(names):]:
         a.set_visible(False)
     for a in axes[:, 0]:
-        a.set_ylabel("change / own noise\n(worse ↑)", fontsize=9)
-    fig.suptitle(f"{rb.METRIC_NAMES[metric]}: response to each degradation (grey: within ±2, not detected)", fontsize=10)
+        a.set_ylabel("change / its std. error\n(worse ↑)", fontsize=9)
+    fig.suptitle(f"{rb.METRIC_NAMES[metric]}: paired test of each level against the base "
+                 "(grey: ±Holm critical value; filled: detected)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -298,7 +311,9 @@ widgets.dropdown_browser([rb.METRIC_NAMES[m] for m in metrics_shown],
 # approximation, `images_needed`). Shown for the most severe level of each degradation; the
 # check column is the fraction of random subsets of that many images (capped at the run's own
 # count) in which the base really wins by 2 standard errors — about half at the estimate.
-# Degradations the likelihood prefers (a mean *gain*) are listed with no bar.
+# Degradations the likelihood prefers (a mean *gain*) are listed with no bar. Where no level
+# is detected and the run scored fewer images than the easiest level needs, the verdict is
+# *underpowered*, not *blind* (`summary.csv`: `n_images`, `images_needed`).
 
 # %% tags=["hide-input"]
 if deltas:
@@ -354,6 +369,11 @@ for d in names:
             + f"; {len(det)} of {len(s_)} metrics detect it" if len(det) else "no metric detects it")
     if len(blind):
         txt += "; blind: " + ", ".join(rb.METRIC_NAMES[m] for m in blind)
+    under = s_[s_.verdict == "underpowered"]
+    if len(under):
+        txt += "; **underpowered** (too few images to tell): " + ", ".join(
+            f"{rb.METRIC_NAMES[m]} (needs ~{n:,.0f} images, {k:.0f} scored)"
+            for m, n, k in zip(under.metric, under.images_needed, under.n_images))
     if len(wrong):
         txt += "; **wrong way** (the defect looks like an improvement): " + ", ".join(rb.METRIC_NAMES[m] for m in wrong)
     lines.append(txt + ".")
@@ -364,6 +384,7 @@ for m in metrics_shown:
     blind = s_[(s_.verdict == "blind")].degradation
     per_metric.append({"metric": rb.METRIC_NAMES[m], "detects": len(sees),
                        "blind to": ", ".join(rb.DEGRADATIONS[d].title for d in blind) or "—",
+                       "underpowered for": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "underpowered"].degradation) or "—",
                        "wrong way": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "wrong way"].degradation) or "—",
                        "not invariant to": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "not invariant"].degradation) or "—"})
 per_metric = pd.DataFrame(per_metric).sort_values("detects", ascending=False)

@@ -398,6 +398,8 @@ def test_star_garbage(tmp_path):
     ("notebooks.03_volume_metrics.bogus=1", ["bogus is not a parameter"]),
     ("notebooks.06_image_metrics.n_images=2.5", ["n_images = 2.5", "whole number"]),
     ("common.voxel_size=-1", ["voxel_size = -1", "positive"]),
+    ("notebooks.07_robustness.n_replicates=2", ["n_replicates = 2", "≥ 3", "paired t-test"]),
+    ("notebooks.07_robustness.n_replicates=1", ["n_replicates = 1", "≥ 3"]),
 ])
 def test_runner_parameter_errors(tmp_path, item, words):
     from helpers import run

@@ -117,29 +117,137 @@ def _responses(table):
     return pd.DataFrame(rows)
 
 
+def _paired_table(cells, n_rep=3, seed=0, sd=0.1):
+    """Long responses for one metric 'm': {degradation: {level: shift}}; replicate r of every level
+    shares the replicate effect u_r with the base (the study's shared noise draw), plus its own
+    N(0, sd) noise."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(0, 1.0, n_rep)
+    rows = [{"degradation": "none", "level": np.nan, "replicate": r, "metric": "m", "value": 1 + u[r]}
+            for r in range(n_rep)]
+    for d, lv in cells.items():
+        for level, shift in lv.items():
+            rows += [{"degradation": d, "level": level, "replicate": r, "metric": "m",
+                      "value": 1 + u[r] + shift + rng.normal(0, sd)} for r in range(n_rep)]
+    return pd.DataFrame(rows)
+
+
+def _holm_loop(p):
+    """Holm's adjusted p-values by the textbook loop (independent of helpers.verdicts.holm)."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    adj, running = [0.0] * m, 0.0
+    for j, i in enumerate(order):
+        running = max(running, min(1.0, (m - j) * p[i]))
+        adj[i] = running
+    return np.array(adj)
+
+
+def test_level_tests_are_paired_t_tests_with_holm_in_severity_order():
+    """Each level against the base: scipy's paired t-test (ttest_rel), Holm-adjusted over the
+    cell by the textbook loop; levels ordered by severity whatever the row order (noise: lower
+    SNR is worse; fewer maps are worse; a scale either way from 1)."""
+    from scipy.stats import ttest_rel
+    res = _paired_table({"blur": {400.0: 0.5, 25.0: 0.0, 100.0: 0.2}, "noise": {0.25: 0.4, 1.0: 0.1},
+                         "n_maps": {5.0: 0.3, 40.0: 0.0, 10.0: 0.1}, "scale": {100.0: 0.0, 0.01: 0.0}},
+                        n_rep=5, seed=1, sd=0.05)
+    lt = rb.level_tests(res, {"m": "low"})
+    base = res[res.degradation == "none"].value.to_numpy()
+    for d in ("blur", "noise", "n_maps", "scale"):
+        c = lt[lt.degradation == d].sort_values("severity_rank")
+        want = {"blur": [25.0, 100.0, 400.0], "noise": [1.0, 0.25], "n_maps": [40.0, 10.0, 5.0],
+                "scale": [0.01, 100.0]}[d]          # |log 100| = |log 0.01|: equal severity, by value
+        assert c.level.tolist() == want, d
+        ps = []
+        for lv, row in zip(c.level, c.itertuples()):
+            x = res[(res.degradation == d) & (res.level == lv)].value.to_numpy()
+            t = ttest_rel(x, base)
+            np.testing.assert_allclose(row.p, t.pvalue, rtol=1e-10)
+            np.testing.assert_allclose(row.stat, t.statistic, rtol=1e-10)
+            np.testing.assert_allclose(row.diff, (x - base).mean(), rtol=1e-12)
+            ps.append(t.pvalue)
+        np.testing.assert_allclose(c.p_holm, _holm_loop(ps), rtol=1e-12)
+        assert (c.detected == ((c.p_holm <= 0.05) & (c["diff"].abs() > c.floor))).all()
+
+
 def test_classify_verdicts_and_thresholds():
-    base = {np.nan: [1.0, 1.1, 0.9]}  # own noise: std 0.1
-    res = _responses({"none": base,
-                      "blur": {50.0: [1.05, 1.15, 0.95], 100.0: [1.6, 1.7, 1.5], 200.0: [3.0, 3.1, 2.9],
-                               400.0: [6.0, 6.1, 5.9]},
-                      "rotation": {1.0: [1.0, 1.1, 0.9], 2.0: [1.1, 1.0, 0.9], 5.0: [0.95, 1.05, 1.0],
-                                   10.0: [1.0, 1.0, 1.1], 20.0: [1.1, 1.0, 0.9]},
-                      "noise": {1.0: [3.0, 3.1, 2.9], 0.3: [4.0, 4.1, 3.9], 0.1: [4.05, 4.0, 4.1]},
-                      "sharpen": {-25.0: [0.4, 0.5, 0.3], -50.0: [0.2, 0.3, 0.1], -100.0: [0.1, 0.0, 0.2]},
-                      "scale": {0.01: [1.0, 1.1, 0.9], 100.0: [1.0, 1.1, 0.9]},
-                      "offset": {0.1: [1.0, 1.1, 0.9], 10.0: [2.0, 2.1, 1.9]}})
+    """Verdicts from paired designs: a blur whose shift grows (detects, threshold at the first
+    real shift), a rotation that changes nothing (blind), noise whose two levels are equal
+    (saturates), sharpening that lowers a lower-is-better metric (wrong way), scale unchanged
+    (invariant) and an offset that moves it (not invariant); a "higher is better" metric turns
+    the blur into a wrong way."""
+    cells = {"blur": {25.0: 0.0, 100.0: 2.0, 400.0: 5.0}, "rotation": {0.5: 0.0, 2.0: 0.0, 10.0: 0.0},
+             "noise": {1.0: 3.0, 0.25: 3.0}, "sharpen": {-25.0: -1.0, -100.0: -1.0},
+             "scale": {0.01: 0.0, 100.0: 0.0}, "offset": {0.1: 0.0, 10.0: 2.0}}
+    res = _paired_table(cells, n_rep=5, seed=2, sd=0.05)
     s = rb.classify(res, {"m": "low"}).set_index("degradation")
     assert s.loc["blur", "verdict"] == "detects" and s.loc["blur", "threshold"] == 100.0
     assert s.loc["rotation", "verdict"] == "blind" and np.isnan(s.loc["rotation", "threshold"])
     assert s.loc["noise", "verdict"] == "saturates" and s.loc["noise", "threshold"] == 1.0
     assert s.loc["sharpen", "verdict"] == "wrong way"
     assert s.loc["scale", "verdict"] == "invariant" and s.loc["offset", "verdict"] == "not invariant"
-    np.testing.assert_allclose(s.loc["blur", "change_max"], 5.0)
-    np.testing.assert_allclose(s.loc["blur", "change_max_noise"], 50.0)
+    blur = res[(res.degradation == "blur") & (res.level == 400.0)].value.to_numpy()
+    np.testing.assert_allclose(s.loc["blur", "change_max"], (blur - res[res.degradation == "none"].value.to_numpy()).mean())
     assert s.loc["hand", "verdict"] == "not measured"
-    # the same values for a "higher is better" metric: blur now looks like an improvement
     s2 = rb.classify(res, {"m": "high"}).set_index("degradation")
     assert s2.loc["blur", "verdict"] == "wrong way" and s2.loc["sharpen", "verdict"] == "saturates"
+
+
+def test_classify_refuses_fewer_than_three_replicates():
+    res = _paired_table({"blur": {25.0: 1.0}}, n_rep=2)
+    with pytest.raises(ValueError, match="n_replicates ≥ 3"):
+        rb.classify(res, {"m": "low"})
+
+
+def _null_table(rng, n_rep=3, n_img=60):
+    """One study on pure noise at the default settings: every degradation's default levels, every
+    metric; map metrics over n_rep replicates sharing their noise draw with the base, the image
+    metrics on one replicate with a paired standard error (as chapter 7 scores them)."""
+    rows = []
+    for m in rb.BETTER:
+        image = rb.FAMILY[m] == "image"
+        u = rng.normal(0, 1, n_rep)
+        sd = rng.uniform(0.05, 2.0)
+        for d, dd in [("none", None)] + list(rb.DEGRADATIONS.items()):
+            for lv in [np.nan] if dd is None else dd.levels:
+                if image:
+                    rows.append({"degradation": d, "level": lv, "replicate": 0, "metric": m,
+                                 "value": 0.0 if dd is None else rng.normal(0, sd), "se_diff": sd,
+                                 "n_images": n_img, "images_needed": np.inf})
+                else:
+                    rows += [{"degradation": d, "level": lv, "replicate": r, "metric": m,
+                              "value": 10 + u[r] + rng.normal(0, sd)} for r in range(n_rep)]
+    return pd.DataFrame(rows)
+
+
+def test_on_pure_noise_at_most_five_percent_of_cells_are_called():
+    """200 null tables (every level drawn like the base) at the default settings: the fraction of
+    degradation × metric cells called anything but blind / invariant stays ≤ 5 %; each cell's
+    levels are tested with Holm (without it, a cell of 3–5 levels calls ~10–20 %)."""
+    rng = np.random.default_rng(7)
+    called = total = 0
+    for _ in range(200):
+        s = rb.classify(_null_table(rng), rb.BETTER)
+        s = s[s.verdict != "not measured"]
+        called += int((~s.verdict.isin(["blind", "invariant"])).sum())
+        total += len(s)
+    assert total == 200 * len(rb.DEGRADATIONS) * len(rb.BETTER)
+    assert called / total <= 0.05, called / total
+
+
+def test_underpowered_when_fewer_images_than_needed():
+    """An image metric with no detected level reads ``underpowered`` when every level needs more
+    images than were scored, ``blind`` when one needs fewer (or none can be resolved)."""
+    rows = [{"degradation": "none", "level": np.nan, "replicate": 0, "metric": "loglik_per_image", "value": 0.0,
+             "se_diff": 0.1, "n_images": 60, "images_needed": np.nan}]
+    rows += [{"degradation": "hand", "level": 1.0, "replicate": 0, "metric": "loglik_per_image", "value": -0.05,
+              "se_diff": 0.1, "n_images": 60, "images_needed": 546.0}]
+    res = pd.DataFrame(rows)
+    s = rb.classify(res, {"loglik_per_image": "high"}).set_index("degradation")
+    assert s.loc["hand", "verdict"] == "underpowered"
+    assert s.loc["hand", "n_images"] == 60 and s.loc["hand", "images_needed"] == 546
+    res.loc[1, "images_needed"] = 40.0
+    assert rb.classify(res, {"loglik_per_image": "high"}).set_index("degradation").loc["hand", "verdict"] == "blind"
 
 
 def test_spread_subset_ignores_the_submissions_map_order():
@@ -212,6 +320,15 @@ def test_image_scores_against_a_direct_float64_sum():
     np.testing.assert_allclose(s["loglik_per_image"], d.mean(), rtol=1e-10)
     np.testing.assert_allclose(s["loglik_per_image_err"], d[boot].mean(1).std(), rtol=1e-10)
     np.testing.assert_allclose(s["best_cc"], np.median(cc.max(1)))
+    # paired with the base over the same resampled images: the std of the difference of medians
+    base_cc = rng.uniform(0, 1, M)
+    s = rb.image_scores(logp, cc, q, base, boot, base_cc)
+    med = lambda x: np.array([np.median(x[b]) for b in boot])  # noqa: E731
+    np.testing.assert_allclose(s["best_cc_se_diff"], np.std(med(cc.max(1)) - med(base_cc)), rtol=1e-10)
+    np.testing.assert_allclose(s["loglik_per_image_se_diff"], d[boot].mean(1).std(), rtol=1e-10)
+    dc = cc.max(1) - base_cc
+    np.testing.assert_allclose(s["best_cc_images_needed"], (2 * dc.std(ddof=1) / abs(dc.mean())) ** 2, rtol=1e-10)
+    assert s["n_images"] == M
 
 
 def test_scorer_summaries_equal_the_per_metric_kernels(study):
