@@ -439,8 +439,10 @@ fig.tight_layout()
 def said(m):
     c, ms = cal.loc[m], mis.loc[[m]] if m in mis.index else mis.iloc[:0]
     sig = ms[ms.significant]
-    t = (f"{leaderboard.NAMES.get(m, m)} agrees with the GT-based ranking of the {int(c.n)} submissions with Spearman "
-         f"ρ = {c.rho:.2f} (95 % bootstrap interval {c.lo:.2f} to {c.hi:.2f}) and orders {int(c.misordered)} of the "
+    how = ("agreement beyond chance" if c.lo > 0 else "an anti-correlation, the score ordering the submissions against the GT"
+           if c.hi < 0 else "no agreement established, the interval contains 0")
+    t = (f"{leaderboard.NAMES.get(m, m)} has Spearman ρ = {c.rho:.2f} with the GT-based ranking of the {int(c.n)} "
+         f"submissions (95 % bootstrap interval {c.lo:.2f} to {c.hi:.2f}; {how}) and orders {int(c.misordered)} of the "
          f"{int(c.pairs)} pairs opposite to it")
     if len(sig):
         t += (f"; {len(sig)} of them significantly on both sides, the GT-free score putting "
