@@ -316,7 +316,7 @@ def images_needed(delta, k: float = 2.0) -> float:
     return math.inf if m == 0 else max(1.0, (k * s / abs(m)) ** 2)
 
 
-def paired_power(delta, k: float = 2.0, n_available: int | None = None) -> dict:
+def paired_power(delta, k: float = 2.0, n_available: int | None = None, tol: float = 0.0) -> dict:
     """Can M images tell two ensembles A and B apart? ``delta`` (M,) = per-image score under A
     minus under B over the same images (higher = A explains the image better).
 
@@ -325,9 +325,13 @@ def paired_power(delta, k: float = 2.0, n_available: int | None = None) -> dict:
     n_images ≥ images_needed and mean > 0), "wrong way" (the same with B better), else
     "no difference" when images_needed exceeds ``n_available`` (the whole stack could not
     separate them; inf: identical scores) and "underpowered" otherwise (n_images < images_needed
-    ≤ n_available: more of the stack's images would)."""
+    ≤ n_available: more of the stack's images would). A mean within ``tol`` of 0 (the score's
+    units: float noise, e.g. 3e-7 nat/image between maps resampled on another grid) counts as 0:
+    images_needed inf, "no difference"."""
     d = np.asarray(delta, dtype=np.float64)
     n, need = len(d), images_needed(d, k)
+    if n and abs(float(d.mean())) <= tol:
+        need = math.inf
     m = float(d.mean()) if n else math.nan
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
     z = m / (sd / math.sqrt(n)) if n > 1 and sd > 0 else (math.copysign(math.inf, m) if m else 0.0)
@@ -341,12 +345,12 @@ def paired_power(delta, k: float = 2.0, n_available: int | None = None) -> dict:
 
 
 def images_to_order(per_image: dict, values: dict, better: str = "high", k: float = 2.0,
-                    n_available: int | None = None) -> tuple[float, "pd.DataFrame"]:
+                    n_available: int | None = None, tol: float = 0.0) -> tuple[float, "pd.DataFrame"]:
     """Images an image metric needs to order its submissions: per_image {label: (M,) per-image
     scores over the same M images}, values {label: the metric's value}, better "high"/"low".
 
     The submissions are sorted by value (best first); for each adjacent pair (a, b) the paired
-    differences a − b (sign-flipped when lower is better) give :func:`paired_power`. The result is
+    differences a − b (sign-flipped when lower is better) give :func:`paired_power` (``tol`` too). The result is
     the median of images_needed over the adjacent pairs that the whole stack could separate
     (images_needed ≤ ``n_available``; all finite ones when None): pairs beyond that are ties no
     image count resolves, not a lack of power. inf when no pair qualifies. Returns (that median,
@@ -358,7 +362,7 @@ def images_to_order(per_image: dict, values: dict, better: str = "high", k: floa
     order = sorted(values, key=lambda lab: values[lab], reverse=better == "high")
     sign = 1.0 if better == "high" else -1.0
     rows = [{"better": a, "worse": b,
-             **paired_power(sign * (np.asarray(per_image[a]) - np.asarray(per_image[b])), k, n_available)}
+             **paired_power(sign * (np.asarray(per_image[a]) - np.asarray(per_image[b])), k, n_available, tol)}
             for a, b in zip(order[:-1], order[1:])]
     pairs = pd.DataFrame(rows, columns=["better", "worse", "n_images", "mean", "sd", "z", "images_needed", "verdict"])
     cap = math.inf if n_available is None else n_available

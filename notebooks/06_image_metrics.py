@@ -41,7 +41,8 @@ dask_workers = 0  # worker processes of a local Dask cluster for the pose search
 # (2·sd/|mean|)², `verdict`: `separated` (GT ensemble better at ≥ 2σ, i.e. n_images ≥
 # images_needed), `wrong way` (the submission better at ≥ 2σ), `underpowered` (n_images <
 # images_needed ≤ the stack's image count: scoring more of the stack's images would decide it),
-# `no difference` (images_needed beyond the whole stack, or infinite: identical scores),
+# `no difference` (images_needed beyond the whole stack, or infinite: identical scores or a mean
+# difference within float noise, 1e-4 nat / 1e-6 CC),
 # `n_stack`: the images the particle stack holds).
 # **Run time.** Printed at the end of the chapter (measured in the run itself).
 #
@@ -206,9 +207,9 @@ ref_cc = res["GT ensemble"]["best_cc"].max(1)  # per image: best over maps and p
 prow = []
 for lab, r in res.items():
     if lab != "GT ensemble":
-        for metric, d in (("loglik", ref_ll - im.per_image_loglik(r["logp_integrated"], sets[lab].populations)),
-                          ("best_cc", ref_cc - r["best_cc"].max(1))):
-            prow.append({"label": lab, "metric": metric, **im.paired_power(d, 2.0, n_stack), "n_stack": n_stack})
+        for metric, d, tol in (("loglik", ref_ll - im.per_image_loglik(r["logp_integrated"], sets[lab].populations), 1e-4),
+                               ("best_cc", ref_cc - r["best_cc"].max(1), 1e-6)):  # tol: float noise
+            prow.append({"label": lab, "metric": metric, **im.paired_power(d, 2.0, n_stack, tol), "n_stack": n_stack})
 power = pd.DataFrame(prow).set_index(["label", "metric"])
 save_csv(out / "image_metrics" / "power.csv", power.reset_index())
 wide = power[["mean", "z", "images_needed", "verdict"]].unstack("metric").swaplevel(axis=1).sort_index(axis=1, level=0)

@@ -135,11 +135,14 @@ better = {"resolution_A": "low", **({"pw_coverage_A": "low"} if "pw_coverage_A" 
           "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
 # images an image metric needs to order the submissions: the median over adjacent pairs (in the
 # metric's order) of the paired images_needed, over the pairs the whole stack could separate
-# (helpers.image_metrics.images_to_order); fewer images scored than that: underpowered
+# and that differ by more than float noise (helpers.image_metrics.images_to_order); fewer
+# images scored than that: underpowered
 n_stack = int(pd.read_csv(out / "image_metrics/power.csv").n_stack.iloc[0])
+tol = {"loglik_per_image": 1e-4, "best_cc": 1e-6}  # mean paired differences this small are float noise: ties
 power, power_pairs = {}, []
 for m in per_image:
-    need, pairs = image_metrics.images_to_order(per_image[m], board[m].to_dict(), better[m], n_available=n_stack)
+    need, pairs = image_metrics.images_to_order(per_image[m], board[m].to_dict(), better[m], n_available=n_stack,
+                                                tol=tol[m])
     power[m] = (len(ref_ll), need)
     power_pairs.append(pairs.assign(metric=m))
 power_pairs = pd.concat(power_pairs, ignore_index=True)

@@ -309,6 +309,11 @@ def test_paired_power_closed_form_and_verdicts():
     assert math.isclose(im.images_needed(_exact(50, 0.3, 0.9), k=3), (3 * 0.9 / 0.3) ** 2, rel_tol=1e-9)
     assert im.paired_power(np.zeros(40))["images_needed"] == math.inf
     assert im.paired_power(np.zeros(40))["verdict"] == "no difference"
+    noise = _exact(160, 3e-7, 2.6e-6)  # float noise between near-identical maps: 301 images "needed"
+    assert im.paired_power(noise, n_available=2000)["verdict"] == "underpowered"
+    p = im.paired_power(noise, n_available=2000, tol=1e-4)
+    assert p["images_needed"] == math.inf and p["verdict"] == "no difference"
+    assert im.paired_power(d, n_available=2000, tol=0.05)["verdict"] == "underpowered"  # 0.1 > tol: unchanged
 
 
 def test_images_to_order_median_over_adjacent_pairs():
@@ -324,6 +329,8 @@ def test_images_to_order_median_over_adjacent_pairs():
     np.testing.assert_allclose(pairs.images_needed[:2], [100.0, 400.0], rtol=1e-9)
     assert pairs.verdict.tolist() == ["separated", "underpowered", "no difference"]
     assert math.isclose(need, 250.0)  # median of 100 and 400
+    need_t, _ = im.images_to_order(per, vals, "high", n_available=2000, tol=0.15)  # b − c (0.1) within tol: a tie
+    assert math.isclose(need_t, 100.0)
     low, lp = im.images_to_order({k: -v for k, v in per.items()}, {k: -v for k, v in vals.items()}, "low",
                                  n_available=2000)
     assert math.isclose(low, 250.0) and lp.verdict.tolist() == pairs.verdict.tolist()  # "a better" stays positive
