@@ -13,17 +13,20 @@ One module per concern (README "Layout" lists the rest of the repository):
 ``geometry``         Euler angles (RELION ZYZ), rotation grids, rotating volumes
 ``preprocess``       crop/pad, resample, flip, normalise, equalise spectra
 ``align``            global rotational alignment of a submission to a reference
+``nyquist``          the Nyquist rule: no resolution finer than 2 × a set's native voxel size
 ``volume_metrics``   batched FSC (mask-corrected too), resolution and GT x submission distance matrices
                      (one GT pass for all submissions: ``distance_matrices_many``)
 ``transport``        Gromov-/Procrustes-Wasserstein distances between top-k voxel clouds (CPU, POT)
 ``subspace``         PCA, percentage of captured variance, common subspace
 ``distribution``     EMD / KL between GT and submitted or optimised populations
 ``leaderboard``      ranks that respect error bars (ties within uncertainty), metrics that separate
+``calibration``      GT-free scores against the GT-based ranking: Spearman with a bootstrap interval, misordered pairs
 ``projection``       Fourier-slice projector and CTF
 ``reconstruct``      Wiener-filtered direct Fourier reconstruction from particle images (the demo's mocks)
 ``image_metrics``    pose search, image cross-correlation and marginal likelihood
 ``simulate``         the adenylate-kinase demo data set (STAR files RELION/cryoDRGN/cryoSPARC read)
 ``robustness``       controlled degradations of a submission and every metric's response (chapter 7)
+``verdicts``         the robustness verdicts: paired tests per level, Holm over a degradation's levels
 ``adapters``         method outputs (cryoDRGN analyze, volume series + per-particle labels) → MapSet
 ``plots``/``widgets`` figures and kernel-free interactive widgets for the book
 ``distributed``      the volume metrics' GT chunks on a Dask cluster (scale-out)

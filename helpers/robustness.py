@@ -459,10 +459,10 @@ def image_scores(logp: np.ndarray, best_cc: np.ndarray, q: np.ndarray, base_ll: 
 
 
 def images_to_separate(delta: np.ndarray, k: float = 2.0) -> float:
-    """Images needed before a mean per-image log-likelihood difference ``delta`` (M,) exceeds k
-    standard errors: (k·sd/|mean|)² (normal approximation); inf when the mean is 0."""
-    m, s = float(np.mean(delta)), float(np.std(delta, ddof=1))
-    return math.inf if m == 0 else max(1.0, (k * s / abs(m)) ** 2)
+    """Images needed before a mean per-image difference ``delta`` (M,) exceeds k standard errors:
+    :func:`helpers.image_metrics.images_needed`."""
+    from .image_metrics import images_needed
+    return images_needed(delta, k)
 
 
 def separation_curve(delta: np.ndarray, counts, n_draws: int = 200, k: float = 2.0, seed: int = 0) -> np.ndarray:

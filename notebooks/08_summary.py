@@ -110,7 +110,7 @@ for lab in labels:
     d = rep[rep.label == lab]
     z = np.load(out / "image_metrics" / f"{slug(lab)}.npz")
     diff = per_image_ll(z) - ref_ll
-    best_res = vm.resolution(np.load(out / "volume_metrics" / f"{slug(lab)}.npz")["fsc_curves"], voxel_size).min(0)
+    best_res = np.load(out / "volume_metrics" / f"{slug(lab)}.npz")["res"].min(0)  # no finer than its own Nyquist
     bres = resamples(len(best_res))
     cc = z["best_cc"].max(1)  # per image: best over maps and poses
     per_image["loglik_per_image"][lab], per_image["best_cc"][lab] = diff, cc
@@ -152,7 +152,8 @@ save_csv(out / "summary" / "image_power_pairs.csv", power_pairs)
 # (2 σ, or 0.1 % relative where a metric has no error bar) share a rank; metrics that separate
 # fewer than a quarter of the pairs, or image metrics with fewer images than needed, are shown
 # but left out of the mean rank
-extra = board[["resolution_p10_A"]]
+extra = board[["resolution_p10_A"]].join(vol[["nyquist_limited", "native_nyquist_A"]]
+                                        if "nyquist_limited" in vol else pd.DataFrame(index=board.index))
 board, metric_info = leaderboard.board(board[list(better)], board[[c for c in board if c.endswith("_err")]]
                                        .rename(columns=lambda c: c[:-4]), better, power=power)
 board = board.join(extra)
@@ -234,6 +235,13 @@ def by_rank(col):
     return [f"background-color: {pal[int(k) - 1]}; color: {'white' if k <= len(board) / 2 else 'black'}" for k in r]
 
 
+limited = board.index[board.get("nyquist_limited", pd.Series(False, index=board.index)).fillna(False).astype(bool)]
+res_col = shown["resolution_A"]
+show[res_col] = [f"{v:.2f}" + (" (Nyquist-limited)" if k in limited else "") for k, v in show[res_col].items()]
+if len(limited):  # a resolution at a submission's own Nyquist: its grid, not its maps, sets the value
+    display(Markdown("Resolution reported as *Nyquist-limited*: its FSC crossed finer than twice the voxel size "
+                     "the maps were made at, which resampling cannot improve; the value shown is that limit ("
+                     + ", ".join(f"{k}: {board.loc[k, 'native_nyquist_A']:.2f} Å" for k in limited) + ")."))
 show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).background_gradient(
     cmap="cividis", subset=["mean rank"]).format(precision=2)
 
@@ -304,10 +312,13 @@ for lab in real:
     if run:
         nyq = 2 * run["voxel_size_A"]
         txt.append(f"it was trained on images downsampled to {run['box']} px ({run['voxel_size_A']:.2f} Å/px), so its maps "
-                   f"hold nothing finer than the Nyquist limit {nyq:.1f} Å: its resolution of "
-                   f"{board.loc[lab, 'resolution_A']:.1f} Å is "
-                   + ("at that limit — the budget, not the method, caps it" if board.loc[lab, "resolution_A"] < 1.1 * nyq
-                      else "above that limit")
+                   f"hold nothing finer than the Nyquist limit {nyq:.2f} Å: "
+                   + (f"its FSC crossed at {vol.loc[lab, 'best_res_median_raw_A']:.2f} Å (median of its maps), finer than "
+                      "that limit, so its resolution is reported as Nyquist-limited at the limit — the budget, not the "
+                      "method, caps it" if lab in limited else
+                      f"its resolution of {board.loc[lab, 'resolution_A']:.2f} Å is "
+                      + ("at that limit — the budget, not the method, caps it"
+                         if board.loc[lab, "resolution_A"] < 1.1 * nyq else "above that limit"))
                    + f" ({run['epochs']} epochs, {run['train_s']:.0f} s of training on this machine)")
     txt.append(f"its populations come from its own latent coordinates (EMD submitted {m.loc['emd_submitted', 'value']:.3f}, "
                f"KL {m.loc['kl_submitted', 'value']:.3f}) and its maps capture {m.loc['pcv_gt_captured', 'value']:.1f} % "
@@ -342,6 +353,7 @@ if rfile.is_file():
             "first sees (threshold)": ", ".join(f"{title[d]} ({robustness.DEGRADATIONS[d].format(t)})"
                                                 for d, t in zip(det.degradation, det.threshold)) or "—",
             "blind to / wrong way": ", ".join(title[d] for d in r[r.verdict.isin(["blind", "wrong way"])].degradation) or "—",
+            "underpowered for": ", ".join(title[d] for d in r[r.verdict == "underpowered"].degradation) or "—",
             "not invariant to": ", ".join(title[d] for d in r[r.verdict == "not invariant"].degradation) or "—"})
     display(pd.DataFrame(rows_t).set_index("metric").style.set_properties(**{"text-align": "left"}))
 else:
