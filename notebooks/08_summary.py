@@ -15,7 +15,8 @@ voxel_size = 2.146  # Å
 distance_metric = "l2"  # cost metric whose EMD/KL enter the leaderboard
 n_browse = 16  # maps per submission in the map browser
 n_bootstrap = 200  # bootstrap resamples of the particle images for likelihood error bars
-seed = 0  # seed of the bootstrap
+seed = 0  # seed of the bootstraps
+n_rank_draws = 1000  # parametric bootstrap draws for the overall rank's interval
 
 # %% [markdown]
 # # 8. Summary: a leaderboard across metrics
@@ -23,16 +24,24 @@ seed = 0  # seed of the bootstrap
 # **Question.** How does each submission fare on every metric family at once, and do the
 # metrics agree?
 #
-# **Inputs.** The result files of chapters 3–6. **Outputs.** `summary/leaderboard.csv` (one row
-# per submission: each metric's value, its error (std over replicates, or over bootstrap
-# resamples of the images), its rank (1 = best) and the mean rank) and
-# `summary/rank_correlation.csv` (Spearman correlation between the metrics' rankings),
-# `summary/defects.csv` (is each degraded demo mock caught by the metric aimed at it?),
-# `summary/metrics.csv` (per metric: `separates`, `separated_pairs`, `n_images` and
-# `images_needed` for the image metrics, `underpowered`, `in_mean_rank`),
+# **Inputs.** The result files of chapters 3–6. **Outputs.** `summary/leaderboard.csv`, one row
+# per submission (`label`), sorted by overall rank: `mean_rank` (the mean of the family ranks,
+# 1 = best), `mean_rank_lo`, `mean_rank_hi` (its 95 % interval, a parametric bootstrap over the
+# error bars), `family_rank_<family>` for volume, transport, subspace, distribution and image
+# (the mean rank over the family's separating metrics; families left out of `mean_rank` are
+# still shown), then per metric its value, `<metric>_err`, `rank_<metric>` and
+# `rank_<metric>_interval` (empty / "—" where unranked), then `unranked` (metrics it has no rank
+# on: unmeasured, or error unknown), `tied_with` (submissions whose mean-rank interval overlaps
+# its own), `resolution_p10_A`, `nyquist_limited`, `native_nyquist_A`;
+# `summary/families.csv` (per family: its `metrics`, the ones `used`, `in_mean_rank`, `reason`
+# when left out), `summary/rank_correlation.csv` (Spearman correlation between the metrics'
+# rankings), `summary/defects.csv` (is each degraded demo mock caught by the metric aimed at it?),
+# `summary/metrics.csv` (per metric: `family`, `separates`, `separated_pairs`, `unranked`
+# submissions, `n_images` and `images_needed` for the image metrics, `underpowered`,
+# `in_mean_rank`),
 # `summary/image_power_pairs.csv` (per image metric and adjacent pair of submissions in its order:
 # the paired per-image difference's `mean`, `sd`, `z`, `images_needed`, `verdict` as in chapter 6),
-# `summary/calibration.csv` (per image metric: Spearman `rho` with the GT-based mean rank, its
+# `summary/calibration.csv` (per image metric: Spearman `rho` with the GT-based family rank, its
 # bootstrap interval `lo`–`hi` over submissions, `n` submissions, `misordered` and
 # `misordered_significant` pair counts), `summary/misordered.csv` (those pairs) and
 # `summary/headline.md` (the sentence the book's front page shows).
@@ -151,20 +160,24 @@ save_csv(out / "summary" / "image_power_pairs.csv", power_pairs)
 # ranks that respect each metric's error bar (helpers.leaderboard): values within uncertainty
 # (2 σ, or 0.1 % relative where a metric has no error bar) share a rank; metrics that separate
 # fewer than a quarter of the pairs, or image metrics with fewer images than needed, are shown
-# but left out of the mean rank
+# but left out; the overall rank is the mean of the family ranks, with a bootstrap interval
 extra = board[["resolution_p10_A"]].join(vol[["nyquist_limited", "native_nyquist_A"]]
                                         if "nyquist_limited" in vol else pd.DataFrame(index=board.index))
-board, metric_info = leaderboard.board(board[list(better)], board[[c for c in board if c.endswith("_err")]]
-                                       .rename(columns=lambda c: c[:-4]), better, power=power)
+board, metric_info, families = leaderboard.board(
+    board[list(better)], board[[c for c in board if c.endswith("_err")]].rename(columns=lambda c: c[:-4]), better,
+    power=power, n_draws=n_rank_draws, seed=seed)
 board = board.join(extra)
 ranks = board[[f"rank_{m}" for m in better]].rename(columns=lambda c: c[5:])
 save_csv(out / "summary" / "leaderboard.csv", board)
 save_csv(out / "summary" / "metrics.csv", metric_info)
+save_csv(out / "summary" / "families.csv", families)
 errs = board[[c for c in board if c.endswith("_err")]].rename(columns=lambda c: c[:-4])
 checks = leaderboard.defect_checks(board[list(better)], errs, better)
 save_csv(out / "summary" / "defects.csv", checks)
 winner = board.index[0]
-tied = [k for k in board.index[1:] if abs(board.loc[k, "mean_rank"] - board.loc[winner, "mean_rank"]) < 0.5]
+ties = leaderboard.overall_ties(board)  # {label: labels whose mean-rank interval overlaps its own}
+fam_in = list(families.index[families.in_mean_rank])
+fam_out = families[~families.in_mean_rank]
 left_out = [m for m in better if not metric_info.loc[m, "in_mean_rank"]]
 weak = [m for m in left_out if not metric_info.loc[m, "separates"]]
 underpowered = [m for m in left_out if metric_info.loc[m, "underpowered"] and m not in weak]
@@ -173,10 +186,15 @@ underpowered = [m for m in left_out if metric_info.loc[m, "underpowered"] and m 
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-verdict = (f"**Verdict.** {winner} has the best mean rank ({board.loc[winner, 'mean_rank']:.2f})"
-           + (f", tied within half a rank with {', '.join(tied)}" if tied else "")
-           + f"; {board.index[-1]} is last ({board.loc[board.index[-1], 'mean_rank']:.2f}). Ranks count a "
-           "difference only beyond the metrics' error bars (2 σ; 0.1 % relative without one)"
+ends = leaderboard.ends_text(board)
+verdict = (f"**Verdict.** {ends[0].upper() + ends[1:]}. The overall rank is the mean of {len(fam_in)} family ranks "
+           f"({', '.join(fam_in)}), each the mean of its separating metrics' ranks; its interval is the 95 % range "
+           f"over {n_rank_draws} draws of every value within its error bar, and submissions whose intervals overlap "
+           "are not ordered"
+           + (f"; left out: the {', '.join(f'{f} family ({r})' for f, r in fam_out.reason.items())}"
+              if len(fam_out) else "")
+           + ". Per metric, ranks count a difference only beyond the metrics' error bars (2 σ; 0.1 % relative "
+           "without one)"
            + (f"; left out of the mean rank because they separate fewer than a quarter of the pairs: "
               f"{', '.join(weak)}" if weak else "")
            + (f"; left out as underpowered (fewer images scored than needed to order the submissions): "
@@ -184,15 +202,26 @@ verdict = (f"**Verdict.** {winner} has the best mean rank ({board.loc[winner, 'm
                           "needed)" for m in underpowered) if underpowered else "") + ".")
 # the headline for the book's front page (book/intro.md includes it)
 caught = checks[checks.metric != "all"].groupby("mock").verdict.apply(lambda v: (v == "caught").any()) if len(checks) else pd.Series(dtype=bool)
-head = [f"On this run, **{winner}** leads the leaderboard of {len(board)} submissions"]
+lead = [winner] + ties[winner]
+
+
+def overlaps(lab):
+    return f" (its rank interval overlaps {', '.join(ties[lab])})" if ties[lab] else ""
+
+
+head = [f"On this run, **{winner}** leads the leaderboard of {len(board)} submissions alone (no rank interval overlaps "
+        "its own)" if len(lead) == 1 else f"On this run, {' and '.join(f'**{k}**' for k in lead)} share the lead of "
+        f"the leaderboard of {len(board)} submissions (overlapping rank intervals)"]
+ctrl = [k for k in leaderboard.DEMO_CONTROLS if k in board.index]
+apart = {k: bool(board.loc[k, "mean_rank_lo"] > board.loc[ctrl, "mean_rank_hi"].max()) if ctrl else False
+         for k in board.index}  # its interval lies wholly behind every noise-free control's
 if "Reconstructed" in board.index:
     head.append(f"the realistic *Reconstructed* submission (noisy maps from simulated particle images) ranks "
-                f"{board.index.get_loc('Reconstructed') + 1}, behind the noise-free GT-derived controls"
-                if board.index.get_loc("Reconstructed") >= 2 else
-                f"the realistic *Reconstructed* submission ranks {board.index.get_loc('Reconstructed') + 1}")
+                f"{board.index.get_loc('Reconstructed') + 1}{overlaps('Reconstructed')}"
+                + (", behind the noise-free GT-derived controls" if apart["Reconstructed"] else ""))
 for lab in [k for k in board.index if subs[k].provenance.get("method")]:
     head.append(f"{lab}, a real method trained on the demo's particle images, ranks {board.index.get_loc(lab) + 1} "
-                f"of {len(board)}")
+                f"of {len(board)}{overlaps(lab)}")
 if len(caught):
     head.append(f"{int(caught.sum())} of {len(caught)} deliberately degraded submissions are caught by the metric "
                 "family aimed at their defect")
@@ -214,12 +243,56 @@ print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderb
       + (f"; {fails.label.nunique()} submission(s) failed somewhere (table above)" if len(fails) else ""))
 
 # %% [markdown]
-# ## The leaderboard
-# Colour = rank on each metric (dark = best), the mean rank first. Values within each other's
-# uncertainty share a rank (the midpoint of their rank interval, in `leaderboard.csv` as
+# ## The leaderboard by family
+# Each family of questions — is each map right (volume), is the motion covered (transport), is
+# the subspace right (subspace), are the populations right (distribution), do the maps explain
+# the images (image) — counts once: its rank is the mean of its separating metrics' ranks, and
+# the overall rank is the mean of the family ranks (five population-blind map metrics no longer
+# outvote the three that see populations). The interval is the 2.5–97.5 % range of the overall
+# rank when every value is redrawn within its error bar (`helpers.leaderboard`); two submissions
+# whose intervals overlap are *tied* and the text does not order them. Families marked † are shown
+# but left out (no separating metric, or underpowered); "—" = no rank (unmeasured, or error
+# unknown: `unranked`).
+
+# %%
+fam_cols = [c for c in board if c.startswith("family_rank_")]
+fam_show = pd.DataFrame({
+    "place": range(1, len(board) + 1), "mean rank": board["mean_rank"],
+    "interval": [f"{a:.2f}–{b:.2f}" for a, b in zip(board.mean_rank_lo, board.mean_rank_hi)],
+    **{c[12:] + ("" if c[12:] in fam_in else " †"): board[c] for c in fam_cols},
+    "unranked": board["unranked"], "tied with (intervals overlap)": board["tied_with"].str.replace("; ", ", ")},
+    index=board.index)
+fam_show.style.background_gradient(cmap="cividis", subset=[c for c in fam_show if c not in
+                                                            ("place", "interval", "unranked",
+                                                             "tied with (intervals overlap)")]) \
+    .format(precision=2, na_rep="—").set_properties(subset=["tied with (intervals overlap)"], **{"text-align": "left"})
+
+# %% tags=["remove-input"]
+if ctrl:
+    degraded = [k for k in dict.fromkeys([d[0] for d in leaderboard.DEMO_DEFECTS] + [u[0] for u in
+                                                                                    leaderboard.DEMO_UNDONE])
+                if k in board.index]
+    worst_ctrl = board.loc[ctrl, "mean_rank"].max()
+    below = [k for k in degraded if board.loc[k, "mean_rank"] > worst_ctrl]
+    sane = [f"{' and '.join(k for k in lead if k in ctrl) or 'no GT-derived control'} "
+            + ("holds" if len(lead) == 1 else "share") + " first place"
+            + (f" (with {', '.join(k for k in lead if k not in ctrl)})" if set(lead) - set(ctrl) else ""),
+            f"{len(below)} of {len(degraded)} degraded mocks rank below every noise-free control ("
+            f"{sum(apart[k] for k in degraded)} with intervals wholly behind theirs)"
+            + ("" if len(below) == len(degraded) else f"; not below: {', '.join(k for k in degraded if k not in below)}"),
+            f"resolution separates {metric_info.loc['resolution_A', 'separated_pairs']:.0%} of the pairs "
+            f"({ranks['resolution_A'].nunique()} distinct ranks)"]
+    sane += [f"{k} (a real method) is scored, place {board.index.get_loc(k) + 1}" for k in board.index
+             if subs[k].provenance.get("method")]
+    display(Markdown("**What the demo shows.** " + "; ".join(sane) + "."))
+
+# %% [markdown]
+# ## Every metric's rank
+# Colour = rank on each metric (dark = best), the overall mean rank first. Values within each
+# other's uncertainty share a rank (the midpoint of their rank interval, in `leaderboard.csv` as
 # `rank_<metric>_interval`); metrics marked † separate too few pairs, or (image metrics) scored
 # fewer images than they need to order the submissions (*underpowered*, in `metrics.csv`), and
-# stay out of the mean rank. A submission can lead on one family and trail on another — that is the point of scoring
+# stay out of their family's rank. A submission can lead on one family and trail on another — that is the point of scoring
 # on all of them.
 
 # %%
@@ -232,18 +305,20 @@ pal = sns.color_palette("cividis", len(board)).as_hex()  # colour-blind safe; da
 
 def by_rank(col):
     r = ranks.loc[col.index, back[col.name]]
-    return [f"background-color: {pal[int(k) - 1]}; color: {'white' if k <= len(board) / 2 else 'black'}" for k in r]
+    return ["" if np.isnan(k) else f"background-color: {pal[int(k) - 1]}; color: "
+            f"{'white' if k <= len(board) / 2 else 'black'}" for k in r]
 
 
 limited = board.index[board.get("nyquist_limited", pd.Series(False, index=board.index)).fillna(False).astype(bool)]
 res_col = shown["resolution_A"]
-show[res_col] = [f"{v:.2f}" + (" (Nyquist-limited)" if k in limited else "") for k, v in show[res_col].items()]
+show[res_col] = [f"{v:.2f}" + (" (Nyquist-limited)" if k in limited else "") if v == v else "—"
+                 for k, v in show[res_col].items()]
 if len(limited):  # a resolution at a submission's own Nyquist: its grid, not its maps, sets the value
     display(Markdown("Resolution reported as *Nyquist-limited*: its FSC crossed finer than twice the voxel size "
                      "the maps were made at, which resampling cannot improve; the value shown is that limit ("
                      + ", ".join(f"{k}: {board.loc[k, 'native_nyquist_A']:.2f} Å" for k in limited) + ")."))
 show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).background_gradient(
-    cmap="cividis", subset=["mean rank"]).format(precision=2)
+    cmap="cividis", subset=["mean rank"]).format(precision=2, na_rep="—")
 
 # %% [markdown]
 # Each metric with its error bar (std over replicates for EMD/KL, bootstrap over images for the
@@ -289,11 +364,14 @@ for lab in real:
     run = run if run.get("label") == lab else {}
     m = pl["metrics"]
     method = subs[lab].provenance["method"]
-    below = list(board.index[pl["position"]:])
     txt = [f"**What the demo shows.** {lab} (" + (f"{method}, " if method != lab else "") + "a real method's output) is "
-           f"{pl['position']} of {pl['n']} by mean rank ({board.loc[lab, 'mean_rank']:.2f})"
-           + (f", between {pl['above']} and {pl['below']}" if pl["above"] and pl["below"] else "")
-           + (f"; it ranks ahead of {', '.join(below)}" if below else "")]
+           f"{pl['position']} of {pl['n']} by mean rank ({board.loc[lab, 'mean_rank']:.2f}, interval "
+           f"{board.loc[lab, 'mean_rank_lo']:.2f}–{board.loc[lab, 'mean_rank_hi']:.2f})"
+           + (f"; its interval overlaps those of {', '.join(pl['tied'])}, so it is not ordered against them"
+              if pl["tied"] else "")
+           + (f"; it ranks ahead of {', '.join(pl['ahead_of'])} and behind {', '.join(pl['behind'])} (intervals apart)"
+              if pl["ahead_of"] and pl["behind"] else f"; it ranks ahead of {', '.join(pl['ahead_of'])} (intervals apart)"
+              if pl["ahead_of"] else f"; it ranks behind {', '.join(pl['behind'])} (intervals apart)" if pl["behind"] else "")]
     if "vs_compare" in m:
         for verdict in ("better", "worse"):
             ms_ = m.index[m.vs_compare == verdict]
@@ -406,8 +484,8 @@ fig.tight_layout()
 # %% [markdown]
 # ## Can the GT-free scores be trusted? (calibration on the demo)
 # The image metrics exist because real data has no GT. Here the GT is known, so their ranking
-# can be checked against the *GT-based ranking*: the mean rank over the GT-based metrics that
-# enter the leaderboard's mean rank (map, subspace and distribution metrics). Per image metric:
+# can be checked against the *GT-based ranking*: the mean of the family ranks of the GT-based
+# families that enter the leaderboard's overall rank (volume, transport, subspace, distribution). Per image metric:
 # Spearman's rank correlation with it (+1 = same order), a 95 % percentile bootstrap interval
 # over submissions (2000 resamples with replacement, `helpers.calibration`), and the pairs it
 # orders opposite to the GT ranking — all of them, and those where both sides are significant
@@ -421,7 +499,7 @@ display(metric_info.rename(index=leaderboard.NAMES).style.format(
 image_m = [m for m in per_image if m in better]
 gt_m = [m for m in better if m not in image_m and metric_info.loc[m, "in_mean_rank"]]
 labs = list(board.index)
-gt_rank = ranks.loc[labs, gt_m].mean(axis=1)
+gt_rank = board.loc[labs, [f"family_rank_{f}" for f in fam_in if f != "image"]].mean(axis=1)
 votes = sum(leaderboard.significance(board.loc[labs, m], errs.loc[labs, m] if m in errs else None, better[m])
             .astype(int) for m in gt_m)
 gt_sig = votes > len(gt_m) / 2  # [i, j]: most GT-based metrics call i significantly better than j
@@ -445,7 +523,7 @@ for a, m in zip(axes[0], image_m):
     a.errorbar(gt_rank, board.loc[labs, m], yerr=errs.loc[labs, m], fmt="o", ms=4, color="0.3", lw=1)
     for lab in labs:
         a.annotate(lab, (gt_rank[lab], board.loc[lab, m]), fontsize=7, xytext=(3, 2), textcoords="offset points")
-    a.set_xlabel("GT-based mean rank (1 = best)")
+    a.set_xlabel("GT-based family rank (1 = best)")
     a.set_ylabel(leaderboard.NAMES.get(m, m) + (" (nats / image vs GT)" if m == "loglik_per_image" else " (CC, unitless)"))
     a.set_title(f"ρ = {cal.loc[m, 'rho']:.2f} [{cal.loc[m, 'lo']:.2f}, {cal.loc[m, 'hi']:.2f}]", fontsize=10)
 fig.tight_layout()
