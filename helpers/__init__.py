@@ -5,6 +5,7 @@ One module per concern (README "Layout" lists the rest of the repository):
 ``backend``          device choice (CUDA when present, else CPU), memory-sized chunks, progress bars
 ``paths``            repository-relative paths, atomic writes, result files
 ``errors``           :class:`InputError`, the one exception for bad user input
+``catalogue``        which family of questions each metric answers (volume, transport, subspace, distribution, image)
 ``schema``           pydantic schemas of the challenge config; notices of automatic fixes
 ``manifest``         the run manifest, staged chapter outputs, per-submission failures
 ``mapset``           :class:`MapSet`, the one data model for a set of maps

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import verdicts
+from . import catalogue, verdicts
 from .distribution import kl
 from .fourier import as_tensor, irfftn3, rfftn3
 from .geometry import axis_angle_to_matrix, rotate_volume
@@ -316,13 +316,7 @@ BETTER = {
     "emd_submitted": "low", "emd_optimised": "low", "kl_submitted": "low", "kl_optimised": "low",
     "loglik_per_image": "high", "best_cc": "high",
 }
-FAMILY = {
-    "resolution_A": "volume", "fsc_area": "volume", "l2": "volume", "corr": "volume", "bioem": "volume",
-    "sw_A": "transport", "gw_coverage_A": "transport", "pw_coverage_A": "transport",
-    "pcv_gt_captured": "subspace", "pcv_set_in_gt": "subspace",
-    "emd_submitted": "distribution", "emd_optimised": "distribution", "kl_submitted": "distribution",
-    "kl_optimised": "distribution", "loglik_per_image": "image", "best_cc": "image",
-}
+FAMILY = catalogue.FAMILY  # {metric: family} (helpers.catalogue)
 METRIC_NAMES = {
     "resolution_A": "resolution (Å)", "fsc_area": "FSC area", "l2": "L2 per voxel", "corr": "correlation",
     "bioem": "BioEM −log P", "sw_A": "sliced W (Å)", "gw_coverage_A": "GW coverage (Å)",
