@@ -216,15 +216,20 @@ ctrl = [k for k in leaderboard.DEMO_CONTROLS if k in board.index]
 apart = {k: bool(board.loc[k, "mean_rank_lo"] > board.loc[ctrl, "mean_rank_hi"].max()) if ctrl else False
          for k in board.index}  # its interval lies wholly behind every noise-free control's
 if "Reconstructed" in board.index:
+    ahead = [k for k in board.index if board.loc[k, "mean_rank_hi"] < board.loc["Reconstructed", "mean_rank_lo"]]
     head.append(f"the realistic *Reconstructed* submission (noisy maps from simulated particle images) ranks "
                 f"{board.index.get_loc('Reconstructed') + 1}{overlaps('Reconstructed')}"
-                + (", behind the noise-free GT-derived controls" if apart["Reconstructed"] else ""))
+                + (f", behind {', '.join(ahead)} (rank intervals apart)" if ahead else ""))
 for lab in [k for k in board.index if subs[k].provenance.get("method")]:
     head.append(f"{lab}, a real method trained on the demo's particle images, ranks {board.index.get_loc(lab) + 1} "
                 f"of {len(board)}{overlaps(lab)}")
 if len(caught):
+    missed_ = checks[(checks.metric != "all") & (checks.verdict != "caught")]
     head.append(f"{int(caught.sum())} of {len(caught)} deliberately degraded submissions are caught by the metric "
-                "family aimed at their defect")
+                "family aimed at their defect"
+                + (" (" + ", ".join(f"{r.mock} {r.verdict} by {leaderboard.NAMES.get(r.metric, r.metric)}"
+                                    for r in missed_.itertuples()) + ")" if len(missed_) else
+                   ", each by every metric aimed at it"))
 with atomic_write(out / "summary" / "headline.md", "w") as fh:
     fh.write("; ".join(head) + " (chapter 8, computed by the last build).\n")
 Markdown(verdict)
