@@ -94,7 +94,7 @@ save_csv(out / "preprocessing_report.csv", report)
 if len(failed):
     display(failed)  # noqa: F821 (IPython)
 print(f"{len(sets)} of {len(entries)} submissions preprocessed" + (f"; {len(failed)} failed (listed above)" if len(failed) else ""))
-plots.readable(report.round(3))
+plots.readable(report.drop(columns=["shift_in", "shift_out"], errors="ignore").round(3))  # shifts: in the CSV
 
 # %% [markdown]
 # ## Before and after

@@ -161,7 +161,8 @@ if len(failed):
     display(failed)
 results = {k: v for k, v in results.items() if k in failures.ok}
 subs = {k: v for k, v in subs.items() if k in failures.ok}
-plots.readable(summary.set_index("label").round(2))
+plots.readable(summary.set_index("label").drop(columns=["best_res_median_raw_A", "native_voxel_A",
+                                                 "n_maps_nyquist_limited"], errors="ignore").round(2))  # all in summary.csv
 
 # %% [markdown]
 # ## Resolution of each submitted map against its best GT match (Fig. 2E)

@@ -262,13 +262,15 @@ print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderb
 # %%
 fam_cols = [c for c in board if c.startswith("family_rank_")]
 fam_show = pd.DataFrame({
-    "place": range(1, len(board) + 1), "mean rank": board["mean_rank"],
+    "mean rank": board["mean_rank"],
     "interval": [f"{a:.2f}–{b:.2f}" for a, b in zip(board.mean_rank_lo, board.mean_rank_hi)],
     **{c[12:] + ("" if c[12:] in fam_in else " †"): board[c] for c in fam_cols},
     "unranked": board["unranked"], "tied with (intervals overlap)": board["tied_with"].str.replace("; ", ", ")},
     index=board.index)
+if not board["unranked"].fillna("").astype(bool).any():
+    fam_show = fam_show.drop(columns="unranked")  # every submission has every metric
 fam_show.style.background_gradient(cmap="cividis", subset=[c for c in fam_show if c not in
-                                                            ("place", "interval", "unranked",
+                                                            ("interval", "unranked",
                                                              "tied with (intervals overlap)")]) \
     .format(precision=2, na_rep="—").set_properties(subset=["tied with (intervals overlap)"], **{"text-align": "left"})
 
@@ -316,10 +318,10 @@ def by_rank(col):
 
 limited = board.index[board.get("nyquist_limited", pd.Series(False, index=board.index)).fillna(False).astype(bool)]
 res_col = shown["resolution_A"]
-show[res_col] = [f"{v:.2f}" + (" (Nyquist-limited)" if k in limited else "") if v == v else "—"
+show[res_col] = [f"{v:.2f}" + (" ‡" if k in limited else "") if v == v else "—"
                  for k, v in show[res_col].items()]
 if len(limited):  # a resolution at a submission's own Nyquist: its grid, not its maps, sets the value
-    display(Markdown("Resolution reported as *Nyquist-limited*: its FSC crossed finer than twice the voxel size "
+    display(Markdown("‡ Resolution reported as *Nyquist-limited*: its FSC crossed finer than twice the voxel size "
                      "the maps were made at, which resampling cannot improve; the value shown is that limit ("
                      + ", ".join(f"{k}: {board.loc[k, 'native_nyquist_A']:.2f} Å" for k in limited) + ")."))
 show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).background_gradient(
