@@ -284,6 +284,8 @@ def draw_metric(metric):
         a.plot(x[det], z[det], "o", ms=5, color="#332288", zorder=2)
         a.plot(x[~det], z[~det], "o", ms=5, mfc="white", mec="#332288", zorder=2)
         a.set_yscale("symlog", linthresh=5)
+        a.set_yticks([-1e4, -100, 0, 100, 1e4], ["≤−10⁴", "−10²", "0", "10²", "≥10⁴"])
+        a.set_ylim(-3e4, 3e4)
         a.set_xticks(x, [rb.DEGRADATIONS[d].format(v) if rb.DEGRADATIONS[d].unit in ("flipped", "shuffled")
                          else f"{v:g}" for v in s_.level], fontsize=9)
         a.set_xlim(-0.5, max(len(s_) - 0.5, 0.5))

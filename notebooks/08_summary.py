@@ -501,8 +501,9 @@ fig.tight_layout()
 # the mean rank and why (`summary/metrics.csv`):
 
 # %%
-display(metric_info.rename(index=leaderboard.NAMES).style.format(
-    {"separated_pairs": "{:.2f}", "n_images": "{:.0f}", "images_needed": "{:.0f}"}, na_rep="—"))
+display(plots.readable(metric_info.drop(columns=["has_error_bar", "unranked"], errors="ignore")
+                      .rename(index=leaderboard.NAMES)).style.format(
+    {"separated pairs": "{:.2f}", "n images": "{:.0f}", "images needed": "{:.0f}"}, na_rep="—"))  # all in metrics.csv
 image_m = [m for m in per_image if m in better]
 gt_m = [m for m in better if m not in image_m and metric_info.loc[m, "in_mean_rank"]]
 labs = list(board.index)
