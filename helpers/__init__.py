@@ -21,6 +21,7 @@ One module per concern (README "Layout" lists the rest of the repository):
 ``subspace``         PCA, percentage of captured variance, common subspace
 ``distribution``     EMD / KL between GT and submitted or optimised populations
 ``leaderboard``      ranks that respect error bars (ties within uncertainty), metrics that separate
+``headline``         the front page's leaderboard sentence, written from chapter 8's tables
 ``calibration``      GT-free scores against the GT-based ranking: Spearman with a bootstrap interval, misordered pairs
 ``projection``       Fourier-slice projector and CTF
 ``reconstruct``      Wiener-filtered direct Fourier reconstruction from particle images (the demo's mocks)

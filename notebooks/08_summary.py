@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import calibration, image_metrics, io, leaderboard, manifest, plots, robustness, widgets
+from helpers import calibration, headline, image_metrics, io, leaderboard, manifest, plots, robustness, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import atomic_write, resolve, save_csv
@@ -200,38 +200,13 @@ verdict = (f"**Verdict.** {ends[0].upper() + ends[1:]}. The overall rank is the 
            + (f"; left out as underpowered (fewer images scored than needed to order the submissions): "
               + ", ".join(f"{m} ({metric_info.loc[m, 'n_images']:.0f} images, {metric_info.loc[m, 'images_needed']:.0f} "
                           "needed)" for m in underpowered) if underpowered else "") + ".")
-# the headline for the book's front page (book/intro.md includes it)
-caught = checks[checks.metric != "all"].groupby("mock").verdict.apply(lambda v: (v == "caught").any()) if len(checks) else pd.Series(dtype=bool)
+# the headline for the book's front page (book/intro.md includes it), written from the tables
 lead = [winner] + ties[winner]
-
-
-def overlaps(lab):
-    return f" (its rank interval overlaps {', '.join(ties[lab])})" if ties[lab] else ""
-
-
-head = [f"On this run, **{winner}** leads the leaderboard of {len(board)} submissions alone (no rank interval overlaps "
-        "its own)" if len(lead) == 1 else f"On this run, {' and '.join(f'**{k}**' for k in lead)} share the lead of "
-        f"the leaderboard of {len(board)} submissions (overlapping rank intervals)"]
 ctrl = [k for k in leaderboard.DEMO_CONTROLS if k in board.index]
 apart = {k: bool(board.loc[k, "mean_rank_lo"] > board.loc[ctrl, "mean_rank_hi"].max()) if ctrl else False
          for k in board.index}  # its interval lies wholly behind every noise-free control's
-if "Reconstructed" in board.index:
-    ahead = [k for k in board.index if board.loc[k, "mean_rank_hi"] < board.loc["Reconstructed", "mean_rank_lo"]]
-    head.append(f"the realistic *Reconstructed* submission (noisy maps from simulated particle images) ranks "
-                f"{board.index.get_loc('Reconstructed') + 1}{overlaps('Reconstructed')}"
-                + (f", behind {', '.join(ahead)} (rank intervals apart)" if ahead else ""))
-for lab in [k for k in board.index if subs[k].provenance.get("method")]:
-    head.append(f"{lab}, a real method trained on the demo's particle images, ranks {board.index.get_loc(lab) + 1} "
-                f"of {len(board)}{overlaps(lab)}")
-if len(caught):
-    missed_ = checks[(checks.metric != "all") & (checks.verdict != "caught")]
-    head.append(f"{int(caught.sum())} of {len(caught)} deliberately degraded submissions are caught by the metric "
-                "family aimed at their defect"
-                + (" (" + ", ".join(f"{r.mock} {r.verdict} by {leaderboard.NAMES.get(r.metric, r.metric)}"
-                                    for r in missed_.itertuples()) + ")" if len(missed_) else
-                   ", each by every metric aimed at it"))
 with atomic_write(out / "summary" / "headline.md", "w") as fh:
-    fh.write("; ".join(head) + " (chapter 8, computed by the last build).\n")
+    fh.write(headline.front_page(board, checks, [k for k in board.index if subs[k].provenance.get("method")]) + "\n")
 Markdown(verdict)
 
 # %% [markdown]

@@ -227,3 +227,28 @@ def test_the_interval_contains_the_point_and_overlapping_intervals_tie():
     assert apart.startswith("A (1.00, interval 1.00–1.00) holds the lead alone")
     pl = lb.placement(board, "C", better, compare=None)
     assert set(pl["behind"]) == {"A", "B", "B2"} and pl["tied"] == [] and pl["ahead_of"] == []
+
+
+def test_front_page_sentence_follows_the_tables():
+    """The front-page sentence changes when its tables change: a miss in the defect checks is
+    named, a submission is 'behind' exactly those whose interval lies wholly ahead of its own,
+    and overlapping leaders share the lead."""
+    from helpers.headline import front_page
+
+    board = pd.DataFrame({"mean_rank": [1.0, 2.0, 4.0, 6.0], "mean_rank_lo": [1.0, 1.8, 3.5, 5.0],
+                          "mean_rank_hi": [1.2, 2.5, 4.5, 7.0]}, index=["GT", "20 maps", "Reconstructed", "cryoDRGN"])
+    checks = pd.DataFrame({"mock": ["Bimodal", "Bimodal", "Low-pass"], "metric": ["emd_submitted", "kl_submitted",
+                           "resolution_A"], "verdict": ["caught", "caught", "caught"]})
+    s = front_page(board, checks, methods=["cryoDRGN"])
+    assert "**GT** leads the leaderboard of 4 submissions alone" in s
+    assert "*Reconstructed* submission (noisy maps from simulated particle images) ranks 3, behind GT, 20 maps" in s
+    assert "cryoDRGN, a real method trained on the demo's particle images, ranks 4 of 4" in s
+    assert "2 of 2 deliberately degraded submissions are caught" in s and "each by every metric aimed at it" in s
+    checks.loc[1, "verdict"] = "missed"                      # KL misses the Bimodal populations
+    s = front_page(board, checks, methods=["cryoDRGN"])
+    assert "(Bimodal missed by KL submitted)" in s and "each by every metric" not in s
+    board.loc["20 maps", "mean_rank_hi"] = 3.6               # 20 maps' interval now overlaps Reconstructed's
+    board.loc["GT", "mean_rank_hi"] = 1.9                    # and GT's overlaps 20 maps'
+    s = front_page(board, checks, methods=["cryoDRGN"])
+    assert "ranks 3 (its rank interval overlaps 20 maps), behind GT (rank intervals apart)" in s
+    assert "**GT** and **20 maps** share the lead" in s
