@@ -40,6 +40,7 @@ align_inplane = 24  # in-plane angles of the coarse grid
 
 # %%
 import time
+import warnings
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
@@ -71,9 +72,13 @@ for e in entries:
         ms = e.read()
         raw[e.label] = SimpleNamespace(box=ms.box, voxel_size=ms.voxel_size, section=np.array(ms.maps[0][ms.box // 2]))
         t = time.time()
-        pre, rep = preprocess.preprocess_submission(
-            ms, gt_box, gt_voxel, flip=e.flip, align=e.align, reference=reference,
-            align_kwargs=dict(box_ds=align_box, n_directions=align_directions, n_inplane=align_inplane))
+        with warnings.catch_warnings(record=True) as notes:  # printed as notes, without the module's path
+            warnings.simplefilter("always")
+            pre, rep = preprocess.preprocess_submission(
+                ms, gt_box, gt_voxel, flip=e.flip, align=e.align, reference=reference,
+                align_kwargs=dict(box_ds=align_box, n_directions=align_directions, n_inplane=align_inplane))
+        for w in notes:
+            print(f"note: {w.message}")
         rep["seconds"] = time.time() - t
         truth = e.extra.get("hetbook_truth", {})
         if "rotation_matrix" in truth and "rotation_matrix" in rep:

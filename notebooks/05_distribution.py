@@ -178,7 +178,7 @@ fig.tight_layout()
 # %%
 piv = rep.groupby(["label", "metric"])["EMD_submitted"].mean().unstack()
 fig, ax = plt.subplots(figsize=(6, 4.5))
-sns.heatmap(piv.div(piv.max(0), axis=1), annot=piv.round(2).values, fmt="", cmap="rocket_r", ax=ax,
+sns.heatmap(piv.div(piv.max(axis=0), axis=1), annot=piv.round(2).values, fmt="", cmap="rocket_r", ax=ax,
             cbar_kws={"label": "EMD (submitted) / largest in its column"})
 ax.set_title("EMD with submitted populations, per cost metric")
 fig.tight_layout()

@@ -167,6 +167,10 @@ def test_level_tests_are_paired_t_tests_with_holm_in_severity_order():
             np.testing.assert_allclose(row.diff, (x - base).mean(), rtol=1e-12)
             ps.append(t.pvalue)
         np.testing.assert_allclose(c.p_holm, _holm_loop(ps), rtol=1e-12)
+        # the |t| each level needed at its Holm step (what the chapter's figure draws): scipy's quantile
+        from scipy.stats import t as student
+        step = np.argsort(np.argsort(ps, kind="stable"), kind="stable")
+        np.testing.assert_allclose(c.crit, student.isf(0.05 / (len(ps) - step) / 2, 4), rtol=1e-9)
         assert (c.detected == ((c.p_holm <= 0.05) & (c["diff"].abs() > c.floor))).all()
 
 
