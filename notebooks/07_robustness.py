@@ -65,7 +65,7 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # level resampled over the same images). A level is *detected* when its p-value, **Holm-adjusted
 # over the levels of its degradation × metric cell**, is ≤ 0.05 and the change exceeds 0.1 % of
 # the base (rounding is not a defect); so on pure noise a cell calls anything with probability
-# ≤ 5 % (tested over 200 null tables: 12.6 % of cells without the Holm step, under 5 % with it).
+# ≤ 5 % (tested over 200 null tables: 12.6 % of cells called without the Holm step, 4.9 % with it).
 # Levels are ordered by severity from the degradation's definition (lower SNR and fewer maps are
 # worse), and the **threshold** is the least severe detected level; *saturates*: the two most
 # severe levels are both detected and do not differ from each other; *wrong way*: the least
