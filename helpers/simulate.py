@@ -20,7 +20,9 @@ Pipeline (:func:`make_dataset`), each step a function:
 6. GT written as the challenge does (``gt/maps_gt.npy``, ``gt/metadata.csv``, ``gt/mask.mrc``,
    ``gt/reference.mrc``); mock submissions as folders of MRC maps + ``populations.txt`` and one
    ``submissions/submission_config.json``; particle images as ``particles/particles.mrcs`` +
-   ``particles.star``.
+   ``particles.star`` (the images methods train on) and, with ``n_heldout`` > 0,
+   ``particles/heldout.mrcs`` + ``heldout.star``: an independent draw no method sees, for the
+   image metrics (chapter 6) to score every submission on images none was made from.
 7. :func:`build_mocks`: the noise-free controls (Averaged / Sampled GT), "Reconstructed" (a
    method with perfect classification and poses: ``n_recon_images`` simulated particle images,
    one Wiener-filtered reconstruction per PC1 group, :mod:`helpers.reconstruct`) and one
@@ -47,7 +49,7 @@ from .reconstruct import reconstruct
 ATOMIC_NUMBER = {"C": 6, "N": 7, "O": 8, "S": 16, "P": 15, "H": 1}
 # Bumped whenever the generated data change meaning; a data folder of another version is refused
 # (helpers.run.ensure_data) rather than silently mixed with new results.
-DATA_VERSION = 3  # 3: STAR files with every column RELION, cryoDRGN and cryoSPARC read (phase shift, …)
+DATA_VERSION = 4  # 4: a held-out particle stack (particles/heldout.star) no method trains on
 GT_PATHS = ("dims",)  # one coherent motion; DIMS2 is the "other path" mock, TMD is unused
 
 
@@ -327,7 +329,7 @@ def star_tables(table: pd.DataFrame, pixel_size: float, box: int, voltage: float
 DEFAULTS = dict(box=64, voxel_size=2.146, n_gt=400, n_maps=80, n_small=20, coord_noise=0.3,
                 bfactor=30.0, n_images=2000, snr=0.05, max_shift=2.0, seed=0,
                 rotation_axis=(1.0, 2.0, 3.0), rotation_deg=40.0, other_voxel_factor=1.5,
-                noise_fraction=2.0, lowpass_range=(14.0, 22.0), n_recon_images=24000,
+                noise_fraction=2.0, lowpass_range=(14.0, 22.0), n_recon_images=24000, n_heldout=0,
                 missing_above=0.6)
 
 
@@ -405,21 +407,31 @@ def make_dataset(out_dir, adk_npz, **params) -> dict:
 
     part_dir = out / "particles"
     if not part_dir.exists() and p["n_images"] > 0:
-        import starfile
-
-        rng = np.random.default_rng(p["seed"] + 2)
-        noisy, clean, table, sigma = simulate_particles(maps, pops, p["n_images"], vs, rng, p["snr"], p["max_shift"])
         tmp = _partial(part_dir)
-        write_mrc(tmp / "particles.mrcs", noisy, vs)
-        write_mrc(tmp / "clean_examples.mrcs", clean[:16], vs)
-        optics, table = star_tables(table, vs, box)
-        starfile.write({"optics": optics, "particles": table}, tmp / "particles.star")
-        save_json(tmp / "simulation.json", {"snr": p["snr"], "noise_sigma": sigma,
-                                            "snr_definition": "Var(clean CTF-modulated line-sum projection over the whole box) / sigma^2",
-                                            "projection": "line sum over voxels", "ctf_sign": "RELION (+A at k=0)"})
+        _write_particles(tmp, "particles", maps, pops, p["n_images"], np.random.default_rng(p["seed"] + 2), p)
+        if p["n_heldout"] > 0:
+            _write_particles(tmp, "heldout", maps, pops, p["n_heldout"], np.random.default_rng(p["seed"] + 3), p)
         tmp.rename(part_dir)
     save_json(out / "manifest.json", manifest)
     return manifest
+
+
+def _write_particles(folder: Path, stem: str, maps, pops, n: int, rng, p: dict) -> None:
+    """``n`` simulated particle images as ``<stem>.mrcs`` + ``<stem>.star`` in ``folder`` (and,
+    for the training stack, 16 clean examples and ``simulation.json``)."""
+    import starfile
+
+    vs, box = p["voxel_size"], p["box"]
+    noisy, clean, table, sigma = simulate_particles(maps, pops, n, vs, rng, p["snr"], p["max_shift"])
+    table["rlnImageName"] = [f"{i + 1:06d}@{stem}.mrcs" for i in range(n)]
+    write_mrc(folder / f"{stem}.mrcs", noisy, vs)
+    optics, table = star_tables(table, vs, box)
+    starfile.write({"optics": optics, "particles": table}, folder / f"{stem}.star")
+    if stem == "particles":
+        write_mrc(folder / "clean_examples.mrcs", clean[:16], vs)
+        save_json(folder / "simulation.json", {"snr": p["snr"], "noise_sigma": sigma,
+                                               "snr_definition": "Var(clean CTF-modulated line-sum projection over the whole box) / sigma^2",
+                                               "projection": "line sum over voxels", "ctf_sign": "RELION (+A at k=0)"})
 
 
 def reconstruct_groups(images, table, group_of_map, n_groups: int, pixel_size: float,
