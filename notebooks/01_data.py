@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import io, plots, widgets
+from helpers import io, plots, story, widgets
 from helpers.paths import resolve, save_json
 
 plots.set_style()
@@ -125,14 +125,4 @@ pd.Series(summary)
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-lo, hi = gt.pc1.min(), gt.pc1.max()
-thirds = np.bincount(np.digitize(gt.pc1, [lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3]), weights=gt.populations,
-                     minlength=3)
-frac = summary["md_pc1_variance_fraction"]
-Markdown(f"**What the demo shows.** {gt.n_maps} GT maps of {gt.box}³ at {gt.voxel_size} Å span MD-PC1 from "
-         f"{lo:.0f} to {hi:.0f}" + (f"; that one coordinate carries {100 * frac:.0f} % of the atomic motion's variance"
-                                    if frac else "")
-         + f". The population is split {100 * thirds[0]:.0f} / {100 * thirds[1]:.0f} / {100 * thirds[2]:.0f} % between "
-         "the closed, middle and open thirds of the motion (the challenge's three modes with a weaker middle one). "
-         f"{summary['n_particles']} particle images" + (f" at SNR {summary['snr']}" if summary["snr"] else "")
-         + " are what chapter 6 scores the maps against.")
+Markdown(story.data_summary(summary, gt.pc1, gt.populations))

@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import io, manifest, plots, preprocess
+from helpers import io, manifest, plots, preprocess, story
 from helpers.geometry import rotation_angle
 from helpers.mapset import slug
 from helpers.paths import resolve, save_csv
@@ -132,26 +132,6 @@ report[report["align"]][["label", "score", "rotation_error_deg", "seconds"]].rou
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-regrid = [lab for lab in sets if raw[lab].box != gt_box or abs(raw[lab].voxel_size - gt_voxel) > 1e-6]
-flipped = report.loc[report["flip"], "label"].tolist()
-aligned = report[report["align"]]
-txt = [f"**What the demo shows.** {len(sets)} of {len(entries)} submissions are on the GT grid and frame"]
-if regrid:
-    txt.append(f"{', '.join(regrid)} came at another box or voxel size and {'was' if len(regrid) == 1 else 'were'} resampled")
-if flipped:
-    txt.append(f"{', '.join(flipped)} {'was' if len(flipped) == 1 else 'were'} mirrored as the config asks")
-is_method = report.get("method", pd.Series(index=report.index, dtype=object)).notna()
-for _, r in aligned[~is_method[aligned.index]].iterrows():  # real methods get their own sentence below
-    err = f", {r['rotation_error_deg']:.1f}° from the known rotation" if "rotation_error_deg" in r and pd.notna(r.get("rotation_error_deg")) else ""
-    txt.append(f"{r['label']} was aligned with score {r['score']:.3f}{err}"
-               + (" — doubtful, check it above" if r.get("alignment_doubtful") else ""))
-for _, r in report[is_method].iterrows():
-    if r["label"] in sets and "rotation_matrix" in sets[r["label"]].provenance:
-        angle = rotation_angle(np.array(sets[r["label"]].provenance["rotation_matrix"]))
-        txt.append(f"{r['label']}, a real method's output" + (f" ({r['method']})" if r["method"] != r["label"] else "") + ", "
-                   f"was aligned {angle:.1f}° from the identity (score {r['score']:.3f}): "
-                   + ("its maps come in the GT's frame, as the project's cryoDRGN conventions test predicts"
-                      if angle < 3 else "check the conventions of its adapter"))
-if len(failed):
-    txt.append(f"{len(failed)} failed (table above) and {'is' if len(failed) == 1 else 'are'} left out of every later chapter")
-Markdown("; ".join(txt) + ".")
+angles = {lab: float(rotation_angle(v.provenance["rotation_matrix"])) for lab, v in sets.items()
+          if "rotation_matrix" in v.provenance}  # each aligned set's rotation, degrees from the identity
+Markdown(story.preprocessing(report, len(entries), gt_box, gt_voxel, len(failed), angles))

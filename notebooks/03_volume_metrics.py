@@ -86,7 +86,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import distributed, io, manifest, nyquist, plots, widgets
+from helpers import distributed, io, manifest, nyquist, plots, story, widgets
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
@@ -189,27 +189,9 @@ fig.tight_layout()
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-med = summary.set_index("label")["best_res_median_A"].sort_values()
-at_nyq = [k for k in med.index if med[k] <= 2 * voxel_size + 1e-6]
-txt = [f"**What the demo shows.** {len(at_nyq)} of {len(med)} submissions reach Nyquist "
-       f"({2 * voxel_size:.2f} Å): {', '.join(at_nyq) or 'none'} — maps that are GT maps or averages of a few."]
-limited = flag[flag["nyquist_limited"]]
-for lab, row in limited.iterrows():
-    txt.append(f"{lab}'s maps were made at {row.native_voxel_A:.2f} Å voxels: {row.n_maps_nyquist_limited} of "
-               f"{row.n_maps} best resolutions were finer than its own Nyquist, {row.native_nyquist_A:.2f} Å "
-               f"(median {row.best_res_median_raw_A:.2f} Å as measured), which resampling onto the GT grid cannot "
-               f"earn; they are reported as {row.native_nyquist_A:.2f} Å (Nyquist-limited).")
-if "Reconstructed" in results:
-    b = results["Reconstructed"]["res"].min(0)
-    pops = subs["Reconstructed"].populations
-    hi, lo = b[pops >= np.quantile(pops, 0.75)], b[pops <= np.quantile(pops, 0.25)]
-    txt.append(f"Reconstructed, made from noisy particle images, has a median of {np.median(b):.2f} Å, from "
-               f"{b.min():.2f} to {b.max():.2f} Å: its most populated quarter of maps (most images) reaches "
-               f"{np.median(hi):.2f} Å, its least populated quarter {np.median(lo):.2f} Å, as in real data.")
-worse = [k for k in ("Noisy", "Low-pass") if k in med.index]
-if worse:
-    txt.append("The blur and noise mocks are worse still (" + ", ".join(f"{k} {med[k]:.2f} Å" for k in worse) + ").")
-Markdown(" ".join(txt))
+best_res = pd.concat(per_map, ignore_index=True) if per_map else None  # best_resolution.csv
+Markdown(story.resolution(summary, best_res, 2 * voxel_size,
+                          subs["Reconstructed"].populations if "Reconstructed" in subs else None))
 
 # %% [markdown]
 # ## Does the mask inflate the FSC?
@@ -231,13 +213,7 @@ Markdown(" ".join(txt))
 
 cols = ["label", "best_res_median_A", "best_res_corrected_median_A", "best_res_unmasked_median_A"]
 display(plots.readable(summary[cols].round(2)))
-lab_n = "Noisy" if "Noisy" in mask_fix else list(mask_fix)[-1]
-nz = summary.set_index("label").loc[lab_n]
-Markdown(f"**What the demo shows.** For the {nz.name} mock the median best resolution is "
-         f"{nz.best_res_median_A:.2f} Å masked and {nz.best_res_corrected_median_A:.2f} Å after the "
-         f"mask correction, but {nz.best_res_unmasked_median_A:.1f} Å without the mask: the soft mask "
-         f"{'adds no spurious correlation' if abs(nz.best_res_corrected_median_A - nz.best_res_median_A) < 0.1 * max(nz.best_res_unmasked_median_A - nz.best_res_median_A, 1e-9) else 'inflates the FSC: trust the corrected value'}"
-         f", and it removes the solvent noise that the unmasked FSC counts.")
+Markdown(story.mask_check(summary, "Noisy"))
 
 # %%
 freqs = np.arange(1, gt.box // 2 + 1) / (gt.box * voxel_size)  # shells 1..N/2 (1/Å)

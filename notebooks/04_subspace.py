@@ -45,7 +45,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from helpers import io, manifest, plots, preprocess, subspace
+from helpers import io, manifest, plots, preprocess, story, subspace
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
 
@@ -122,15 +122,7 @@ first.round(1).to_frame()
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-subs_first = first.drop("GT", errors="ignore")
-Markdown(f"**What the demo shows.** Every submission's subspace captures between {subs_first.min():.1f} % "
-         f"({subs_first.idxmin()}) and {subs_first.max():.1f} % ({subs_first.idxmax()}) of the GT's first "
-         "principal direction, the motion itself. "
-         + ", ".join(f"{k} {subs_first[k]:.1f} %" for k in ("Averaged GT", "Sampled GT") if k in subs_first)
-         + (" — the GT-derived controls are near the top" if {"Averaged GT", "Sampled GT"} <= set(subs_first.index) else "")
-         + {"Noisy": "; noise in the maps spreads the Noisy mock's variance over directions the GT does not use.",
-            "Missing open": "; the lowest, Missing open, has no maps for the open end of the motion."}.get(
-                subs_first.idxmin(), "."))
+Markdown(story.subspace_first(first))
 
 # %% [markdown]
 # ## Common subspace (Fig. 2D)
@@ -214,17 +206,4 @@ both = pd.DataFrame({"GT captured by set (%)": pcv.loc["GT"], "set captured by G
 both.round(1)
 
 # %% tags=["remove-input"]
-gc = both["GT captured by set (%)"]
-sg = both["set captured by GT (%)"]
-txt = [f"**What the demo shows.** The noise-free controls capture the most of the GT's variance "
-       f"({', '.join(f'{k} {gc[k]:.1f} %' for k in ('Averaged GT', 'Sampled GT') if k in gc)})."]
-if "Reconstructed" in gc:
-    txt.append(f"Reconstructed captures {gc['Reconstructed']:.1f} %, but only {sg['Reconstructed']:.1f} % of its own "
-               "variance lies in the GT's subspace: the rest is reconstruction noise, which varies from map to map "
-               "like a motion would.")
-for k, why in (("Missing open", "it never reaches the open end of the motion"),
-               ("DIMS2 path", "it follows another route between the same end states"),
-               ("20 maps", "fewer, better-resolved maps carry less noise")):
-    if k in gc:
-        txt.append(f"{k}: {gc[k]:.1f} % / {sg[k]:.1f} % — {why}.")
-Markdown(" ".join(txt))
+Markdown(story.subspace_both(both))

@@ -73,7 +73,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import distribution as dist
-from helpers import io, manifest, plots, simulate
+from helpers import io, manifest, plots, simulate, story_scores
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
@@ -124,37 +124,8 @@ plots.readable(summary.xs("l2", level="metric")[["EMD_submitted_mean", "EMD_subm
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-l2m = summary.xs("l2", level="metric")
-txt = ["**What the demo shows** (L2 cost per masked voxel, mean over replicates and window sizes; "
-       "a submission with the GT's own maps and populations scores 0)."]
-ctrl = [k for k in ("Averaged GT", "Sampled GT") if k in l2m.index]
-if ctrl:
-    txt.append("The GT-derived controls score lowest: " + ", ".join(
-        f"{k} {l2m.loc[k, 'EMD_submitted_mean']:.3f}" for k in ctrl) + " (EMD with their populations).")
-base = "Reconstructed"
-if base in l2m.index:
-    r0 = l2m.loc[base]
-    txt.append(f"{base} (maps from {len(subs[base].populations)} noisy reconstructions) scores "
-               f"{r0.EMD_submitted_mean:.3f}: its maps are farther from any GT map than the noise-free controls.")
-    for bad in ("Bimodal", "Middle mode"):
-        if bad in l2m.index:
-            b0 = l2m.loc[bad]
-            txt.append(f"{bad}, the same maps with wrong populations, scores {b0.EMD_submitted_mean:.3f} with its "
-                       f"populations (KL {b0.KL_pq_submitted_mean:.2f} against {r0.KL_pq_submitted_mean:.2f}) but "
-                       f"{b0.EMD_opt_mean:.3f} optimised, like {base}: the optimised EMD sees only the maps.")
-    if "Missing open" in l2m.index:
-        mo = l2m.loc["Missing open"]
-        txt.append(f"Missing open (no maps for the open end) is caught by the optimised EMD too "
-                   f"({mo.EMD_opt_mean:.3f} against {r0.EMD_opt_mean:.3f}): no choice of populations can move "
-                   "GT mass onto maps that do not exist.")
-    hub = l2m.max_q_opt_mean.sort_values(ascending=False)
-    txt.append(f"**Hub maps.** The optimised populations put up to {hub.iloc[0]:.0%} of the mass on one map "
-               f"({hub.index[0]}; {base} {r0.max_q_opt_mean:.0%}, Averaged GT "
-               f"{l2m.max_q_opt_mean.get('Averaged GT', np.nan):.0%}): a smoother or less noisy map is "
-               "closer in L2 to *many* GT maps than a noisy map of the right state, so windows pile onto it. "
-               "This is a property of distances between noisy maps, not of the transport; it is why KL "
-               "(built on the same cheapest-map assignment) barely separates some population errors here.")
-Markdown(" ".join(txt))
+Markdown(story_scores.distribution(summary.xs("l2", level="metric"),
+                                   {lab: len(s.populations) for lab, s in subs.items()}))
 
 # %% [markdown]
 # ## EMD per submission (Fig. 3C)

@@ -98,7 +98,7 @@ import pandas as pd
 
 from helpers import fourier
 from helpers import image_metrics as im
-from helpers import io, plots, widgets
+from helpers import io, plots, story_scores, widgets
 from helpers import robustness as rb
 from helpers.paths import load_json, resolve, save_csv
 
@@ -351,49 +351,8 @@ if deltas:
 from IPython.display import Markdown  # noqa: E402
 
 S = summary[summary.verdict != "not measured"]
-lines = []
-for d in names:
-    dd, s_ = rb.DEGRADATIONS[d], S[S.degradation == d]
-    if dd.expect == "invariant":
-        bad = s_[s_.verdict == "not invariant"]
-        lines.append(f"- **{dd.title}** (should change nothing): "
-                     + ("every metric is invariant." if bad.empty else
-                        f"{len(s_) - len(bad)} of {len(s_)} metrics are invariant; not: "
-                        + ", ".join(f"{rb.METRIC_NAMES[m]} (from {dd.format(t)})" for m, t in zip(bad.metric, bad.threshold))
-                        + "."))
-        continue
-    det = s_[s_.verdict.isin(["detects", "saturates"])].sort_values("threshold_index")
-    blind = s_[s_.verdict == "blind"].metric
-    wrong = s_[s_.verdict == "wrong way"].metric
-    first = det[det.threshold_index == det.threshold_index.min()] if len(det) else det
-    txt = f"- **{dd.title}**: "
-    txt += (("seen by " if len(sweep[d]) == 1 else f"first seen at {dd.format(first.threshold.iloc[0])} by ") + ", ".join(rb.METRIC_NAMES[m] for m in first.metric)
-            + f"; {len(det)} of {len(s_)} metrics detect it" if len(det) else "no metric detects it")
-    if len(blind):
-        txt += "; blind: " + ", ".join(rb.METRIC_NAMES[m] for m in blind)
-    under = s_[s_.verdict == "underpowered"]
-    if len(under):
-        txt += "; **underpowered** (too few images to tell): " + ", ".join(
-            f"{rb.METRIC_NAMES[m]} (needs ~{n:,.0f} images, {k:.0f} scored)"
-            for m, n, k in zip(under.metric, under.images_needed, under.n_images))
-    if len(wrong):
-        txt += "; **wrong way** (the defect looks like an improvement): " + ", ".join(rb.METRIC_NAMES[m] for m in wrong)
-    lines.append(txt + ".")
-per_metric = []
-for m in metrics_shown:
-    s_ = S[S.metric == m]
-    sees = s_[s_.verdict.isin(["detects", "saturates"])].degradation
-    blind = s_[(s_.verdict == "blind")].degradation
-    per_metric.append({"metric": rb.METRIC_NAMES[m], "detects": len(sees),
-                       "blind to": ", ".join(rb.DEGRADATIONS[d].title for d in blind) or "—",
-                       "underpowered for": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "underpowered"].degradation) or "—",
-                       "wrong way": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "wrong way"].degradation) or "—",
-                       "not invariant to": ", ".join(rb.DEGRADATIONS[d].title for d in s_[s_.verdict == "not invariant"].degradation) or "—"})
-per_metric = pd.DataFrame(per_metric).sort_values("detects", ascending=False)
-best = per_metric.iloc[0]
-Markdown("**What the demo shows, per defect.**\n\n" + "\n".join(lines) +
-         f"\n\n**Per metric.** {best.metric} detects the most defects ({best.detects} of "
-         f"{sum(rb.DEGRADATIONS[d].expect == 'detect' for d in names)}); the table below lists what each is blind to.")
+per_metric = story_scores.metric_table(S, metrics_shown)
+Markdown(story_scores.robustness(S, names, per_metric))
 
 # %% tags=["remove-input"]
 per_metric.set_index("metric").style.set_properties(**{"text-align": "left"})
