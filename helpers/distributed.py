@@ -6,11 +6,12 @@ The GT is cut into row ranges; each task opens the GT file itself (a memory-mapp
 ``.pt``, or a folder of MRC maps: no GT bytes pass through the scheduler), reads its rows once
 and scores them against every submission for every fused metric
 (:func:`helpers.volume_metrics.distance_matrices_many`); the submissions' maps are scattered to
-the workers once. Tasks are pure functions of their row range, so Dask simply reruns a task
-whose worker died, and the client writes each returned block into the rows it names: a chunk is
-never lost or counted twice (tested by killing a worker mid-run). Scattered data lost with a
-dead worker cancels the tasks that need it (Dask cannot recompute it): the submissions are then
-scattered again and those chunks resubmitted (up to three times each).
+the workers once, as one object under a fresh key (:mod:`helpers.dask_tasks`). Tasks are pure
+functions of their row range, so Dask simply reruns a task whose worker died, and the client
+writes each returned block into the rows it names: a chunk is never lost or counted twice
+(tested by killing a worker mid-run). Scattered data lost with a dead worker cancels the tasks
+that need it (Dask cannot recompute it): it is then scattered again and those tasks
+resubmitted (up to three times each), or a clear error ends the pass.
 
 Where to run (the ``dask_scheduler`` / ``dask_workers`` parameters of chapters 3 and 6):
 
@@ -42,8 +43,9 @@ def make_client(scheduler: str = "", n_workers: int = 0):
     return Client(cluster)
 
 
-def _score_rows(gt_path, a: int, b: int, subs: dict, mask, metrics, voxel_size: float, delay: float = 0.0):
-    """Worker side: rows a:b of the GT at ``gt_path`` against every submission."""
+def _score_rows(payload: dict, gt_path, a: int, b: int, metrics, voxel_size: float, delay: float = 0.0):
+    """Worker side: rows a:b of the GT at ``gt_path`` against every submission of ``payload``
+    (dict(subs={label: maps}, mask))."""
     import time
 
     from .io import read_gt_maps
@@ -53,8 +55,8 @@ def _score_rows(gt_path, a: int, b: int, subs: dict, mask, metrics, voxel_size: 
         time.sleep(delay)
     gt = read_gt_maps(gt_path, check_finite=False)
     block = np.asarray(gt[a:b], dtype=np.float32)
-    res, failed = distance_matrices_many(block, subs, mask, metrics, voxel_size=voxel_size, gt_chunk=b - a,
-                                         gt_label=f"GT rows {a}–{b - 1}")
+    res, failed = distance_matrices_many(block, payload["subs"], payload["mask"], metrics, voxel_size=voxel_size,
+                                         gt_chunk=b - a, gt_label=f"GT rows {a}–{b - 1}")
     return a, b, res, {k: str(v) for k, v in failed.items()}
 
 
@@ -66,53 +68,16 @@ def distance_matrices_dask(client, gt_path, subs: dict, mask=None, metrics=("l2"
     grid}. Returns (results {label: {metric: (n_gt, n_l) array, "fsc_curves", "n_voxels"}},
     failures {label: message}), equal to the in-process result.
     """
-    import uuid
-    from concurrent.futures import CancelledError
-
-    from distributed import as_completed
-
+    from .dask_tasks import run_tasks
     from .io import read_gt_maps
 
     n_gt = read_gt_maps(gt_path, check_finite=False).shape[0]
-    run = uuid.uuid4().hex[:12]
-    data = {}
-
-    def scatter():
-        # hash=False: fresh keys for every scatter (hashed keys are shared with an earlier call's
-        # data that Dask may be releasing: dask/dask#6027, dask/distributed#4612)
-        data["subs"] = client.scatter({k: np.asarray(v, dtype=np.float32) for k, v in subs.items()},
-                                      broadcast=True, hash=False)
-        data["mask"] = client.scatter(None if mask is None else np.asarray(mask, dtype=np.float32),
-                                      broadcast=True, hash=False)
-        data["generation"] = data.get("generation", -1) + 1
-
-    def submit(a, b, attempt):
-        f = client.submit(_score_rows, str(gt_path), a, b, data["subs"], data["mask"], list(metrics), voxel_size,
-                          _delay, pure=False, retries=2, key=f"hetbook-rows-{a}-{b}-{run}-{attempt}")
-        where[f.key] = (a, b, attempt, data["generation"])
-        return f
-
-    scatter()
-    where = {}
-    bounds = [(a, min(n_gt, a + rows_per_task)) for a in range(0, n_gt, rows_per_task)]
-    pending = as_completed([submit(a, b, 0) for a, b in bounds])
+    payload = {"subs": {k: np.asarray(v, dtype=np.float32) for k, v in subs.items()},
+               "mask": None if mask is None else np.asarray(mask, dtype=np.float32)}
+    bounds = [(str(gt_path), a, min(n_gt, a + rows_per_task), list(metrics), voxel_size, _delay)
+              for a in range(0, n_gt, rows_per_task)]
     out, failures, filled = {}, {}, np.zeros(n_gt, dtype=int)
-    bar = progress(total=len(bounds), desc="GT chunks on Dask")
-    for fut in pending:
-        a, b, attempt, gen = where.pop(fut.key)
-        try:
-            a, b, res, failed = fut.result()
-        except CancelledError:
-            # the scattered submissions were lost with a dead worker (scattered data cannot be
-            # recomputed, dask/distributed#3149): scatter them again once per loss, rerun the chunk
-            if attempt >= 3:
-                raise RuntimeError(f"GT rows {a}–{b - 1}: cancelled {attempt + 1} times on Dask "
-                                   "(workers keep dying; check their memory and logs)") from None
-            if gen == data["generation"]:
-                scatter()
-            pending.add(submit(a, b, attempt + 1))
-            continue
-        bar.update(1)
+    for _, (a, b, res, failed) in run_tasks(client, _score_rows, payload, bounds, "GT chunks on Dask"):
         failures.update(failed)
         filled[a:b] += 1
         for lab, r in res.items():
@@ -124,7 +89,6 @@ def distance_matrices_dask(client, gt_path, subs: dict, mask=None, metrics=("l2"
                     dst[k][a:b] = v
                 else:
                     dst[k] = v
-    bar.close()
     if not (filled == 1).all():  # every row exactly once (a rerun task replaces, never adds)
         raise RuntimeError(f"GT rows scored {filled.min()}–{filled.max()} times: a chunk was lost or duplicated")
     return out, failures
@@ -133,15 +97,15 @@ def distance_matrices_dask(client, gt_path, subs: dict, mask=None, metrics=("l2"
 _SEARCHES: dict = {}  # worker side: the ImageSearch of the current images (built once per worker)
 
 
-def _search_block(spec: dict, maps, label: str, a: int, b: int):
-    """Worker side: maps a:b of one set searched against the particle images of ``spec``."""
+def _search_block(spec: dict, label: str, a: int, b: int, maps):
+    """Worker side: maps a:b of one set (``maps``, that block) searched against the particle images of ``spec``."""
     from .image_metrics import ImageSearch
 
     s = _SEARCHES.get(spec["key"])
     if s is None:
         _SEARCHES.clear()
         s = _SEARCHES[spec["key"]] = ImageSearch(spec["images"], spec["pixel_size"], spec["ctf"], **spec["kwargs"])
-    return label, a, b, s.search(np.asarray(maps[a:b]), f"{label} {a}–{b - 1}")
+    return label, a, b, s.search(np.asarray(maps), f"{label} {a}–{b - 1}")
 
 
 def image_search_dask(client, images, pixel_size: float, ctf_params: dict, sets: dict, maps_per_task: int = 8,
@@ -150,37 +114,33 @@ def image_search_dask(client, images, pixel_size: float, ctf_params: dict, sets:
 
     images (M, n, n), pixel_size Å, ctf_params and ``search_kwargs`` as for ``ImageSearch``;
     sets {label: maps (L, n, n, n) on the images' grid}. Tasks are blocks of ``maps_per_task``
-    maps of one set; each worker builds the search (CTFs, shifted image spectra) once and keeps
+    maps of one set (the block travels with its task, so a rerun task needs nothing that died
+    with a worker); each worker builds the search (CTFs, shifted image spectra) once and keeps
     it. Returns {label: the dict ``search`` returns ((M, L) arrays; ``seconds`` summed over the
     tasks), or the exception that set's tasks raised}. A rerun task (its worker died) replaces
     its columns; every column is filled exactly once or an error says which were not.
     """
     import hashlib
 
-    from distributed import as_completed
+    from .dask_tasks import run_tasks
 
     imgs = np.asarray(images, dtype=np.float64)
     key = hashlib.sha1(imgs.tobytes() + repr((pixel_size, sorted(search_kwargs.items()))).encode()).hexdigest()
     spec = {"key": key, "images": imgs, "pixel_size": float(pixel_size),
             "ctf": {k: np.asarray(v) if np.ndim(v) else v for k, v in ctf_params.items()}, "kwargs": search_kwargs}
-    spec_f = client.scatter(spec, broadcast=True, hash=False)
-    futures, sizes, owner = [], {}, {}
+    tasks, sizes = [], {}
     for lab, maps in sets.items():
         maps = np.asarray(maps, dtype=np.float32)
         sizes[lab] = len(maps)
-        maps_f = client.scatter(maps, hash=False)
-        for a in range(0, len(maps), maps_per_task):
-            fut = client.submit(_search_block, spec_f, maps_f, lab, a, min(len(maps), a + maps_per_task),
-                                pure=False, retries=2)
-            futures.append(fut)
-            owner[fut.key] = lab
+        tasks += [(lab, a, min(len(maps), a + maps_per_task), maps[a:a + maps_per_task])
+                  for a in range(0, len(maps), maps_per_task)]
     out, filled, errors = {}, {lab: np.zeros(n, dtype=int) for lab, n in sizes.items()}, {}
-    for fut in progress(as_completed(futures, with_results=False), total=len(futures), desc="pose search on Dask"):
-        try:
-            lab, a, b, r = fut.result()
-        except Exception as exc:  # noqa: BLE001 — a set's failure is reported for that set, the others go on
-            errors.setdefault(owner[fut.key], exc)
+    for (lab, a, b, _), got in run_tasks(client, _search_block, spec, tasks, "pose search on Dask",
+                                         return_exceptions=True):
+        if isinstance(got, BaseException):  # a set's failure is reported for that set, the others go on
+            errors.setdefault(lab, got)
             continue
+        r = got[3]
         dst = out.setdefault(lab, {"seconds": 0.0})
         for k, v in r.items():
             if k == "seconds":

@@ -247,12 +247,11 @@ def transport_matrices(gt_maps, sub_maps, metrics=TRANSPORT_METRICS, top_k: int 
     out = {m: np.empty((len(Xg), len(Xs))) for m in metrics}
     n_jobs = min(n_jobs or available_cores(), len(Xg))
     bar = progress(total=len(Xg) * len(Xs), desc="transport distances (pairs)")
-    if client is not None:
-        from distributed import as_completed as dask_completed
+    if client is not None:  # the work dict scattered as one object under a fresh key, rescattered on loss
+        from .dask_tasks import run_tasks
 
-        work_f = client.scatter(work, broadcast=True, hash=False)
-        futs = [client.submit(_row_of, work_f, i, pure=False, retries=2) for i in range(len(Xg))]
-        rows = (f.result() for f in dask_completed(futs))
+        rows = (r for _, r in run_tasks(client, _row_of, work, [(i,) for i in range(len(Xg))],
+                                        "transport rows on Dask"))
         n_jobs = 1
     elif n_jobs <= 1:
         _init_worker(work)

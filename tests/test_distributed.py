@@ -86,18 +86,30 @@ def test_submissions_lost_with_a_dead_worker_are_scattered_again(client, data, m
 
     def scatter_then_kill(data, **kw):
         calls.append(kw.get("broadcast"))
-        if len(calls) <= 2:  # submissions and mask: on the victim alone
+        if len(calls) == 1:  # the payload (submissions and mask): on the victim alone, which dies
             kw.update(broadcast=False, workers=[victim_addr])
         fut = orig(data, **kw)
-        if len(calls) == 2:
+        if len(calls) == 1:
             os.kill(victim, signal.SIGKILL)
             time.sleep(0.5)
         return fut
 
     monkeypatch.setattr(client, "scatter", scatter_then_kill)
     got, _ = hd.distance_matrices_dask(client, path, subs, mask, voxel_size=2.0, rows_per_task=4)
-    assert len(calls) == 4  # scattered twice: the first copy was lost
+    assert len(calls) == 2  # scattered twice: the first copy was lost
     _same(got, ref)
+
+
+def test_scattered_payloads_get_fresh_keys(client):
+    """A dict given to client.scatter is scattered value by value under its own keys ("Cg",
+    "pg", a label …), shared by the whole cluster: a second pass scattering the same names
+    while the first pass's are released lost its data (issue 36: "Could not find data: ['Cg',
+    'pg', …]"). scatter_one gives every payload a fresh key and keeps it whole."""
+    from helpers.dask_tasks import scatter_one
+
+    a, b = scatter_one(client, {"Cg": 1, "pg": 2}), scatter_one(client, {"Cg": 1, "pg": 2})
+    assert a.key != b.key and "Cg" not in (a.key, b.key)
+    assert client.submit(lambda d: sorted(d), a).result() == ["Cg", "pg"]
 
 
 def test_transport_pairs_on_dask_equal_in_process(client):
@@ -110,10 +122,11 @@ def test_transport_pairs_on_dask_equal_in_process(client):
     gt = np.stack([blob_volume(n, [((-3 + t, 0, 0), 1.0), ((3, t - 2, 1), 0.7)]) for t in range(5)]).astype(np.float32)
     sub = np.stack([blob_volume(n, [((-2 + t, 1, 0), 1.0), ((3, t - 1, 0), 0.6)]) for t in range(3)]).astype(np.float32)
     kw = dict(top_k=30, voxel_size=2.0, downsample=12)
-    ref = transport.transport_matrices(gt, sub, n_jobs=1, **kw)
-    got = transport.transport_matrices(gt, sub, client=client, **kw)
-    for m in ("gw", "pw"):
-        np.testing.assert_allclose(got[m], ref[m], rtol=1e-10, atol=1e-12, err_msg=m)
+    for sub_k in (sub, sub[::-1].copy(), sub[:2].copy()):  # pass after pass on one client, as chapter 3
+        ref = transport.transport_matrices(gt, sub_k, n_jobs=1, **kw)   # scores submission after submission
+        got = transport.transport_matrices(gt, sub_k, client=client, **kw)
+        for m in ("gw", "pw"):
+            np.testing.assert_allclose(got[m], ref[m], rtol=1e-10, atol=1e-12, err_msg=m)
     assert ref["pw"].std() > 0.1  # the maps differ: a test that could fail
 
 
