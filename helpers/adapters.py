@@ -26,9 +26,7 @@ k-th map in natural order, or k−1-th); a label outside the maps, a map nobody 
 """
 from __future__ import annotations
 
-import io as _io
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -40,30 +38,14 @@ from .mapset import MapSet, slug
 from .schema import notice
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays (and plain containers) only: no other class is ever imported."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-               ("numpy._core.numeric", "_frombuffer"),
-               ("_codecs", "encode")}  # protocol 2 stores an array's bytes as a latin-1 string
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED or (module == "numpy" and name.endswith("DType")) or \
-                (module.startswith("numpy.dtypes") and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array type")
-
-
 def load_pickled_array(path) -> np.ndarray:
     """A numpy array from a ``.pkl`` written by ``pickle.dump(array)`` (cryoDRGN's labels.pkl,
     z.N.pkl), refusing anything that is not an array."""
+    from .safe_pickle import load
+
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            obj = _ArrayUnpickler(_io.BytesIO(fh.read())).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise InputError(path, f"is not a pickled numpy array ({exc}).",
-                         "Give the labels/latent file the method wrote (pickle.dump of an array), or a .npy/.txt copy.") from None
+    obj = load(path, "arrays", fix="Give the labels/latent file the method wrote (pickle.dump of an array), "
+                                   "or a .npy/.txt copy.")
     if isinstance(obj, (list, tuple)):
         obj = np.asarray(obj)
     if not isinstance(obj, np.ndarray):

@@ -274,20 +274,19 @@ def evaluate(cost: np.ndarray, p_gt: np.ndarray, pc1: np.ndarray, q_sub: np.ndar
 
 
 def evaluate_published_pickle(pkl_path, metadata_csv, metrics=None, n_replicates: int = 30, n_pool: int = 5,
-                              fraction: float = 0.9, break_atol: float = 1e-4) -> dict:
+                              fraction: float = 0.9, break_atol: float = 1e-4, trusted: bool = False) -> dict:
     """Reference-mode EMD/KL on a published map-to-map result pickle (``challenge-metrics.md``
     §1.4: per metric a ``cost_matrix`` DataFrame, rows in GT file order; and
     ``user_submitted_populations``) with the GT ``metadata.csv`` (``pc1``, ``populations``).
     Defaults are the published config's (30 replicates, windows of 5, 90 % subsamples).
-    Returns {metric: list of per-replicate dicts as :func:`evaluate`}."""
-    import pickle
-
+    Returns {metric: list of per-replicate dicts as :func:`evaluate`}. The pickle is read with
+    :func:`helpers.safe_pickle.load` (numpy and pandas data only) unless ``trusted``."""
     import pandas as pd
 
     from .errors import InputError
+    from .safe_pickle import load
 
-    with open(pkl_path, "rb") as fh:
-        data = pickle.load(fh)
+    data = load(pkl_path, "tables", trusted=trusted)
     meta = pd.read_csv(metadata_csv)
     for col in ("pc1", "populations"):
         if col not in meta:

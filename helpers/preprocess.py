@@ -183,7 +183,11 @@ def equalise_spectra(map_sets: dict, floor: float = 1e-12) -> tuple[dict, np.nda
 
 def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool = False,
                           align: bool = False, reference=None, align_kwargs: dict | None = None):
-    """Grid → flip → align. Returns (MapSet on the GT grid and frame, report dict)."""
+    """Grid → flip → align. Returns (MapSet on the GT grid and frame, report dict).
+
+    With ``align_kwargs={"test_hand": True}`` the alignment also tries the mirror image; when it
+    fits better the maps are mirrored before its rotation is applied, and the report says so
+    (``hand_flipped_by_alignment``; ``flip`` then records the hand finally applied)."""
     from .align import align_to_reference
 
     report = {"label": ms.label, "input_box": ms.box, "input_voxel_A": ms.voxel_size,
@@ -201,6 +205,10 @@ def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool =
         from .schema import notice
 
         res = align_to_reference(out.maps, reference, **(align_kwargs or {}))
+        if res["flipped"]:  # the mirror image fits better (test_hand): its rotation is for the mirrored maps
+            out = flip_hand(out)
+            report["flip"] = not report["flip"]
+            report["hand_flipped_by_alignment"] = True
         # a set this function made (flipped or regridded: not the caller's) is rotated in place,
         # a few maps at a time: one copy of a 3.6 GB set at 224³ instead of two
         own = out is not ms and isinstance(out.maps, np.ndarray) and out.maps.flags.writeable \

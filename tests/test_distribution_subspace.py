@@ -431,3 +431,27 @@ def test_kl_submitted_rewards_a_complete_submission_and_ignores_order_and_copies
         q3[8] = q[7] * f
         np.testing.assert_allclose(_kl_sub(pc1, p, s3, q3), base, rtol=0, atol=1e-12)
     assert _kl_sub(pc1, p, np.arange(300), p, mode="reference").mean() > 0.1
+
+
+def test_published_pickle_reader_runs_no_code(tmp_path, fixtures):
+    """A crafted pickle whose loading would run code is refused with an error naming the file and
+    the opt-in (trusted=True), and nothing runs; the published pickle itself (numpy + pandas) is
+    read without the opt-in (issue 32: plain pickle.load)."""
+    import pickle
+
+    from helpers.errors import InputError
+
+    flag = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(flag), "w"))
+
+    bad = tmp_path / "evil.pkl"
+    bad.write_bytes(pickle.dumps({"user_submitted_populations": Evil()}))
+    csv = fixtures / "Ground_truth/test_metadata_10.csv"
+    with pytest.raises(InputError, match=r"evil\.pkl.*trusted=True"):
+        dist.evaluate_published_pickle(bad, csv, n_replicates=1, n_pool=2)
+    assert not flag.exists()
+    pkl = fixtures / "data_for_dist_to_dist/test_map_to_map_distance_matrix_submission_0.pkl"
+    assert len(dist.evaluate_published_pickle(pkl, csv, n_replicates=1, n_pool=2)["l2"]) == 1

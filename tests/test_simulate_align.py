@@ -246,6 +246,27 @@ def test_preprocess_submission_aligns_without_touching_the_callers_maps(tiny_dat
     assert rep["score"] > align.MIN_SCORE
 
 
+def test_the_hand_test_mirrors_the_maps_it_rotates(tiny_data):
+    """A mirrored, rotated submission aligned with test_hand: the alignment finds the mirror
+    fits better, and preprocess_submission mirrors the maps before applying that mirror's
+    rotation (issue 32: it rotated the unmirrored maps, correlation 0.49 with the truth)."""
+    from helpers import preprocess
+    from helpers.geometry import axis_angle_to_matrix, rotate_volume
+    from helpers.mapset import MapSet
+
+    read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
+    ref, vs = io.read_mrc(tiny_data / "gt/reference.mrc")
+    maps = read["Averaged GT"].read().maps[:4]
+    moved = np.ascontiguousarray(rotate_volume(maps, axis_angle_to_matrix([1, 2, 0], 50)).numpy()[..., ::-1])
+    pre, rep = preprocess.preprocess_submission(MapSet(moved, [0.25] * 4, vs, "mirrored"), ref.shape[-1], vs,
+                                                align=True, reference=ref,
+                                                align_kwargs=dict(box_ds=24, n_directions=200, n_inplane=18,
+                                                                  test_hand=True))
+    assert rep["flipped"] and rep["hand_flipped_by_alignment"] and rep["flip"]
+    cc = np.corrcoef(pre.maps.mean(0).ravel(), maps.mean(0).ravel())[0, 1]
+    assert cc > 0.9, cc  # measured 0.918, as for the same maps unmirrored (the pose grid's precision)
+
+
 class _CountingStack:
     """A (n, N, N, N) stack that counts the maps read through it."""
 
