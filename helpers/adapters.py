@@ -18,11 +18,8 @@ scores it like any other submission.
   of every particle): populations = cluster fractions, as challenge participants made their 80
   maps.
 
-Per-particle label files: ``.pkl`` (a pickled integer array, read with an unpickler that admits
-numpy arrays only — never arbitrary code), ``.npy``, ``.txt`` (one integer per line) or ``.csv``
-(a column named ``label``, ``class`` or ``cluster``). Labels may start at 0 or 1 (state k ↔ the
-k-th map in natural order, or k−1-th); a label outside the maps, a map nobody was assigned to
-(population 0, kept with a notice) and a count mismatch are reported naming the file.
+Per-particle label files are read by :mod:`helpers.labels` (formats, the 0/1 base, one label
+per particle of the stack).
 """
 from __future__ import annotations
 
@@ -30,82 +27,21 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .errors import InputError
+from .labels import count_particles, load_pickled_array, populations_from_labels, read_labels  # noqa: F401 (API)
 from .io import list_map_files, read_map_folder, read_submission_folder, write_mrc
 from .mapset import MapSet, slug
-from .schema import notice
-
-
-def load_pickled_array(path) -> np.ndarray:
-    """A numpy array from a ``.pkl`` written by ``pickle.dump(array)`` (cryoDRGN's labels.pkl,
-    z.N.pkl), refusing anything that is not an array."""
-    from .safe_pickle import load
-
-    path = Path(path)
-    obj = load(path, "arrays", fix="Give the labels/latent file the method wrote (pickle.dump of an array), "
-                                   "or a .npy/.txt copy.")
-    if isinstance(obj, (list, tuple)):
-        obj = np.asarray(obj)
-    if not isinstance(obj, np.ndarray):
-        raise InputError(path, f"holds a {type(obj).__name__}, not an array.", "Give a file with one label per particle.")
-    return obj
-
-
-def read_labels(path) -> np.ndarray:
-    """Per-particle integer state labels (n_particles,) from .pkl/.npy/.txt/.csv (module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "not found.", "Give the per-particle label file the method wrote.")
-    suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        lab = load_pickled_array(path)
-    elif suffix == ".npy":
-        lab = np.load(path, allow_pickle=False)
-    elif suffix == ".csv":
-        df = pd.read_csv(path)
-        col = next((c for c in df.columns if c.strip().lower() in ("label", "labels", "class", "cluster")), None)
-        if col is None:
-            raise InputError(path, f"has no column named label, class or cluster (columns: {list(df.columns)[:8]}).",
-                             "Name the per-particle state column 'label'.")
-        lab = df[col].to_numpy()
-    else:
-        try:
-            lab = np.loadtxt(path, ndmin=1)
-        except ValueError as exc:
-            raise InputError(path, f"cannot be read as one number per line ({exc}).",
-                             "Write one integer state per particle, one per line.") from None
-    lab = np.asarray(lab).reshape(-1)
-    if lab.size == 0:
-        raise InputError(path, "has no labels.", "Give one state label per particle.")
-    if not np.all(np.isfinite(lab.astype(float))) or not np.all(np.asarray(lab, float) == np.round(np.asarray(lab, float))):
-        raise InputError(path, "labels must be whole numbers (one state index per particle).",
-                         "Write the state/cluster index of each particle, not a coordinate.")
-    return lab.astype(np.int64)
-
-
-def populations_from_labels(labels: np.ndarray, n_maps: int, where) -> np.ndarray:
-    """Fraction of particles per state; labels 0…n−1 or 1…n (module docstring)."""
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo >= 1 and hi == n_maps:
-        labels = labels - 1  # 1-based
-    elif lo < 0 or hi >= n_maps:
-        raise InputError(where, f"labels run from {lo} to {hi} but there are {n_maps} maps.",
-                         "Give one map per state (labels 0…n−1 or 1…n), or the label file of this map series.")
-    counts = np.bincount(labels, minlength=n_maps).astype(float)
-    empty = np.flatnonzero(counts == 0)
-    if len(empty):
-        notice(where, f"{len(empty)} map(s) have no particle assigned (e.g. map {int(empty[0])}, 0-based): "
-                      "population 0, kept.")
-    return counts / counts.sum()
 
 
 def volume_series(folder, labels=None, populations=None, voxel_size: float | None = None,
-                  label: str | None = None, method: str = "volume series", native_voxel_size: float | None = None) -> MapSet:
+                  label: str | None = None, method: str = "volume series", native_voxel_size: float | None = None,
+                  label_base: int | None = None, particles=None) -> MapSet:
     """A folder of MRC maps (natural order) with per-particle ``labels`` (path) or a
     ``populations`` file (one value per map); exactly one of the two. ``voxel_size`` (Å) only
-    when the MRC headers lack it; ``native_voxel_size`` (Å): the maps' before resampling (None: the files')."""
+    when the MRC headers lack it; ``native_voxel_size`` (Å): the maps' before resampling (None: the files').
+    ``label_base``: 0 or 1 (None: detected, :func:`populations_from_labels`); ``particles``: the
+    particle STAR file or ``.mrcs`` stack the labels belong to, whose count they must match."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "is not a folder.", "Give the folder holding the method's MRC maps.")
@@ -115,8 +51,13 @@ def volume_series(folder, labels=None, populations=None, voxel_size: float | Non
     extra = {"method": method}
     if labels is not None:
         lab = read_labels(labels)
+        if particles is not None:
+            n_part = count_particles(particles)
+            if n_part != lab.size:
+                raise InputError(labels, f"holds {lab.size} labels but {particles} holds {n_part} particles.",
+                                 "Give the label file written for this particle stack (one label per particle).")
         maps, vs, used = read_map_folder(folder, voxel_size)
-        pops = populations_from_labels(lab, len(maps), labels)
+        pops = populations_from_labels(lab, len(maps), labels, base=label_base)
         prov = {"source": str(folder), "files": [f.name for f in used], "steps": [], **extra,
                 "labels": str(labels), "n_particles": int(lab.size)}
         return MapSet(maps, pops, vs, label or folder.name, prov, native_voxel_size=native_voxel_size)

@@ -3,6 +3,7 @@ import json
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import blob_volume
@@ -309,3 +310,41 @@ def test_cryodrgn_workdir_carries_its_training_voxel_size(tmp_path):
     res, lim = nyquist.clip_resolution([8.1, 9.0], pre.native_voxel_size)
     np.testing.assert_allclose(res, [8.58, 9.0])
     assert lim.tolist() == [True, False]
+
+
+def test_label_base_is_given_or_decided_by_the_labels(tmp_path):
+    """Labels 1…n−1 for n maps read the same as 0-based labels with map 0 unused, or 1-based ones
+    with the last map unused: refused as ambiguous, naming the file and label_base (issue 32:
+    they were read as 0-based); a 0 or an n decides; label_base=1 reads them 1-based."""
+    from helpers.labels import populations_from_labels
+
+    lab = np.array([1, 1, 2, 3, 3, 3])
+    with pytest.raises(InputError, match=r"labels\.txt.*label_base=0 or label_base=1"):
+        populations_from_labels(lab, 4, tmp_path / "labels.txt")
+    np.testing.assert_allclose(populations_from_labels(lab, 4, "x", base=1), [2 / 6, 1 / 6, 3 / 6, 0])
+    np.testing.assert_allclose(populations_from_labels(lab, 4, "x", base=0), [0, 2 / 6, 1 / 6, 3 / 6])
+    np.testing.assert_allclose(populations_from_labels(np.r_[lab, 0], 4, "x"), [1 / 7, 2 / 7, 1 / 7, 3 / 7])
+    np.testing.assert_allclose(populations_from_labels(np.r_[lab, 4], 4, "x"), [2 / 7, 1 / 7, 3 / 7, 1 / 7])
+    with pytest.raises(InputError, match="labels starting at 1"):
+        populations_from_labels(np.r_[lab, 5], 4, "x", base=1)
+
+
+def test_a_label_file_must_match_its_particle_stack(tmp_path):
+    """A label file shorter than the particle stack is an error naming both files and both
+    counts (issue 32: accepted)."""
+    import starfile
+
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    for k in range(3):
+        io.write_mrc(folder / f"vol_{k:03d}.mrc", np.random.default_rng(k).random((8, 8, 8)).astype(np.float32), 2.0)
+    star = tmp_path / "particles.star"
+    starfile.write({"optics": pd.DataFrame({"rlnOpticsGroup": [1]}),
+                    "particles": pd.DataFrame({"rlnImageName": [f"{i + 1}@p.mrcs" for i in range(10)]})}, star)
+    labels = tmp_path / "labels.txt"
+    np.savetxt(labels, np.arange(9) % 3, fmt="%d")
+    with pytest.raises(InputError, match=r"labels\.txt: holds 9 labels but .*particles\.star holds 10 particles"):
+        adapters.volume_series(folder, labels=labels, particles=star)
+    np.savetxt(labels, np.arange(10) % 3, fmt="%d")
+    ms = adapters.volume_series(folder, labels=labels, particles=star)
+    np.testing.assert_allclose(ms.populations, [0.4, 0.3, 0.3])
