@@ -84,8 +84,20 @@ def chunk_size(bytes_per_item: int, dev: torch.device, fraction: float = 0.25,
     return min(n, maximum) if maximum else n
 
 
+_TERMINAL: dict = {}
+
+
 def progress(iterable=None, **kwargs):
-    """A tqdm progress bar that stays quiet when ``HETBOOK_QUIET`` is set (tests)."""
+    """A tqdm progress bar that stays quiet when ``HETBOOK_QUIET`` is set (tests).
+
+    Inside a chapter run by :mod:`helpers.run` (``HETBOOK_PROGRESS`` names a file the runner
+    copies to its terminal as it grows) the bar is drawn there, not into the notebook's output:
+    the reader of the book sees no progress bars, the person running it sees every one."""
     kwargs.setdefault("disable", bool(os.environ.get("HETBOOK_QUIET")))
     kwargs.setdefault("leave", False)
+    path = os.environ.get("HETBOOK_PROGRESS")
+    if path and "file" not in kwargs:
+        if _TERMINAL.get("path") != path:
+            _TERMINAL.update(path=path, fh=open(path, "a", buffering=1, encoding="utf-8"))
+        kwargs.update(file=_TERMINAL["fh"], ncols=kwargs.get("ncols", 100))
     return tqdm(iterable, **kwargs)

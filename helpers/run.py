@@ -253,6 +253,34 @@ def check_writable(folder: Path) -> None:
                          "Choose a results_dir you can write to (common.results_dir), or fix its permissions.") from None
 
 
+def _follow(path: Path, stream, interval: float = 0.2):
+    """Copy what is appended to ``path`` to ``stream`` from a background thread; returns a
+    function that copies the rest and stops it."""
+    import threading
+
+    done = threading.Event()
+
+    def copy(fh):
+        chunk = fh.read()
+        if chunk:
+            stream.write(chunk)
+            stream.flush()
+
+    def loop():
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            while not done.wait(interval):
+                copy(fh)
+            copy(fh)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+
+    def stop():
+        done.set()
+        t.join(5)
+    return stop
+
+
 def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None) -> Path:
     """Execute one text notebook with its parameters; returns the executed ``.ipynb`` path.
     ``env``: variables set for the kernel (staging folder, notices file)."""
@@ -264,13 +292,19 @@ def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None) 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{path.stem}.ipynb"
     tmp = out_dir / f".{path.stem}.running.ipynb"
-    saved = {k: os.environ.get(k) for k in ["PATH", *(env or {})]}
+    bars = out_dir / f".{path.stem}.progress"  # the kernel's progress bars, copied to this terminal
+    bars.write_text("")
+    env = {**(env or {}), "HETBOOK_PROGRESS": str(bars)}
+    saved = {k: os.environ.get(k) for k in ["PATH", *env]}
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{saved['PATH'] or ''}"  # kernel = this Python
-    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    os.environ.update({k: str(v) for k, v in env.items()})
+    stop = _follow(bars, sys.stderr)
     try:
         pm.execute_notebook(nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
                             progress_bar=False, request_save_on_cell_execute=False)
     finally:
+        stop()
+        bars.unlink(missing_ok=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -562,13 +562,19 @@ def _stats(maps, sel, normalise: str | None, convention: str, dev, dtype, label=
     return v, mu, V
 
 
+RESIDUAL_FLOOR = 1e-12  # BioEM's T2/T3 relative to N·Ccc·Coo (N·Ccc): float64 rounding of the sums is ~1e-14
+
+
 def bioem_logp(N, Co, Cc, Coo, Ccc, Coc, constant: str = "correct"):
     """BioEM log P(g | s) with g observed (Co, Coo), s calculated (Cc, Ccc), Coc = Σ g s over N
     voxels (Cossio & Hummer 2013). constant "correct" = +½ ln π; "published" = +π/2."""
     T2 = N * (Ccc * Coo - Coc ** 2) + 2 * Co * Coc * Cc - Ccc * Co ** 2 - Coo * Cc ** 2
     T3 = (N - 2) * (N * Ccc - Cc ** 2)
     tiny = torch.finfo(torch.float64).tiny
-    T2, T3 = T2.clamp_min(tiny), T3.clamp_min(tiny)
+    # below 1e-12 of its terms' scale a T2 (T3) is zero within float64 rounding (an exact copy,
+    # an affine copy): floored there, so such a pair scores the same however the sums were blocked
+    T2 = torch.maximum(T2, RESIDUAL_FLOOR * N * Ccc * Coo).clamp_min(tiny)
+    T3 = torch.maximum(T3, RESIDUAL_FLOOR * (N - 2) * N * Ccc).clamp_min(tiny)
     c = 0.5 * math.log(math.pi) if constant == "correct" else math.pi / 2
     return (c + (1 - N / 2) * math.log(2 * math.pi * math.e) + (1.5 - N / 2) * torch.log(T2)
             + (N / 2 - 2) * torch.log(T3))

@@ -43,3 +43,24 @@ def test_large_temporaries_are_reused_not_refaulted():
     assert tuned and not system
     assert faults_system > 20 * 15000  # the default really re-faults each temporary
     assert faults < 0.05 * faults_system
+
+
+def test_progress_bars_go_to_the_runners_terminal(tmp_path, monkeypatch, capsys):
+    """Inside a chapter run by helpers.run, HETBOOK_PROGRESS names a file: bars are drawn there
+    (not into the notebook), and the runner's follower copies them to its stderr as they grow."""
+    import io
+
+    from helpers import backend
+    from helpers.run import _follow
+
+    log = tmp_path / "bars"
+    log.write_text("")
+    monkeypatch.delenv("HETBOOK_QUIET", raising=False)
+    monkeypatch.setenv("HETBOOK_PROGRESS", str(log))
+    out = io.StringIO()
+    stop = _follow(log, out, interval=0.01)
+    for _ in backend.progress(range(7), desc="GT chunks on Dask", mininterval=0):
+        pass
+    stop()
+    assert "GT chunks on Dask" in log.read_text() and "7/7" in log.read_text()
+    assert "7/7" in out.getvalue() and "7/7" not in capsys.readouterr().err

@@ -616,3 +616,23 @@ def test_sliced_wasserstein_equals_a_float64_numpy_binning():
     want = _sliced_w1_numpy(g, s, mask, 1.7, 12, seed=3)
     assert want.min() > 0.3
     np.testing.assert_allclose(got, want, rtol=2e-4)
+
+
+def test_bioem_of_a_copy_does_not_depend_on_blocking():
+    """A submitted map that is a GT map (or an affine copy of one) leaves BioEM's residual T2 at
+    rounding level; clamped at the smallest float its score followed the blocking of the sums
+    (issue 36: the Dask run's GT chunks gave -20 038 where the in-process run gave -455 431).
+    Floored at 1e-12 of its terms' scale, the score is the same for every chunking and equals
+    the closed form with T2 = 1e-12·N·Vg·Vs."""
+    rng = np.random.default_rng(8)
+    g = rng.standard_normal((7, 12, 12, 12)).astype(np.float32)
+    s = np.stack([g[2], 3 * g[5] + 1, rng.standard_normal((12, 12, 12)).astype(np.float32)])
+    runs = [vm.distance_matrices(g, s, None, metrics=["bioem"], gt_chunk=c)["bioem"] for c in (1, 3, 7)]
+    for r in runs[1:]:
+        np.testing.assert_allclose(r, runs[0], rtol=1e-12)
+    N = 12 ** 3
+    # median z-scored maps: Vg = Vs = N − 1; T3 = (N − 2)·N·Vs
+    want = -(0.5 * math.log(math.pi) + (1 - N / 2) * math.log(2 * math.pi * math.e)
+             + (1.5 - N / 2) * math.log(1e-12 * N * (N - 1) ** 2) + (N / 2 - 2) * math.log((N - 2) * N * (N - 1)))
+    assert runs[0][2, 0] == pytest.approx(want, rel=1e-9) and runs[0][5, 1] == pytest.approx(want, rel=1e-9)
+    assert runs[0][0, 2] > runs[0][2, 0] + 1e4  # an unrelated pair scores far worse than a copy
