@@ -69,7 +69,8 @@ def matched_control(data_dir, box: int = 32, n_maps: int = 80, min_images: int =
                   provenance={"what": f"the {n_img} training images at {box} px (a real method's budget), each "
                                       f"in the MD-PC1 group of its true GT map, {n_maps} groups, one Wiener-filtered "
                                       "reconstruction per group; populations = particle fractions",
-                              "control": "matched", "n_images": n_img, "box": box, "images_per_map": rec["n_images"].tolist()})
+                              "control": "matched", "n_images": n_img, "box": box, "images_per_map": rec["n_images"].tolist(),
+                              "groups_left_out_population": rec["left_out"]})
 
 
 def add_matched_control(data_dir, box: int = 32, n_maps: int = 80, name: str = MATCHED_NAME) -> dict:

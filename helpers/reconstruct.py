@@ -55,10 +55,12 @@ def _insert(num: torch.Tensor, wgt: torch.Tensor, q: torch.Tensor, val: torch.Te
 
 def _friedel(x: torch.Tensor, n: int, conj: bool) -> torch.Tensor:
     """x (…, n³) on the centred grid plus its value at −k (conjugated for ``conj``): the
-    insertion of every image's mirrored half-plane, done once. Index j ↔ frequency j − n/2, so
-    −k is index n − j (index 0, frequency −n/2, is never filled: |k| < n/2 − 1)."""
+    insertion of every image's mirrored half-plane, done once. Index j ↔ frequency j − n//2, so
+    −k is index 2·(n//2) − j: n − j for even n (index 0, frequency −n/2, is never filled:
+    |k| < n/2 − 1), n − 1 − j for odd n (a flip alone)."""
     g = x.reshape(*x.shape[:-1], n, n, n)
-    m = torch.roll(torch.flip(g, (-3, -2, -1)), (1, 1, 1), (-3, -2, -1))
+    s = 1 - n % 2
+    m = torch.roll(torch.flip(g, (-3, -2, -1)), (s, s, s), (-3, -2, -1))
     return (g + (m.conj() if conj else m)).reshape(x.shape)
 
 
@@ -81,7 +83,8 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
     normalise the maps; the amplitude loss is a smooth fall-off towards the box edge). Returns dict(maps (n_classes, n, n,
     n) float32 in the projector's units (line sums of the map give the clean image),
     fsc_half (n_classes, n//2) the half-set FSC per shell 1..n//2 (NaN beyond the inserted
-    radius), n_images (n_classes,)).
+    radius), n_images (n_classes,), reconstructed (n_classes,) bool: False for a class with fewer
+    than 2 images, whose map is left all-zero with a warning).
     """
     dev = dev or device()
     imgs = np.asarray(images)
@@ -98,6 +101,14 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
     maps = np.zeros((K, n, n, n), dtype=np.float32)
     fsc_half = np.full((K, n // 2), np.nan)
     counts = np.bincount(cls, minlength=K)
+    few = np.flatnonzero((counts > 0) & (counts < 2))
+    if len(few):
+        import warnings
+
+        warnings.warn(f"reconstruct: class(es) {few.tolist()} hold a single image: no map can be reconstructed "
+                      f"from it (no half-sets, no Wiener filter); left out (all-zero map, reconstructed=False): "
+                      f"{int(counts[few].sum())} of {P} images, {counts[few].sum() / P:.2%} of the particles.",
+                      stacklevel=2)
     for k in progress(range(K), desc="reconstruct"):
         members = np.flatnonzero(cls == k)
         if members.size < 2:
@@ -136,4 +147,4 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
         if gridding_correction:
             vol = vol / s2[:, None, None] / s2[None, :, None] / s2[None, None, :]
         maps[k] = vol.to(torch.float32).cpu().numpy()
-    return {"maps": maps, "fsc_half": fsc_half, "n_images": counts}
+    return {"maps": maps, "fsc_half": fsc_half, "n_images": counts, "reconstructed": counts >= 2}

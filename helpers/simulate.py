@@ -441,8 +441,9 @@ def reconstruct_groups(images, table, group_of_map, n_groups: int, pixel_size: f
     reconstruction per group (:func:`helpers.reconstruct.reconstruct`). Groups with fewer than
     ``min_images`` particles give no map (a real method reports no empty class).
 
-    Returns dict(maps (K', N, N, N), populations (K',) = fractions of the particles, groups (K',)
-    kept group numbers, n_images (K',), fsc_half (K', N//2)).
+    Returns dict(maps (K', N, N, N), populations (K',) = fractions of the kept particles, groups
+    (K',) kept group numbers, n_images (K',), fsc_half (K', N//2), left_out {group: fraction of
+    all particles} for the groups with too few images).
     """
     cls = np.asarray(group_of_map)[table["hetbookTrueMapIndex"].to_numpy()]
     R = euler_to_matrix(table["rlnAngleRot"], table["rlnAngleTilt"], table["rlnAnglePsi"])
@@ -451,8 +452,10 @@ def reconstruct_groups(images, table, group_of_map, n_groups: int, pixel_size: f
                     classes=cls, n_classes=n_groups)
     keep = np.flatnonzero(r["n_images"] >= min_images)
     counts = r["n_images"][keep]
+    dropped = np.flatnonzero((r["n_images"] > 0) & (r["n_images"] < min_images))
     return {"maps": r["maps"][keep], "populations": counts / counts.sum(), "groups": keep,
-            "n_images": counts, "fsc_half": r["fsc_half"][keep]}
+            "n_images": counts, "fsc_half": r["fsc_half"][keep],
+            "left_out": {int(g): float(r["n_images"][g] / len(table)) for g in dropped}}
 
 
 def _groups_of(pc1, n_groups: int) -> np.ndarray:
@@ -488,6 +491,7 @@ def build_mocks(maps, pops, pc1, sup, mean, v, elements, lo, hi, p, rng) -> dict
     from .volume_metrics import resolution
     res_half = [float(x) for x in resolution(rec["fsc_half"], vs, 0.143)]
     recon_truth = {"n_images": int(n_img), "images_per_map": rec["n_images"].tolist(),
+                   "groups_left_out_population": rec["left_out"],
                    "half_set_resolution_A_0.143": [round(x, 2) for x in res_half]}
     mocks["reconstructed"] = dict(
         label="Reconstructed", maps=rmaps, populations=rpops, voxel_size=vs,
