@@ -8,10 +8,13 @@
   image's central slice ``M (kx, ky, 0)`` is read by trilinear interpolation of the transform
   extended periodically by one plane (the DFT is periodic: the rfft grid's Nyquist column,
   +N/2, is the −N/2 plane; reading it as zero, as before, cost 3–6 % of the demo maps' images).
-  Accuracy, measured on the demo's AdK maps at 32 px against a float64 direct Fourier sum of the
-  map at the rotated slice (``tests/test_geometry_projection.py``): pad 2 0.5–1.3 %, pad 3
-  0.2–0.6 %, pad 4 0.1–0.3 % relative (with the gridding correction; without it pad 2 is exact at
-  the identity but 1.3–1.5 % off elsewhere); at 64 px pad 2 0.5–1.2 %, pad 3 0.2–0.55 %. Only
+  Accuracy depends on how far the map extends from the box centre (the gridding correction
+  grows towards the box edge). Relative error of the default (pad 3) against the exact line sum
+  at the identity / a float64 direct Fourier sum at random poses, 32 px, maps of low-passed
+  noise inside a sphere reaching a fraction of the half-box (``tests/test_geometry_projection.py``
+  checks each point): 25 % 0.37 / 0.14 %, 50 % 1.45 / 0.62 %, 75 % 3.5 / 1.44 %, 90 % 5.1 / 1.9 %;
+  pad 4 about halves these (75 %: 1.96 / 0.77 %), pad 2 doubles them (75 %: 8.2 / 3.2 %). The
+  demo's AdK maps stay within 0.6 % at pad 3 (measured, same file). Only
   the half transform kx ≥ 0 is kept (real maps: F(−k) = conj F(k)), so a map costs one real FFT
   and (pad·N + 1)²·(pad·N/2 + 1) × 8 bytes.
 * Images are (n, n) with the origin at pixel n//2; their transforms are on the rfft half grid
