@@ -62,13 +62,30 @@ def read_mrc(path, allow_2d: bool = False):
 
 def _open_mrc(path: Path):
     """(data float32, voxel size x, (x, y, z) voxel sizes) of an MRC file, or a clear error."""
+    import warnings
+
     try:
-        with mrcfile.open(path, mode="r", permissive=False) as m:
-            data = np.array(m.data, dtype=np.float32)
+        with warnings.catch_warnings(record=True) as caught, mrcfile.open(path, mode="r", permissive=False) as m:
+            warnings.simplefilter("always")
+            raw, mode, nz = m.data, int(m.header.mode), int(m.header.nz)
+            if np.iscomplexobj(raw):
+                raise InputError(path, f"holds complex values (MRC mode {mode}): a Fourier transform, not a map.",
+                                 "Give the real-space map (inverse-transform it first).")
+            data = np.array(raw, dtype=np.float32)
             vs_all = (float(m.voxel_size.x), float(m.voxel_size.y), float(m.voxel_size.z))
+    except InputError:
+        raise
     except Exception as exc:  # mrcfile raises ValueError / OSError on bad headers and sizes
         raise InputError(path, f"cannot be read as MRC ({exc}).",
                          "Check that the file is a complete MRC map (re-export or re-copy it).") from None
+    extra = [str(w.message) for w in caught if "larger than expected" in str(w.message)]
+    if extra:
+        section = data[0].nbytes if data.ndim >= 2 else data.itemsize
+        n_bytes = int(extra[0].split("MRC file is ")[1].split()[0]) if "MRC file is " in extra[0] else 0
+        raise InputError(path, f"the header says {nz} sections but the file holds {n_bytes} more bytes "
+                               f"({n_bytes / section:.3g} more sections of {data.shape[-2]}×{data.shape[-1]}): "
+                               "header and data disagree.",
+                         "Re-export the map from the program that made it (the header's nz must count every section).")
     return data, vs_all[0], vs_all
 
 
@@ -632,10 +649,14 @@ def read_gt(maps_path, metadata_path, voxel_size: float, label: str = "ground tr
     return MapSet(maps, pops, voxel_size, label, prov, pc1=meta["pc1"].to_numpy())
 
 
+MASK_OTHER_SCALE = 1.5  # a mask whose maximum exceeds this is on another scale (e.g. 0…255), not overshooting 1
+
+
 def read_mask(path, box: int | None = None, mask_rule: str = "weight") -> np.ndarray:
     """Mask (N, N, N) float32 from MRC.
 
-    ``mask_rule``: ``"weight"`` (default) clips to [0, 1] (a soft mask stays soft);
+    ``mask_rule``: ``"weight"`` (default) clips to [0, 1] (a soft mask stays soft; a mask on
+    another scale — maximum above :data:`MASK_OTHER_SCALE`, e.g. 0…255 — is divided by its maximum first);
     ``"binary"`` = weight > 0.5; ``"nonzero"`` = the published code's ``astype(bool)``.
     """
     from .schema import notice
@@ -647,7 +668,11 @@ def read_mask(path, box: int | None = None, mask_rule: str = "weight") -> np.nda
     if not (data > 0.5 if mask_rule == "binary" else data > 0).any():
         raise InputError(path, "the mask selects no voxel (all ≤ 0).",
                          "Use the GT's mask (values 0…1, 1 inside the molecule).")
-    if mask_rule == "weight" and (data.min() < -1e-6 or data.max() > 1 + 1e-6):
+    if mask_rule == "weight" and data.max() > MASK_OTHER_SCALE:  # e.g. 0…255: another scale, not overshoot
+        notice(path, f"mask values span {data.min():.3g}…{data.max():.3g}: read as a mask on another scale, divided "
+                     f"by its maximum {data.max():.3g} (a soft edge stays soft), negative values set to 0.")
+        data = data / data.max()
+    elif mask_rule == "weight" and (data.min() < -1e-6 or data.max() > 1 + 1e-6):
         notice(path, f"mask values span {data.min():.3g}…{data.max():.3g}; clipped to [0, 1] and used as weights.")
     if mask_rule == "weight" and not (data > 0.5).any():
         raise InputError(path, f"no voxel has a mask weight above 0.5 (max {data.max():.3g}): the distances "

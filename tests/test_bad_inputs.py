@@ -312,12 +312,37 @@ def test_faint_mask_never_above_half(tmp_path):
 
 def test_mask_outside_zero_one_is_clipped_with_a_notice(tmp_path):
     m = np.zeros((6, 6, 6))
-    m[1:5, 1:5, 1:5] = 2.0
+    m[1:5, 1:5, 1:5] = 1.2  # overshoot (ringing of a soft edge)
     m[0, 0, 0] = -0.5
     write_map(tmp_path / "mask.mrc", m)
     with pytest.warns(UserWarning, match="clipped to"):
         out = io.read_mask(tmp_path / "mask.mrc", 6)
     assert out.max() == 1.0 and out.min() == 0.0
+
+
+def test_mask_on_another_scale_keeps_its_soft_edge(tmp_path):
+    """A soft mask stored as 0…255 is divided by its maximum, not clipped to a binary mask
+    (issue 32: every voxel above 1/255 became weight 1)."""
+    c = np.arange(8) - 4
+    r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    soft = np.clip(4 - r, 0, 1)  # 1 inside, a linear edge, 0 outside
+    write_map(tmp_path / "mask.mrc", 255 * soft)
+    with pytest.warns(UserWarning, match="another scale, divided by its maximum 255"):
+        out = io.read_mask(tmp_path / "mask.mrc", 8)
+    np.testing.assert_allclose(out, soft, atol=1e-6)
+    assert ((out > 0) & (out < 1)).sum() > 20
+
+
+def test_mrc_whose_header_disagrees_with_its_data(tmp_path):
+    """Trailing sections the header does not count (read silently as an 8-section map before),
+    and a complex-valued file (its real part was taken) are refused, naming the file."""
+    d = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    write_map(tmp_path / "a.mrc", d)
+    (tmp_path / "long.mrc").write_bytes((tmp_path / "a.mrc").read_bytes() + d[:2].tobytes())
+    expect(lambda: io.read_mrc(tmp_path / "long.mrc"), "long.mrc", "header says 8 sections", "2 more sections")
+    with mrcfile.new(tmp_path / "z.mrc") as m:
+        m.set_data((d + 1j * d).astype(np.complex64))
+    expect(lambda: io.read_mrc(tmp_path / "z.mrc"), "z.mrc", "complex values (MRC mode 4)")
 
 
 # ------------------------------------------------------------------------------- STAR
