@@ -295,8 +295,13 @@ def _locate(p, base: Path, what: str, config: Path) -> Path:
         if base.name == p.name:
             cands.append(base)
         cands += [base / p.name, base.parent / p.name]
-    for c in cands:
+    for i, c in enumerate(cands):
         if c.exists():
+            if i >= 2 and c != base:  # found by its last component only: say which folder is used
+                from .schema import notice
+
+                notice(config, f"{what} {p} does not exist as written; using {c} (the same name next to the "
+                               "config). Write the path relative to the config's folder if that is not the one.")
             return c
     raise InputError(config, f"{what} {p} not found (tried {', '.join(str(c) for c in cands)}).",
                      "Fix the path in the config (absolute, or relative to the config's folder).")
@@ -580,10 +585,10 @@ def read_gt_metadata(path, n_maps: int | None = None, map_names: list[str] | Non
     Checks the columns, the number of rows, finite numeric ``pc1`` and ``populations`` (≥ 0).
     Rows are matched to maps by identity, not position, where the file says which map a row is:
     with ``map_names`` (a GT given as a folder of MRC files) by the ``volumes`` column; for a
-    stack, when ``index`` is a permutation of 0…N−1 it is read as the stack position (a file
-    re-sorted in a spreadsheet is put back in order, with a notice). Otherwise (the challenge's
-    ``index`` is a row id in a larger set) rows follow the stack order, as the challenge's code
-    assumes.
+    stack, when ``index`` is a permutation of 0…N−1 (or 1…N) it is read as the stack position (a
+    file re-sorted in a spreadsheet is put back in order, with a notice). Otherwise (the
+    challenge's ``index`` is a row id in a larger set) rows follow the stack order, as the
+    challenge's code assumes (its own metadata lists rows by MD-PC1 with ids such as 3238, 3020, …).
     """
     from .schema import notice
 
@@ -627,12 +632,14 @@ def read_gt_metadata(path, n_maps: int | None = None, map_names: list[str] | Non
         return df.iloc[order].reset_index(drop=True)
     if "index" in df.columns and n_maps is not None:
         idx = pd.to_numeric(df["index"], errors="coerce").to_numpy()
-        if np.isfinite(idx).all() and sorted(idx.astype(int).tolist()) == list(range(n_maps)) \
-                and (idx == idx.astype(int)).all():
-            if not (idx == np.arange(n_maps)).all():
-                notice(path, "rows are not in stack order; re-ordered by the 'index' column "
-                             "(index = position of the map in the GT stack).")
-                return df.sort_values("index", kind="stable").reset_index(drop=True)
+        whole = np.isfinite(idx).all() and (idx == np.round(idx)).all()
+        for base in (0, 1):  # index = the map's position in the stack, from 0 or from 1
+            if whole and sorted(idx.astype(int).tolist()) == list(range(base, n_maps + base)):
+                if not (idx == np.arange(base, n_maps + base)).all():
+                    notice(path, "rows are not in stack order; re-ordered by the 'index' column "
+                                 f"(index = position of the map in the GT stack, counted from {base}).")
+                    return df.sort_values("index", kind="stable").reset_index(drop=True)
+                return df
     return df
 
 
@@ -785,7 +792,11 @@ def find_gt(data_dir) -> dict:
     lists what was looked for."""
     gt = Path(data_dir) / "gt"
     if not gt.is_dir():
-        raise InputError(gt, "GT folder not found.", "Put the GT in <data_dir>/gt (maps, metadata.csv, mask.mrc).")
+        seen = _gt_like(Path(data_dir))
+        raise InputError(gt, "GT folder not found" + (": GT-like files are elsewhere — " + ", ".join(
+                             str(p) for p in seen) if seen else f" (and no GT-like file under {data_dir})") + ".",
+                         f"Put the GT maps, metadata.csv and mask.mrc in {gt}/"
+                         + (f" (e.g. move or link {seen[0].parent} there)" if seen else "") + ".")
     cands = [gt / n for n in ("maps_gt.npy", "maps_gt.pt", "maps_gt_flat.pt", "maps")]
     found = [c for c in cands if c.exists()]
     if not found:
@@ -795,15 +806,35 @@ def find_gt(data_dir) -> dict:
             raise InputError(gt, f"several possible GT stacks {[p.name for p in stacks]}.",
                              "Name the GT stack maps_gt.npy (or .pt), or keep only one.")
     if not found:
+        here = sorted(p.name + ("/" if p.is_dir() else "") for p in gt.iterdir())[:12]
         raise InputError(gt, "no GT maps found (looked for maps_gt.npy, maps_gt.pt, maps_gt_flat.pt, "
-                             "a single .npy/.pt, or a folder maps/ of MRC files).",
-                         "Put the GT stack there under one of those names.")
+                             f"a single .npy/.pt, or a folder maps/ of MRC files); it holds {here or 'nothing'}.",
+                         f"Put the GT stack in {gt}/ under one of those names.")
     meta = gt / "metadata.csv"
     mask = gt / "mask.mrc"
     if not mask.exists():
         masks = sorted(gt.glob("mask*.mrc"))
         mask = masks[0] if len(masks) == 1 else mask
     return {"maps": found[0], "metadata": meta, "mask": mask}
+
+
+def _gt_like(root: Path, depth: int = 3) -> list[Path]:
+    """GT-looking files (maps_gt*.npy/.pt, metadata.csv) within ``depth`` levels of ``root``."""
+    out = []
+    for pattern in ("maps_gt*.npy", "maps_gt*.pt", "metadata*.csv"):
+        for d in range(depth):
+            out += sorted(root.glob("/".join(["*"] * d + [pattern])))
+    return out[:6]
+
+
+def check_gt_box(config_path, box: int, maps_path) -> int:
+    """The GT maps' box (from the stack's header, no map read) must be the config's ``box_size``;
+    returns it, or raises an error naming both."""
+    n = read_gt_maps(maps_path, check_finite=False).shape[-1]
+    if n != int(box):
+        raise InputError(config_path, f"the GT entry's box_size is {box} but the GT maps ({maps_path}) are {n}³.",
+                         f"Set box_size: {n} in the GT entry (every submission is brought onto the GT's grid).")
+    return n
 
 
 def mapset_path(folder, label: str) -> Path:

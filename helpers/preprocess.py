@@ -225,4 +225,15 @@ def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool =
         out.provenance["rotation_matrix"] = np.asarray(res["rotation"]).tolist()
         report.update({k: v for k, v in res.items() if k != "rotation"})
         report["rotation_matrix"] = np.asarray(res["rotation"]).tolist()
+    if reference is not None and np.shape(reference)[-1] == out.box:
+        ref = np.asarray(reference, dtype=np.float64).ravel()
+        mean = np.asarray(out.maps, dtype=np.float64).mean(0).ravel()
+        r = float(np.corrcoef(mean, ref)[0, 1]) if mean.std() > 0 and ref.std() > 0 else float("nan")
+        report["corr_with_reference"] = r
+        if r < 0:  # density maps share the GT's positive blob: a negative correlation means dark protein
+            from .schema import notice
+
+            notice(ms.label, f"its mean map correlates negatively with the GT reference (r = {r:.2f}): inverted "
+                             "contrast (protein dark)? Its scores compare it as it is; multiply the maps by −1 "
+                             "(e.g. relion_image_handler --multiply_constant -1) if the method writes protein dark.")
     return out, report

@@ -57,6 +57,7 @@ data, out = resolve(data_dir), resolve(results_dir)
 gt_entry, entries = io.read_config(data / config)
 gt_box, gt_voxel = int(gt_entry["box_size"]), float(gt_entry["voxel_size"])
 gt_folder = io._locate(gt_entry.get("path") or ".", (data / config).parent, "GT folder", data / config)
+io.check_gt_box(data / config, gt_box, io.find_gt(data)["maps"])  # a wrong box_size stops here, not in chapter 3
 reference = None
 if gt_entry.get("ref_align_fname"):
     reference, _ = io.read_mrc(io._locate(gt_entry["ref_align_fname"], gt_folder, "alignment reference", data / config))
@@ -99,7 +100,7 @@ save_csv(out / "preprocessing_report.csv", report)
 if len(failed):
     display(failed)  # noqa: F821 (IPython)
 print(f"{len(sets)} of {len(entries)} submissions preprocessed" + (f"; {len(failed)} failed (listed above)" if len(failed) else ""))
-plots.readable(report.drop(columns=["shift_in", "shift_out"], errors="ignore").round(3))  # shifts: in the CSV
+plots.readable(report.drop(columns=["shift_in", "shift_out", "corr_with_reference"], errors="ignore").round(3))  # shifts: in the CSV
 
 # %% [markdown]
 # ## Before and after

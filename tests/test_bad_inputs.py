@@ -446,3 +446,51 @@ def test_results_folder_is_a_file(tmp_path, capsys):
     assert run.main(["--params", str(tmp_path / "p.yml"), "--no-data", "--only", "03"]) == 2
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and "Fix:" in err
+
+
+def test_a_misplaced_gt_folder_is_named_with_where_it_must_go(tmp_path):
+    """The GT stored as <data>/ground_truth/ instead of <data>/gt/: the error names what was found
+    and where it must go (issue 32: 'GT folder not found.' only); an empty gt/ lists what it holds."""
+    (tmp_path / "ground_truth").mkdir()
+    np.save(tmp_path / "ground_truth/maps_gt.npy", np.zeros((2, 4, 4, 4), np.float32))
+    (tmp_path / "ground_truth/metadata.csv").write_text("index,populations\n0,0.5\n1,0.5\n")
+    expect(lambda: io.find_gt(tmp_path), "GT folder not found", "ground_truth/maps_gt.npy",
+           f"{tmp_path / 'gt'}/", "move or link")
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt/readme.txt").write_text("x")
+    expect(lambda: io.find_gt(tmp_path), "no GT maps found", "readme.txt")
+
+
+def test_a_wrong_gt_box_in_the_config_is_named(tmp_path):
+    """box_size 48 for 8³ GT maps: an error naming the config, both boxes and the fix (issue 32:
+    a raw shape exception in chapter 3; chapter 2 now calls this before preprocessing)."""
+    np.save(tmp_path / "maps_gt.npy", np.zeros((2, 8, 8, 8), np.float32))
+    expect(lambda: io.check_gt_box(tmp_path / "submission_config.json", 48, tmp_path / "maps_gt.npy"),
+           "submission_config.json", "box_size is 48", "are 8³", "box_size: 8")
+    assert io.check_gt_box(tmp_path / "c.json", 8, tmp_path / "maps_gt.npy") == 8
+
+
+def test_a_config_path_found_only_by_its_name_is_announced(tmp_path):
+    """A path that does not resolve as written but whose last component exists next to the config
+    is used with a notice naming both (issue 32: silently replaced by the folder of that name)."""
+    (tmp_path / "sub1").mkdir()
+    with pytest.warns(UserWarning, match=r"runs/v2/sub1 does not exist as written; using .*sub1"):
+        assert io._locate("runs/v2/sub1", tmp_path, "submission folder", tmp_path / "c.json") == tmp_path / "sub1"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a path that resolves as written: no notice
+        assert io._locate("sub1", tmp_path, "submission folder", tmp_path / "c.json") == tmp_path / "sub1"
+
+
+def test_metadata_rows_out_of_order(tmp_path):
+    """Stack metadata whose 'index' says which row is which map: a 1-based permutation is put in
+    order like a 0-based one (issue 32: read in file order); a larger-set row id (the challenge's
+    metadata: 3238, 3020, 1113, …) leaves the rows in stack order."""
+    pc1 = np.array([10.0, 20.0, 30.0, 40.0])
+    f = tmp_path / "metadata.csv"
+    pd.DataFrame({"index": [3, 1, 4, 2], "pc1": pc1[[2, 0, 3, 1]], "populations": 0.25}).to_csv(f, index=False)
+    with pytest.warns(UserWarning, match="counted from 1"):
+        np.testing.assert_array_equal(io.read_gt_metadata(f, 4)["pc1"], pc1)
+    pd.DataFrame({"index": [3238, 3020, 1113, 3592], "pc1": pc1, "populations": 0.25}).to_csv(f, index=False)
+    np.testing.assert_array_equal(io.read_gt_metadata(f, 4)["pc1"], pc1)  # the challenge's layout: as is

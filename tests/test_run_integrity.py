@@ -151,3 +151,82 @@ def test_robustness_full_sweep_parameter_file_is_valid():
     run.validate_params(cfg, run.list_notebooks(), "params/robustness_full.yml")
     levels = cfg["notebooks"]["07_robustness"]["levels"]
     assert set(levels) <= set(rb.DEGRADATIONS) and len(levels) >= 10
+
+
+def test_stale_chapters_after_partial_reruns(data, tmp_path, capsys):
+    """Issue 32 item 1, through the runner on the tiny data (chapters 2–4): a changed chapter-3
+    parameter makes 3 stale ('parameters changed'); rerunning 3 alone makes nothing else stale
+    here but records its new fingerprint; a changed populations.txt makes 2 stale and, through
+    it, 3 and 4; `--only 03` then refuses, naming 02 and the command; a run without --only
+    reruns exactly 02–04 (the stale ones) and 01 stays 'missing' only because it was never run;
+    a stale chapter's executed notebook carries the banner, a rerun one does not."""
+    from helpers import fingerprint as fpm
+
+    p = params(tmp_path, data)
+    assert run.main(["--params", p, "--no-data", "--only", "02", "--only", "03", "--only", "04"]) == 0
+
+    def states():
+        capsys.readouterr()
+        assert run.main(["--params", p, "--no-data", "--status"]) == 0
+        return {ln.split()[0]: ln.split(None, 2)[1:] for ln in capsys.readouterr().out.splitlines() if ln.strip()}
+
+    s = states()
+    assert [s[k][0] for k in ("02_preprocessing", "03_volume_metrics", "04_subspace")] == ["done"] * 3
+    assert s["01_data"][0] == "missing" and s["05_distribution"][0] == "missing"
+    assert s["08_summary"][0] == "stale" and "05_distribution is missing" in s["08_summary"][1]
+
+    cfg = yaml.safe_load(open(p))
+    cfg["notebooks"]["03_volume_metrics"]["sw_directions"] = 6
+    open(p, "w").write(yaml.safe_dump(cfg))
+    s = states()
+    assert s["03_volume_metrics"][0] == "stale" and "sw_directions 4 → 6" in s["03_volume_metrics"][1]
+    assert s["04_subspace"][0] == "done"
+    assert "stale" in (tmp_path / "executed/03_volume_metrics.ipynb").read_text()  # the banner
+    assert run.main(["--params", p, "--no-data", "--only", "03"]) == 0
+    s = states()
+    assert s["03_volume_metrics"][0] == "done" and fpm.BANNER_TAG not in (tmp_path / "executed/03_volume_metrics.ipynb").read_text()
+
+    pops = data / "submissions/averaged_gt/populations.txt"
+    pops.write_text(pops.read_text().replace("e", "E", 1) + "\n")  # same numbers? no: a new file content
+    s = states()
+    assert s["02_preprocessing"][0] == "stale" and "data changed under submissions" in s["02_preprocessing"][1]
+    assert s["03_volume_metrics"][0] == "stale" and "02_preprocessing is stale" in s["03_volume_metrics"][1]
+    assert run.main(["--params", p, "--no-data", "--only", "03"]) == 2
+    err = capsys.readouterr().err
+    assert "03_volume_metrics reads 02_preprocessing, which is stale" in err and f"--params {p}` reruns" in err
+
+    nbs = [q for q in run.list_notebooks() if q.stem[:2] in ("01", "02", "03", "04")]
+    cfg["notebooks"]["01_data"] = {"voxel_size": 5.7}
+    open(p, "w").write(yaml.safe_dump(cfg))
+    import helpers.run as r
+    orig = r.list_notebooks
+    r.list_notebooks = lambda: nbs  # the make-like run over chapters 1–4 only (5–8 take minutes)
+    try:
+        capsys.readouterr()
+        assert run.main(["--params", p, "--no-data"]) == 0
+    finally:
+        r.list_notebooks = orig
+    out = capsys.readouterr().out
+    assert "4 of 4 notebooks run" in out  # 01 was missing, 02–04 stale: all four, nothing skipped
+    s = states()
+    assert all(s[k][0] == "done" for k in ("01_data", "02_preprocessing", "03_volume_metrics", "04_subspace"))
+    r.list_notebooks = lambda: nbs
+    try:
+        capsys.readouterr()
+        assert run.main(["--params", p, "--no-data"]) == 0
+    finally:
+        r.list_notebooks = orig
+    out = capsys.readouterr().out
+    assert "0 of 4 notebooks run" in out and out.count("up to date, not rerun") == 4
+
+
+def test_a_wrong_gt_box_stops_chapter_2_with_the_fix(data, tmp_path, capsys):
+    """The config's GT box_size disagrees with the GT maps: chapter 2 stops in its first cell with
+    an error naming the config, both boxes and the fix (issue 32: a raw exception in chapter 3)."""
+    cfg_path = data / "submissions/submission_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["gt"]["box_size"] = 48
+    cfg_path.write_text(json.dumps(cfg))
+    assert run.main(["--params", params(tmp_path, data), "--no-data", "--only", "02"]) == 1
+    err = capsys.readouterr().err
+    assert "InputError" in err and "box_size is 48" in err and "are 24³" in err and "box_size: 24" in err

@@ -303,3 +303,25 @@ def test_averaged_gt_for_many_counts_reads_the_gt_once(tmp_path, monkeypatch, ch
         ["averaged_gt_11.npy", "averaged_gt_2.npy", "averaged_gt_5.npy"] if scratch else [])
     with pytest.raises(ValueError, match="1 … 23"):
         simulate.averaged_gt_many(x, pops, pc1, [24])
+
+
+def test_inverted_contrast_is_named(tiny_data):
+    """Maps with protein dark (−1 × a GT-derived set) are announced, with the correlation with the
+    GT reference (issue 32: scored without a word); the same maps as given raise no notice."""
+    import warnings
+
+    from helpers import preprocess
+    from helpers.mapset import MapSet
+
+    read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
+    ref, vs = io.read_mrc(tiny_data / "gt/reference.mrc")
+    maps = read["Averaged GT"].read().maps[:4]
+    with pytest.warns(UserWarning, match=r"correlates negatively with the GT reference \(r = -0\.9"):
+        _, rep = preprocess.preprocess_submission(MapSet(-maps, [0.25] * 4, vs, "dark"), ref.shape[-1], vs,
+                                                  reference=ref)
+    assert rep["corr_with_reference"] < -0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, rep = preprocess.preprocess_submission(MapSet(maps, [0.25] * 4, vs, "bright"), ref.shape[-1], vs,
+                                                  reference=ref)
+    assert rep["corr_with_reference"] > 0.9
