@@ -11,12 +11,14 @@ import pandas as pd
 from .leaderboard import NAMES, overall_ties
 
 
-def front_page(board: pd.DataFrame, checks: pd.DataFrame, methods=(), base: str = "Reconstructed") -> str:
+def front_page(board: pd.DataFrame, checks: pd.DataFrame, methods=(), base: str = "Reconstructed",
+               matched: str | None = None) -> str:
     """One paragraph for ``book/intro.md``.
 
     board: chapter 8's leaderboard (index = label, sorted by ``mean_rank``; ``mean_rank_lo`` /
     ``mean_rank_hi``); checks: :func:`helpers.leaderboard.defect_checks` (mock, metric, verdict);
-    methods: labels of real methods' entries; base: the realistic reference submission."""
+    methods: labels of real methods' entries; base: the realistic reference submission; matched:
+    the control with the methods' own images and box (:mod:`helpers.matched`), if on the board."""
     ties = overall_ties(board)
     winner = board.index[0]
     lead = [winner] + ties[winner]
@@ -35,7 +37,9 @@ def front_page(board: pd.DataFrame, checks: pd.DataFrame, methods=(), base: str 
                     + (f", behind {', '.join(ahead)} (rank intervals apart)" if ahead else ""))
     for lab in [k for k in board.index if k in set(methods)]:
         head.append(f"{lab}, a real method trained on the demo's particle images, ranks "
-                    f"{board.index.get_loc(lab) + 1} of {len(board)}{overlaps(lab)}")
+                    f"{board.index.get_loc(lab) + 1} of {len(board)}{overlaps(lab)}"
+                    + (f", the ideal reconstruction from exactly its images and box ({matched}) "
+                       f"{board.index.get_loc(matched) + 1}{overlaps(matched)}" if matched in board.index else ""))
     aimed = checks[checks.metric != "all"] if len(checks) else checks
     if len(aimed):
         caught = aimed.groupby("mock").verdict.apply(lambda v: (v == "caught").any())

@@ -69,7 +69,7 @@ def _vs(x: float, ref: float, nd: int) -> str:
 
 def data_summary(summary: dict, pc1, populations) -> str:
     """Chapter 1. summary: ``data_summary.json`` (n_gt_maps, box, voxel_size_A, n_particles, snr
-    or None, md_pc1_variance_fraction (0–1) or None); pc1: each GT map's MD-PC1 coordinate (Å);
+    or None, md_pc1_variance_fraction (0–1) or None, n_heldout: images of a held-out stack or None); pc1: each GT map's MD-PC1 coordinate (Å);
     populations: each GT map's population (any total: shares are of the sum)."""
     pc1, w = np.asarray(pc1, float), np.asarray(populations, float)
     lo, hi = pc1.min(), pc1.max()
@@ -88,8 +88,10 @@ def data_summary(summary: dict, pc1, populations) -> str:
         txt += (" — the middle third is not the least populated, unlike the challenge's design (three "
                 "modes, the middle one weaker).")
     snr = summary.get("snr")
+    held = summary.get("n_heldout")
     return txt + (f" {summary['n_particles']} particle images" + (f" at SNR {snr}" if snr else "")
-                  + " are what chapter 6 scores the maps against.")
+                  + (f" are the stack methods train on; {held} more, drawn the same way and held out, are what "
+                     "chapter 6 scores the maps against." if held else " are what chapter 6 scores the maps against."))
 
 
 # ---------------------------------------------------------------- chapter 2
@@ -144,10 +146,12 @@ def resolution(summary: pd.DataFrame, best_res: pd.DataFrame | None, nyquist_A: 
     med = summary.set_index("label")["best_res_median_A"].sort_values()
     at_nyq = [k for k in med.index if med[k] <= nyquist_A + 1e-6]
     txt = [f"**What the demo shows.** {len(at_nyq)} of {len(med)} submissions reach Nyquist ({nyquist_A:.2f} Å): "
-           f"{', '.join(at_nyq) or 'none'}"]
+           f"{and_list(at_nyq) or 'none'}"]
     ctrl_in = [k for k in CONTROLS if k in at_nyq]
     ctrl_out = [k for k in CONTROLS if k in med.index and k not in at_nyq]
-    if ctrl_in:
+    if ctrl_in and len(ctrl_in) == len(at_nyq):
+        txt[0] += f", {'a GT-derived control' if len(ctrl_in) == 1 else 'the GT-derived controls'} (GT maps or averages of a few)"
+    elif ctrl_in:
         txt[0] += (f" — {and_list(ctrl_in)} {'is a GT-derived control' if len(ctrl_in) == 1 else 'are the GT-derived controls'}"
                    " (GT maps or averages of a few)")
     txt[0] += "."

@@ -133,9 +133,9 @@ def like_with_like(label: str, budgets: dict, vs_matched: pd.DataFrame | None, m
         b = budgets.get(k, {})
         return f"{b['n_images']:,} images at {b['box']} px" if "n_images" in b and "box" in b else "an unknown budget"
 
-    txt = [f"**Like with like.** {label} trained on {budget(label)}"
-           + (f" ({run['epochs']} epochs, {run['train_s']:.0f} s on this machine)" if run else "")
-           + " with the true poses, and had to find each image's state itself"]
+    txt = [f"**Like with like.** {label} trained on {budget(label)} ({run['epochs']} epochs, {run['train_s']:.0f} s on "
+           "this machine) with the true poses, and had to find each image's state itself" if run else
+           f"**Like with like.** {label} has no training record here (its images, box and poses are not known)"]
     if matched and vs_matched is not None:
         txt.append(f"*{matched}* had exactly those images at that box, the true poses and each image's true state, "
                    "and reconstructed one map per state group: the ideal result of that budget")

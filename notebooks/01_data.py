@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import io, plots, story, widgets
+from helpers.labels import count_particles
 from helpers.paths import resolve, save_json
 
 plots.set_style()
@@ -116,6 +117,7 @@ summary = {
     "n_gt_maps": gt.n_maps, "box": gt.box, "voxel_size_A": gt.voxel_size,
     "pc1_range_A": [float(gt.pc1.min()), float(gt.pc1.max())],
     "n_particles": int(len(tab)), "snr": sim.get("snr"),
+    "n_heldout": count_particles(data / "particles/heldout.star") if (data / "particles/heldout.star").is_file() else None,
     "defocus_range_A": [float(tab.rlnDefocusU.min()), float(tab.rlnDefocusU.max())],
     "md_pc1_variance_fraction": manifest.get("md_pc1_variance_fraction"),
 }

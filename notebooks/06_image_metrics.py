@@ -12,6 +12,7 @@
 data_dir = "data/demo"  # folder with gt/ and particles/
 results_dir = "results/demo"  # reads preprocessed/, writes image_metrics/
 voxel_size = 2.146  # Å
+particles = "particles/particles.star"  # the stack scored (relative to data_dir); the demo scores its held-out stack
 n_images = 80  # particle images used (the first n of the stack)
 box_ds = 24  # images and maps Fourier-downsampled to this box (pixels)
 n_directions = 100  # viewing directions of the pose grid
@@ -30,9 +31,11 @@ dask_workers = 0  # worker processes of a local Dask cluster for the pose search
 # **Question.** Without any ground truth, how well does a submission's ensemble (maps + populations)
 # explain the particle images? (The paper's Fig. 2C/2F, 3D, S6.)
 #
-# **Inputs.** `particles/particles.star` + `.mrcs`, this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT. **Outputs.**
+# **Inputs.** the particle stack `particles` (STAR + `.mrcs`; the demo scores `particles/heldout.star`, images
+# that no submission was made from and no method trained on), this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT. **Outputs.**
 # `image_metrics/<label>.npz` (`logp_integrated`, `logp_best`, `best_cc` — each (n_images, n_maps)),
-# `image_metrics/summary.csv` (per set: ensemble log-likelihood with submitted and with
+# `image_metrics/images.json` (`particles`: the stack scored, relative to `data_dir`; `n_images` scored of its
+# `n_stack`), `image_metrics/summary.csv` (per set: ensemble log-likelihood with submitted and with
 # EM-optimised weights, per image relative to the GT ensemble; median best CC; rank),
 # `image_metrics/power.csv` (one row per submission and metric — `loglik`: per-image ensemble
 # log-likelihood, `best_cc`: per-image best cross-correlation — comparing the GT ensemble with
@@ -69,13 +72,13 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import image_metrics as im
-from helpers import distributed, io, manifest, plots
+from helpers import distributed, io, manifest, plots, story_images
 from helpers.mapset import MapSet, slug
-from helpers.paths import resolve, save_csv, save_npz
+from helpers.paths import resolve, save_csv, save_json, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-parts = io.read_particles(data / "particles/particles.star")
+parts = io.read_particles(data / particles)
 tab = parts.table.iloc[:n_images]
 imgs = im.downsample_images(parts.images[:n_images], box_ds)
 px = parts.pixel_size * parts.images.shape[-1] / box_ds
@@ -93,6 +96,7 @@ if 0 < n_gt_maps < gt.n_maps:
 sets = {"GT ensemble": gt}
 sets.update(manifest.load_submissions(out, mmap=True))  # this run's submissions (the manifest)
 n_stack = len(parts.images)  # images the stack holds: the most a larger run could score
+save_json(out / "image_metrics" / "images.json", {"particles": str(particles), "n_images": len(tab), "n_stack": n_stack})
 
 # %%
 res, rows, seen = {}, [], {}
@@ -170,15 +174,7 @@ fig.tight_layout()
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-dl = summary["delta_per_image_vs_gt"]
-says = [f"the GT ensemble ranks {gt_rank} of {len(summary)}"]
-for k in ("Sampled GT", "Averaged GT", "Reconstructed", "Noisy"):
-    if k in dl:
-        says.append(f"{k} {dl[k]:+.3f} nat/image")
-Markdown("**What the demo shows.** Over " + f"{search.M} images, " + "; ".join(says)
-         + " (relative to the GT ensemble). The largest losses: "
-         + ", ".join(f"{k} {v:+.2f}" for k, v in dl.drop("GT ensemble", errors="ignore").nsmallest(3).items())
-         + " nat/image.")
+Markdown(story_images.likelihood(summary, search.M))
 
 # %% [markdown]
 # ## Best cross-correlation per image (Fig. 2C/2F)
@@ -229,25 +225,9 @@ ax.legend(fontsize=9)
 fig.tight_layout()
 
 # %% tags=["remove-input"]
-def listing(metric, verdict, need=False):
-    p = power.xs(metric, level="metric")
-    p = p[p.verdict == verdict]
-    return ", ".join(f"{k} ({v:.0f} needed)" if need else k for k, v in p.images_needed.items()) or "none"
-
-
 reused = {lab: r["same_as"] for lab, r in res.items() if "same_as" in r}
-same = [k for k, v in reused.items() if np.array_equal(sets[k].populations, sets[v].populations)]  # maps and populations
-text = [f"**What the demo shows.** With {search.M} of the stack's {n_stack} images, the GT ensemble's "
-        f"log-likelihood is ahead at ≥ 2σ of: {listing('loglik', 'separated')}; underpowered: "
-        f"{listing('loglik', 'underpowered', True)}; no difference within the stack: {listing('loglik', 'no difference')}; "
-        f"wrong way: {listing('loglik', 'wrong way')}. Best CC — ahead of: {listing('best_cc', 'separated')}; "
-        f"underpowered: {listing('best_cc', 'underpowered', True)}; wrong way: {listing('best_cc', 'wrong way')}."]
-if reused:
-    text.append(" " + "; ".join(f"{k} has the same maps as {v} on the {box_ds}³ image grid"
-                                + (" and the same populations (preprocessing undid its defect), so its verdicts are "
-                                   f"{v}'s" if k in same else ", so its pose search was reused; only its populations "
-                                   "differ") for k, v in reused.items()) + ".")
-Markdown("".join(text))
+same = {k for k, v in reused.items() if np.array_equal(sets[k].populations, sets[v].populations)}  # maps and populations
+Markdown(story_images.power_verdicts(power.reset_index(), search.M, n_stack, reused, same, box_ds))
 
 # %% [markdown]
 # ## Likelihood-optimised populations (Fig. S6)

@@ -67,6 +67,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import calibration, headline, image_metrics, io, leaderboard, manifest, plots, robustness, widgets
+from helpers import matched, story_summary as story
 from helpers import volume_metrics as vm
 from helpers.mapset import MapSet, slug
 from helpers.paths import atomic_write, resolve, save_csv
@@ -186,28 +187,12 @@ underpowered = [m for m in left_out if metric_info.loc[m, "underpowered"] and m 
 # %% tags=["remove-input"]
 from IPython.display import Markdown
 
-ends = leaderboard.ends_text(board)
-verdict = (f"**Verdict.** {ends[0].upper() + ends[1:]}. The overall rank is the mean of {len(fam_in)} family ranks "
-           f"({', '.join(fam_in)}), each the mean of its separating metrics' ranks; its interval is the 95 % range "
-           f"over {n_rank_draws} draws of every value within its error bar, and submissions whose intervals overlap "
-           "are not ordered"
-           + (f"; left out: the {', '.join(f'{f} family ({r})' for f, r in fam_out.reason.items())}"
-              if len(fam_out) else "")
-           + ". Per metric, ranks count a difference only beyond the metrics' error bars (2 σ; 0.1 % relative "
-           "without one)"
-           + (f"; left out of the mean rank because they separate fewer than a quarter of the pairs: "
-              f"{', '.join(weak)}" if weak else "")
-           + (f"; left out as underpowered (fewer images scored than needed to order the submissions): "
-              + ", ".join(f"{m} ({metric_info.loc[m, 'n_images']:.0f} images, {metric_info.loc[m, 'images_needed']:.0f} "
-                          "needed)" for m in underpowered) if underpowered else "") + ".")
 # the headline for the book's front page (book/intro.md includes it), written from the tables
-lead = [winner] + ties[winner]
 ctrl = [k for k in leaderboard.DEMO_CONTROLS if k in board.index]
-apart = {k: bool(board.loc[k, "mean_rank_lo"] > board.loc[ctrl, "mean_rank_hi"].max()) if ctrl else False
-         for k in board.index}  # its interval lies wholly behind every noise-free control's
+methods = [k for k in board.index if subs[k].provenance.get("method")]  # real methods' entries
 with atomic_write(out / "summary" / "headline.md", "w") as fh:
-    fh.write(headline.front_page(board, checks, [k for k in board.index if subs[k].provenance.get("method")]) + "\n")
-Markdown(verdict)
+    fh.write(headline.front_page(board, checks, methods, matched=matched.matched_label_in(data)) + "\n")
+Markdown(story.verdict(board, families, metric_info, n_rank_draws))
 
 # %% [markdown]
 # ## Submissions that could not be scored
@@ -251,22 +236,9 @@ fam_show.style.background_gradient(cmap="cividis", subset=[c for c in fam_show i
 
 # %% tags=["remove-input"]
 if ctrl:
-    degraded = [k for k in dict.fromkeys([d[0] for d in leaderboard.DEMO_DEFECTS] + [u[0] for u in
-                                                                                    leaderboard.DEMO_UNDONE])
-                if k in board.index]
-    worst_ctrl = board.loc[ctrl, "mean_rank"].max()
-    below = [k for k in degraded if board.loc[k, "mean_rank"] > worst_ctrl]
-    sane = [f"{' and '.join(k for k in lead if k in ctrl) or 'no GT-derived control'} "
-            + ("holds" if len(lead) == 1 else "share") + " first place"
-            + (f" (with {', '.join(k for k in lead if k not in ctrl)})" if set(lead) - set(ctrl) else ""),
-            f"{len(below)} of {len(degraded)} degraded mocks rank below every noise-free control ("
-            f"{sum(apart[k] for k in degraded)} with intervals wholly behind theirs)"
-            + ("" if len(below) == len(degraded) else f"; not below: {', '.join(k for k in degraded if k not in below)}"),
-            f"resolution separates {metric_info.loc['resolution_A', 'separated_pairs']:.0%} of the pairs "
-            f"({ranks['resolution_A'].nunique()} distinct ranks)"]
-    sane += [f"{k} (a real method) is scored, place {board.index.get_loc(k) + 1}" for k in board.index
-             if subs[k].provenance.get("method")]
-    display(Markdown("**What the demo shows.** " + "; ".join(sane) + "."))
+    degraded = list(dict.fromkeys([d[0] for d in leaderboard.DEMO_DEFECTS] + [u[0] for u in leaderboard.DEMO_UNDONE]))
+    display(Markdown(story.sanity(board, ctrl, degraded, metric_info.loc["resolution_A", "separated_pairs"],
+                                  ranks["resolution_A"].nunique(), methods)))
 
 # %% [markdown]
 # ## Every metric's rank
@@ -324,67 +296,38 @@ fig.tight_layout()
 # %% [markdown]
 # ## Where a real method lands
 # Every other entry is a mock that hetbook made from the GT. An entry made by a real
-# heterogeneity method from the particle images (on the demo: cryoDRGN, trained on the 2000
-# simulated particles — see {doc}`../data`, step 7) is placed here among them, metric by metric, against
-# the realistic *Reconstructed* mock (maps reconstructed from the same kind of images, with the
-# GT's own grouping of the particles): "better"/"worse" only beyond both error bars.
+# heterogeneity method from the particle images (on the demo: cryoDRGN, trained on the 2 000
+# simulated particles at 32 px — see {doc}`../data`, step 7) is placed here among them, metric by
+# metric, against two ideal reconstructions with the true poses and each image's true state:
+# the control made from **exactly its images at its box** (`helpers.matched`; the fair
+# comparison: what is left is what the method had to learn) and the realistic *Reconstructed*
+# mock (12 times the images at twice the box). "Better"/"worse" only beyond both error bars; the
+# image metrics score held-out images that no method trained on.
 
 # %% tags=["remove-input"]
-real = [lab for lab in board.index if subs[lab].provenance.get("method")]
-units_short = {"resolution_A": " Å", "pw_coverage_A": " Å", "pcv_gt_captured": " %", "pcv_set_in_gt": " %",
-               "loglik_per_image": " nat"}
-for lab in real:
-    pl = leaderboard.placement(board, lab, better)
-    cols = {"value": lab, "rank": f"rank (of {pl['n']})", "compare_value": leaderboard.DEMO_BASE,
-            "vs_compare": "verdict"}
-    tab = pl["metrics"].rename(index=leaderboard.NAMES, columns=cols).rename_axis("metric")
-    display(tab.style.format({cols["value"]: "{:.3g}", cols["compare_value"]: "{:.3g}", cols["rank"]: "{:g}"},
-                             na_rep="").set_caption(f"{lab} against {leaderboard.DEMO_BASE} (verdict: beyond both error bars)")
-            .set_table_styles([{"selector": "th", "props": "white-space: nowrap; padding: 0 0.6em;"}]))
+matched_lab = matched.matched_label_in(data)
+matched_lab = matched_lab if matched_lab in board.index else None
+base = leaderboard.DEMO_BASE if leaderboard.DEMO_BASE in board.index else None
+ifile = out / "image_metrics" / "images.json"
+scored = json.loads(ifile.read_text()) if ifile.is_file() else {}
+images = {"n": scored["n_images"], "stack": scored["n_stack"],
+          "heldout": scored["particles"] != "particles/particles.star"} if scored else None  # the methods' training stack
+for lab in methods:
     rec = data / "cryodrgn" / "run.json"  # the demo's record of its cryoDRGN training (adapters.add_cryodrgn_entry)
     run = json.loads(rec.read_text()) if rec.is_file() else {}
     run = run if run.get("label") == lab else {}
-    m = pl["metrics"]
-    method = subs[lab].provenance["method"]
-    txt = [f"**What the demo shows.** {lab} (" + (f"{method}, " if method != lab else "") + "a real method's output) is "
-           f"{pl['position']} of {pl['n']} by mean rank ({board.loc[lab, 'mean_rank']:.2f}, interval "
-           f"{board.loc[lab, 'mean_rank_lo']:.2f}–{board.loc[lab, 'mean_rank_hi']:.2f})"
-           + (f"; its interval overlaps those of {', '.join(pl['tied'])}, so it is not ordered against them"
-              if pl["tied"] else "")
-           + (f"; it ranks ahead of {', '.join(pl['ahead_of'])} and behind {', '.join(pl['behind'])} (intervals apart)"
-              if pl["ahead_of"] and pl["behind"] else f"; it ranks ahead of {', '.join(pl['ahead_of'])} (intervals apart)"
-              if pl["ahead_of"] else f"; it ranks behind {', '.join(pl['behind'])} (intervals apart)" if pl["behind"] else "")]
-    if "vs_compare" in m:
-        for verdict in ("better", "worse"):
-            ms_ = m.index[m.vs_compare == verdict]
-            if len(ms_):
-                txt.append(f"it is {verdict} than {leaderboard.DEMO_BASE} on "
-                           + ", ".join(f"{leaderboard.NAMES.get(k, k)} ({m.loc[k, 'value']:.3g}{units_short.get(k, '')} vs "
-                                       f"{m.loc[k, 'compare_value']:.3g}{units_short.get(k, '')})" for k in ms_))
-        tied = m.index[m.vs_compare == "tied"]
-        if len(tied):
-            txt.append("within the error bars on " + ", ".join(leaderboard.NAMES.get(k, k) for k in tied))
-    demo = json.loads((data / "manifest.json").read_text()).get("params", {}) if (data / "manifest.json").is_file() else {}
-    if run and demo.get("n_recon_images") and leaderboard.DEMO_BASE in board.index:
-        txt.append(f"both had the true poses, but {leaderboard.DEMO_BASE} and the mocks made from it were reconstructed "
-                   f"from {demo['n_recon_images']:,} images at {demo.get('box', '')} px grouped by their true state, "
-                   f"while {lab} had {demo.get('n_images', 0):,} images and had to learn the states itself")
-    if run:
-        nyq = 2 * run["voxel_size_A"]
-        txt.append(f"it was trained on images downsampled to {run['box']} px ({run['voxel_size_A']:.2f} Å/px), so its maps "
-                   f"hold nothing finer than the Nyquist limit {nyq:.2f} Å: "
-                   + (f"its FSC crossed at {vol.loc[lab, 'best_res_median_raw_A']:.2f} Å (median of its maps), finer than "
-                      "that limit, so its resolution is reported as Nyquist-limited at the limit — the budget, not the "
-                      "method, caps it" if lab in limited else
-                      f"its resolution of {board.loc[lab, 'resolution_A']:.2f} Å is "
-                      + ("at that limit — the budget, not the method, caps it"
-                         if board.loc[lab, "resolution_A"] < 1.1 * nyq else "above that limit"))
-                   + f" ({run['epochs']} epochs, {run['train_s']:.0f} s of training on this machine)")
-    txt.append(f"its populations come from its own latent coordinates (EMD submitted {m.loc['emd_submitted', 'value']:.3f}, "
-               f"KL {m.loc['kl_submitted', 'value']:.3f}) and its maps capture {m.loc['pcv_gt_captured', 'value']:.1f} % "
-               "of the GT's variance")
-    display(Markdown("; ".join(txt) + "."))
-if not real:
+    vs = {k: leaderboard.placement(board, lab, better, compare=k)["metrics"] for k in (matched_lab, base) if k}
+    tab = pd.concat({lab: vs[next(iter(vs))][["value", "rank"]], **{k: v[["compare_value", "vs_compare"]]
+                                                                    for k, v in vs.items()}}, axis=1) if vs else None
+    if tab is not None:
+        display(tab.rename(index=leaderboard.NAMES).rename_axis("metric").style.format(precision=3, na_rep="")
+                .set_caption(f"{lab} against the ideal reconstructions (verdict: beyond both error bars)"))
+    pl = leaderboard.placement(board, lab, better)
+    display(Markdown("**What the demo shows.** " + story.method_placement(lab, subs[lab].provenance["method"], board, pl)
+                     + ". " + story.method_nyquist(lab, run, board, vol) + "\n\n"
+                     + story.like_with_like(lab, matched.budgets(data), vs.get(matched_lab), matched_lab,
+                                            vs.get(base), base, run, images)))
+if not methods:
     print("no real method's entry in this run (the demo adds cryoDRGN when `make cryodrgn` has installed it)")
 
 # %% [markdown]
@@ -434,17 +377,7 @@ if len(checks):
 
 # %% tags=["remove-input"]
 if len(checks):
-    fam = checks[checks.metric != "all"].groupby("mock").verdict.apply(lambda v: (v == "caught").any())
-    missed = checks[(checks.metric != "all") & (checks.verdict != "caught")]
-    und = checks[checks.metric == "all"]
-    ctrl = [k for k in ("Averaged GT", "Sampled GT") if k in board.index]
-    top = {k: board.loc[k, "rank_resolution_A"] for k in ctrl}
-    Markdown(f"**What the demo shows.** {int(fam.sum())} of {len(fam)} degraded mocks are caught by their family"
-             + (f" ({', '.join(f'{r.mock}: {r.metric} {r.verdict}' for r in missed.itertuples())} — a second "
-                "metric of the same family catches them)" if len(missed) else "") + ". "
-             + ("Preprocessing: " + "; ".join(f"{r.mock} {r.verdict}" for r in und.itertuples()) + ". " if len(und) else "")
-             + ("The noise-free controls rank " + ", ".join(f"{k} {v:g}" for k, v in top.items())
-                + " on resolution, as they must (every map is a GT map or an average of a few)." if top else ""))
+    display(Markdown(story.defects(checks, board, ctrl)))
 
 # %% [markdown]
 # ## Do the metrics agree?
@@ -512,23 +445,7 @@ for a, m in zip(axes[0], image_m):
 fig.tight_layout()
 
 # %% tags=["remove-input"]
-def said(m):
-    c, ms = cal.loc[m], mis.loc[[m]] if m in mis.index else mis.iloc[:0]
-    sig = ms[ms.significant]
-    how = ("agreement beyond chance" if c.lo > 0 else "an anti-correlation, the score ordering the submissions against the GT"
-           if c.hi < 0 else "no agreement established, the interval contains 0")
-    t = (f"{leaderboard.NAMES.get(m, m)} has Spearman ρ = {c.rho:.2f} with the GT-based ranking of the {int(c.n)} "
-         f"submissions (95 % bootstrap interval {c.lo:.2f} to {c.hi:.2f}; {how}) and orders {int(c.misordered)} of the "
-         f"{int(c.pairs)} pairs opposite to it")
-    if len(sig):
-        t += (f"; {len(sig)} of them significantly on both sides, the GT-free score putting "
-              + ", ".join(f"{b} above {a}" for a, b in zip(sig.gt_better, sig.gt_worse)))
-    else:
-        t += "; none of them significantly on both sides"
-    return t
-
-
-Markdown("**What the demo shows.** " + ". ".join(said(m)[0].upper() + said(m)[1:] for m in image_m) + ".")
+Markdown(story.calibration(cal, mis, image_m))
 
 # %% [markdown]
 # ## Browse any submission's maps

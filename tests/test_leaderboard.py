@@ -239,6 +239,8 @@ def test_front_page_sentence_follows_the_tables():
                           "mean_rank_hi": [1.2, 2.5, 4.5, 7.0]}, index=["GT", "20 maps", "Reconstructed", "cryoDRGN"])
     checks = pd.DataFrame({"mock": ["Bimodal", "Bimodal", "Low-pass"], "metric": ["emd_submitted", "kl_submitted",
                            "resolution_A"], "verdict": ["caught", "caught", "caught"]})
+    s = front_page(board, checks, methods=["cryoDRGN"], matched="20 maps")
+    assert "ranks 4 of 4, the ideal reconstruction from exactly its images and box (20 maps) 2;" in s
     s = front_page(board, checks, methods=["cryoDRGN"])
     assert "**GT** leads the leaderboard of 4 submissions alone" in s
     assert "*Reconstructed* submission (noisy maps from simulated particle images) ranks 3, behind GT, 20 maps" in s

@@ -72,7 +72,7 @@ def test_resolution_sentence_names_controls_and_misses():
     pops = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02])           # most populated = finest
     best = pd.DataFrame({"label": "Reconstructed", "map": np.arange(8), "best_res_A": res})
     s = story.resolution(summ, best, NYQ, pops)
-    assert "3 of 7 submissions reach Nyquist (4.29 Å): Averaged GT, Sampled GT, 20 maps — Averaged GT and Sampled " \
+    assert "3 of 7 submissions reach Nyquist (4.29 Å): Averaged GT, Sampled GT and 20 maps — Averaged GT and Sampled " \
            "GT are the GT-derived controls (GT maps or averages of a few)." in s
     assert "cryoDRGN's maps were made at 4.29 Å voxels: 7 of 10 best resolutions were finer than its own Nyquist, " \
            "8.58 Å (median 7.90 Å as measured)" in s
@@ -83,7 +83,7 @@ def test_resolution_sentence_names_controls_and_misses():
     summ.loc[1, "best_res_median_A"] = 5.0                                   # Sampled GT misses Nyquist
     summ.loc[4, "best_res_median_A"] = 6.1                                   # Noisy no worse than Reconstructed
     s = story.resolution(summ, best, NYQ, pops[::-1])                        # most populated = coarsest
-    assert "2 of 7 submissions reach Nyquist (4.29 Å): Averaged GT, 20 maps — Averaged GT is a GT-derived control" in s
+    assert "2 of 7 submissions reach Nyquist (4.29 Å): Averaged GT and 20 maps — Averaged GT is a GT-derived control" in s
     assert "Sampled GT (5.00 Å), GT-derived control, does not." in s
     assert "reaches 8.50 Å, not finer than its least populated quarter (5.25 Å)." in s and "real data" not in s
     assert "Low-pass (the Reconstructed maps, low-passed) is worse than Reconstructed (Low-pass 9.20 Å against 6.10 Å)" in s
@@ -233,3 +233,18 @@ def test_robustness_lines_and_the_per_metric_leader_follow_the_verdicts():
     s = story_scores.robustness(S, names + ["hand"], pm)
     assert "- **wrong hand**: seen by L2 per voxel; 1 of 1 metrics detect it." in s
     assert "**Per metric.** L2 per voxel detects the most defects (2 of 3);" in s
+
+
+def test_chapter_1_names_the_held_out_stack_and_chapter_3_its_controls():
+    """With a held-out stack the sentence says chapter 6 scores on it, not on the training images;
+    Nyquist reached by the controls alone is said once."""
+    from helpers import story
+
+    s = {"n_gt_maps": 4, "box": 8, "voxel_size_A": 2.0, "n_particles": 20, "snr": 0.05}
+    assert "20 particle images at SNR 0.05 are what chapter 6 scores" in story.data_summary(s, [0, 1, 2, 3], [1] * 4)
+    t = story.data_summary({**s, "n_heldout": 5}, [0, 1, 2, 3], [1] * 4)
+    assert "are the stack methods train on; 5 more, drawn the same way and held out, are what chapter 6 scores" in t
+    summ = pd.DataFrame({"label": ["Averaged GT", "Sampled GT", "Reconstructed"], "best_res_median_A": [4.29, 4.29, 6.0],
+                         "nyquist_limited": [False] * 3})
+    assert "reach Nyquist (4.29 Å): Averaged GT and Sampled GT, the GT-derived controls (GT maps" in \
+        story.resolution(summ, None, 4.292)

@@ -59,7 +59,7 @@ def test_like_with_like_names_what_the_method_gets_wrong():
                              {"n": 160, "stack": 2000, "heldout": False})
     assert "beyond its budget: nothing the error bars resolve" in s and "optimistic" in s and "24,000" not in s
     s = story.like_with_like("cryoDRGN", budgets, None, None, None, None)
-    assert "cannot be told apart" in s
+    assert "cannot be told apart" in s and "no training record" in s and "true poses" not in s
 
 
 def test_method_placement_and_nyquist():
