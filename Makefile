@@ -33,6 +33,7 @@ notebooks: $(VENV)/.installed $(CRYODRGN_VENV)/.installed
 	$(PY) -m helpers.run --params $(PARAMS)
 
 html: $(VENV)/.installed _vendor/.done
+	$(PY) -m helpers.run --params $(PARAMS) --no-data --status
 	rm -rf book/_build/html
 	$(VENV)/bin/jupyter-book build . --path-output book --keep-going
 	$(PY) tools/postbuild_html.py book/_build/html

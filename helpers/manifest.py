@@ -99,11 +99,10 @@ def input_fingerprints(data_dir: Path) -> dict:
     """{relative path: {bytes, mtime, sha1}} of the input files of a data folder."""
     out = {}
     data_dir = Path(data_dir)
-    for sub in ("gt", "submissions", "particles"):
+    for sub in ("gt", "submissions", "particles", "manifest.json", "cryodrgn/run.json"):
         root = data_dir / sub
-        if not root.is_dir():
-            continue
-        for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        found = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        for f in (p for p in found if not p.name.startswith(".")):
             st = f.stat()
             out[str(f.relative_to(data_dir))] = {"bytes": st.st_size, "mtime": st.st_mtime, "sha1": _sha1(f)}
     return out
@@ -151,9 +150,9 @@ def start(results_dir, params: dict, data_dir, fresh: bool) -> dict:
     m = {}
     if not fresh and (results_dir / NAME).is_file():
         m = read(results_dir)
-    if fresh or not m:
-        m = {"run_id": uuid.uuid4().hex[:12], "started": _dt.datetime.now().isoformat(timespec="seconds"),
-             "submissions": {}, "chapters": {}, "failures": []}
+    if fresh or not m:  # a new run id; finished chapters stay, judged by their fingerprints
+        m = {"submissions": {}, "chapters": {}, "failures": [], **m,
+             "run_id": uuid.uuid4().hex[:12], "started": _dt.datetime.now().isoformat(timespec="seconds")}
     m.update(code_version=code_version(), params=params, data_dir=str(data_dir),
              inputs=input_fingerprints(data_dir) if Path(data_dir).is_dir() else {})
     write(results_dir, m)
@@ -188,8 +187,9 @@ def update(results_dir, **changes) -> None:
         merge_update(results_dir, chapter=os.environ.get(CHAPTER_ENV, "interactive"))
 
 
-def merge_update(results_dir, chapter: str, status: str = "done") -> dict:
-    """Apply a chapter's recorded changes to the manifest and mark the chapter."""
+def merge_update(results_dir, chapter: str, status: str = "done", fingerprint: dict | None = None) -> dict:
+    """Apply a chapter's recorded changes to the manifest and mark the chapter (with the
+    :mod:`helpers.fingerprint` of what it used, and a fresh completion token)."""
     results_dir = Path(results_dir)
     if not (results_dir / NAME).is_file():  # a chapter run by hand, outside the runner
         start(results_dir, {}, results_dir, fresh=True)
@@ -207,7 +207,7 @@ def merge_update(results_dir, chapter: str, status: str = "done") -> dict:
     m["failures"] = [f for f in m.get("failures", []) if f["chapter"] != chapter] + upd.get("failures", [])
     m.setdefault("chapters", {})[chapter] = {
         "status": status, "finished": _dt.datetime.now().isoformat(timespec="seconds"), "run_id": m.get("run_id"),
-        "labels": upd.get("labels", [])}
+        "labels": upd.get("labels", []), "token": uuid.uuid4().hex[:12], "fingerprint": fingerprint}
     write(results_dir, m)
     return m
 

@@ -217,20 +217,20 @@ def test_demo_cryodrgn_entry(tiny_data, tmp_path, monkeypatch, capsys):
     record, and a second call trains nothing."""
     import shutil
 
-    from helpers import run
+    from helpers import demo_data
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     before = (data / "submissions/submission_config.json").read_text()
     with pytest.raises(SystemExit, match="dataset.cryodrgn should be a mapping"):
-        run.ensure_cryodrgn(data, {"epochs": 2, "depth": 3})
+        demo_data.ensure_cryodrgn(data, {"epochs": 2, "depth": 3})
 
     def absent(exe=None):
         raise InputError("cryodrgn", "the cryoDRGN command was not found.", "make cryodrgn")
 
     with monkeypatch.context() as m:
         m.setattr(adapters, "find_cryodrgn", absent)
-        run.ensure_cryodrgn(data, {"epochs": 2})
+        demo_data.ensure_cryodrgn(data, {"epochs": 2})
     said = capsys.readouterr().out
     assert "cryoDRGN is not installed" in said and "make cryodrgn" in said
     assert not (data / "submissions/cryodrgn").exists()
@@ -239,7 +239,7 @@ def test_demo_cryodrgn_entry(tiny_data, tmp_path, monkeypatch, capsys):
         adapters.find_cryodrgn()
     except InputError:
         pytest.skip("cryoDRGN is not installed (make cryodrgn installs it)")
-    run.ensure_cryodrgn(data, {"epochs": 2, "box": 16, "n_maps": 4, "width": 16, "layers": 1})
+    demo_data.ensure_cryodrgn(data, {"epochs": 2, "box": 16, "n_maps": 4, "width": 16, "layers": 1})
     cfg = json.loads((data / "submissions/submission_config.json").read_text())
     entry = [v for k, v in cfg.items() if k != "gt" and v["name"] == "cryodrgn"]
     assert len(entry) == 1 and entry[0]["hetbook_provenance"]["method"] == "cryoDRGN" and entry[0]["align"] == 1

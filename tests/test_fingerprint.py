@@ -1,0 +1,46 @@
+"""helpers.fingerprint: which chapters still follow from their inputs (no notebooks run)."""
+from helpers import fingerprint as fp
+
+CFG = {"common": {"data_dir": "d", "results_dir": "r", "voxel_size": 2.0},
+       "notebooks": {"03_volume_metrics": {"sw_directions": 8}}}
+INPUTS = {"gt/maps_gt.npy": {"bytes": 10, "mtime": 1.0, "sha1": None},
+          "submissions/a/populations.txt": {"bytes": 3, "mtime": 2.0, "sha1": "aa"},
+          "particles/particles.star": {"bytes": 5, "mtime": 3.0, "sha1": "pp"}}
+STEMS = ["02_preprocessing", "03_volume_metrics", "05_distribution"]
+
+
+def _done(cfg=CFG, inputs=INPUTS):
+    chapters = {}
+    for k, stem in enumerate(STEMS):
+        chapters[stem] = {"status": "done", "token": f"t{k}",
+                          "fingerprint": fp.fingerprint(stem, cfg, inputs, chapters, code="c")}
+    return chapters
+
+
+def test_a_fresh_run_is_done_and_locations_do_not_count():
+    ch = _done()
+    moved = {**CFG, "common": {**CFG["common"], "results_dir": "elsewhere", "executed_dir": "x"}}
+    assert {k: v[0] for k, v in fp.status(STEMS, moved, INPUTS, ch, code="c").items()} == dict.fromkeys(STEMS, "done")
+
+
+def test_each_cause_makes_the_right_chapters_stale():
+    ch = _done()
+    cfg = {**CFG, "notebooks": {"03_volume_metrics": {"sw_directions": 16}}}
+    s = fp.status(STEMS, cfg, INPUTS, ch, code="c")
+    assert s["02_preprocessing"][0] == "done" and s["03_volume_metrics"] == ("stale", "parameters changed: sw_directions 8 → 16")
+    assert s["05_distribution"] == ("stale", "03_volume_metrics is stale")
+    changed = {**INPUTS, "submissions/a/populations.txt": {"bytes": 3, "mtime": 9.0, "sha1": "bb"}}
+    s = fp.status(STEMS, CFG, changed, ch, code="c")
+    assert s["02_preprocessing"] == ("stale", "data changed under submissions")
+    assert s["03_volume_metrics"] == ("stale", "02_preprocessing is stale")
+    touched = {**INPUTS, "submissions/a/populations.txt": {"bytes": 3, "mtime": 9.0, "sha1": "aa"}}  # same content
+    assert all(v[0] == "done" for v in fp.status(STEMS, CFG, touched, ch, code="c").values())
+    big = {**INPUTS, "gt/maps_gt.npy": {"bytes": 10, "mtime": 5.0, "sha1": None}}  # too big to hash: mtime counts
+    assert fp.status(STEMS, CFG, big, ch, code="c")["02_preprocessing"][1] == "data changed under gt"
+    assert fp.status(STEMS, CFG, INPUTS, ch, code="c2")["02_preprocessing"][0] == "stale"
+    ch["02_preprocessing"]["token"] = "rerun"                       # chapter 2 run again since
+    s = fp.status(STEMS, CFG, INPUTS, ch, code="c")
+    assert s["03_volume_metrics"] == ("stale", "02_preprocessing was re-run since")
+    del ch["02_preprocessing"]
+    assert fp.status(STEMS, CFG, INPUTS, ch, code="c")["05_distribution"][1] == \
+        "02_preprocessing is missing; 03_volume_metrics is stale"
