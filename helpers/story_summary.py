@@ -38,9 +38,9 @@ def verdict(board: pd.DataFrame, families: pd.DataFrame, metric_info: pd.DataFra
             + ". Per metric, ranks count a difference only beyond the metrics' error bars (2 σ; 0.1 % relative "
               "without one)"
             + (f"; left out of the mean rank because they separate fewer than a quarter of the pairs: "
-               f"{', '.join(weak)}" if weak else "")
+               f"{', '.join(_name(m) for m in weak)}" if weak else "")
             + ("; left out as underpowered (fewer images scored than needed to order the submissions): "
-               + ", ".join(f"{m} ({metric_info.loc[m, 'n_images']:.0f} images, "
+               + ", ".join(f"{_name(m)} ({metric_info.loc[m, 'n_images']:.0f} images, "
                            f"{metric_info.loc[m, 'images_needed']:.0f} needed)" for m in under) if under else "")
             + ".")
 
@@ -95,10 +95,9 @@ def method_placement(label: str, method: str, board: pd.DataFrame, place: dict) 
             f"{b.mean_rank_hi:.2f})"
             + (f"; its interval overlaps those of {', '.join(place['tied'])}, so it is not ordered against them"
                if place["tied"] else "")
-            + (f"; it ranks ahead of {', '.join(place['ahead_of'])}" if place["ahead_of"] else "")
-            + ("; it ranks " + ("and " if place["ahead_of"] else "") + f"behind {', '.join(place['behind'])}"
-               if place["behind"] else "")
-            + (" (intervals apart)" if place["ahead_of"] or place["behind"] else ""))
+            + ("; it ranks " + " and ".join(([f"ahead of {', '.join(place['ahead_of'])}"] if place["ahead_of"] else [])
+                                            + ([f"behind {', '.join(place['behind'])}"] if place["behind"] else []))
+               + " (intervals apart)" if place["ahead_of"] or place["behind"] else ""))
 
 
 def method_nyquist(label: str, run: dict, board: pd.DataFrame, vol: pd.DataFrame) -> str:

@@ -34,7 +34,7 @@ def test_verdict_names_left_out_metrics_and_families():
                         index=["resolution_A", "kl_submitted", "best_cc", "loglik_per_image"])
     s = story.verdict(b, fam, info, 200)
     assert "mean of 1 family ranks (volume)" in s and "image family (no separating metric)" in s
-    assert "pairs: kl_submitted" in s and "best_cc (160 images, 900 needed)." in s
+    assert "pairs: KL submitted" in s and "best CC (160 images, 900 needed)." in s
     info.loc["best_cc", ["in_mean_rank", "underpowered"]] = [True, False]
     s = story.verdict(b, fam, info, 200)
     assert "underpowered" not in s
@@ -67,7 +67,9 @@ def test_method_placement_and_nyquist():
     pl = {"position": 5, "n": 5, "tied": ["Low-pass"], "ahead_of": [], "behind": ["Averaged GT", "Sampled GT"]}
     s = story.method_placement("cryoDRGN", "cryodrgn", b, pl)
     assert "5 of 5 by mean rank (6.50, interval 6.00–7.00)" in s and "overlaps those of Low-pass" in s
-    assert "behind Averaged GT, Sampled GT (intervals apart)" in s and "ahead of" not in s
+    assert "; it ranks behind Averaged GT, Sampled GT (intervals apart)" in s and "ahead of" not in s
+    s = story.method_placement("cryoDRGN", "cryodrgn", b, {**pl, "ahead_of": ["Low-pass"]})
+    assert "; it ranks ahead of Low-pass and behind Averaged GT, Sampled GT (intervals apart)" in s
     vol = pd.DataFrame({"best_res_median_raw_A": [7.9]}, index=["cryoDRGN"])
     run = {"box": 32, "voxel_size_A": 4.292}
     assert "crossed at 7.90 Å" in story.method_nyquist("cryoDRGN", run, b, vol)
