@@ -147,9 +147,7 @@ def write(results_dir, m: dict) -> Path:
 def start(results_dir, params: dict, data_dir, fresh: bool) -> dict:
     """Write (``fresh``: a new run) or update the manifest before any chapter runs."""
     results_dir = Path(results_dir)
-    m = {}
-    if not fresh and (results_dir / NAME).is_file():
-        m = read(results_dir)
+    m = read(results_dir) if (results_dir / NAME).is_file() else {}
     if fresh or not m:  # a new run id; finished chapters stay, judged by their fingerprints
         m = {"submissions": {}, "chapters": {}, "failures": [], **m,
              "run_id": uuid.uuid4().hex[:12], "started": _dt.datetime.now().isoformat(timespec="seconds")}

@@ -298,15 +298,18 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         data_dir = resolve(cfg["common"].get("data_dir", "."))
-        fresh = any(p.stem.startswith("02") for p in nbs) or not (results / manifest.NAME).is_file()
-        m = manifest.start(results, cfg, data_dir, fresh=fresh)
         again = f"python -m helpers.run --params {args.params}"
-        states = fingerprint.status([p.stem for p in list_notebooks()], cfg, m["inputs"], m["chapters"])
-        if args.status:
+        if args.status:  # read-only: the manifest is not touched
+            m = manifest.read(results) if (results / manifest.NAME).is_file() else {}
+            inputs = manifest.input_fingerprints(data_dir) if data_dir.is_dir() else {}
+            states = fingerprint.status([p.stem for p in list_notebooks()], cfg, inputs, m.get("chapters", {}))
             for stem, (state, why) in states.items():
                 print(f"{stem:20s} {state:8s} {why}")
             fingerprint.mark_executed(out_dir, states, again)
             return 0
+        fresh = any(p.stem.startswith("02") for p in nbs) or not (results / manifest.NAME).is_file()
+        m = manifest.start(results, cfg, data_dir, fresh=fresh)
+        states = fingerprint.status([p.stem for p in list_notebooks()], cfg, m["inputs"], m["chapters"])
         blocked = _blocked(nbs, states) if args.only else []
         if blocked:
             print("error: " + "; ".join(f"{stem} reads {dep}, which is {states[dep][0]} ({states[dep][1]})"
