@@ -30,7 +30,7 @@ os.environ.setdefault("HETBOOK_QUIET", "1")
 from helpers import volume_metrics as vm  # noqa: E402
 from helpers.backend import device  # noqa: E402
 from helpers.fourier import rfft_weights, shell_index  # noqa: E402
-from helpers.preprocess import median_zscore  # noqa: E402
+from helpers.normalise import median_zscore  # noqa: E402
 
 
 def soft_sphere(n):

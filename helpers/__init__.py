@@ -1,37 +1,47 @@
-"""hetbook helpers: the kernels and I/O that the analysis notebooks call.
+"""hetbook helpers: the kernels and I/O that the analysis notebooks call, in layers.
 
-One module per concern (README "Layout" lists the rest of the repository):
+A module imports only from its own layer or the layers below it (function-local imports
+included; ``pyproject.toml``'s import-linter contract, checked by ``tests/test_architecture.py``,
+with no import cycle anywhere). Top to bottom:
 
-``backend``          device choice (CUDA when present, else CPU), memory-sized chunks, progress bars
-``paths``            repository-relative paths, atomic writes, result files
-``errors``           :class:`InputError`, the one exception for bad user input
-``catalogue``        which family of questions each metric answers (volume, transport, subspace, distribution, image)
-``schema``           pydantic schemas of the challenge config; notices of automatic fixes
-``manifest``         the run manifest, staged chapter outputs, per-submission failures
-``mapset``           :class:`MapSet`, the one data model for a set of maps
-``io``               readers for the challenge formats (MRC, populations, configs, GT, STAR)
-``fourier``          centred FFTs, shells, power spectra, B-factors, resampling, filters
-``geometry``         Euler angles (RELION ZYZ), rotation grids, rotating volumes
-``preprocess``       crop/pad, resample, flip, normalise, equalise spectra
-``align``            global rotational alignment of a submission to a reference
-``nyquist``          the Nyquist rule: no resolution finer than 2 × a set's native voxel size
-``volume_metrics``   batched FSC (mask-corrected too), resolution and GT x submission distance matrices
-                     (one GT pass for all submissions: ``distance_matrices_many``)
-``transport``        Gromov-/Procrustes-Wasserstein distances between top-k voxel clouds (CPU, POT)
+**report** — what the book shows
+``story``, ``story_scores``, ``story_images``, ``story_summary``  each chapter's result sentences, from its tables
+``headline``         the front page's leaderboard sentence
+``leaderboard``      ranks that respect error bars, family ranks with intervals, defect checks
+``calibration``      GT-free scores against the GT-based ranking
+``plots`` / ``widgets``  figures and kernel-free browsers (``widgets.map_frames``: the one map browser)
+
+**pipeline** — running chapters
+``run``              the papermill runner (``python -m helpers.run``: make-like reruns, ``--status``)
+``fingerprint``      which chapters are done / stale / missing, and why
+``demo_data``        the demo data set for a run (generation, matched control, cryoDRGN entry)
+``distributed``      GT rows, transport pairs and pose searches on a Dask cluster
+``robustness``       controlled degradations and every metric's response (chapter 7)
+``matched``          the control with a real method's data budget
+
+**methods** — ``adapters``: method outputs (cryoDRGN, volume series + labels) → MapSet
+
+**datagen** — ``simulate`` (the AdK demo data set), ``reconstruct`` (Wiener direct Fourier reconstruction)
+
+**metric kernels**
+``volume_metrics``   batched FSC, resolution, GT × submission distance matrices (one GT pass)
+``transport``        Gromov-/Procrustes-Wasserstein distances between top-k voxel clouds
 ``subspace``         PCA, percentage of captured variance, common subspace
 ``distribution``     EMD / KL between GT and submitted or optimised populations
-``leaderboard``      ranks that respect error bars (ties within uncertainty), metrics that separate
-``headline``         the front page's leaderboard sentence, written from chapter 8's tables
-``calibration``      GT-free scores against the GT-based ranking: Spearman with a bootstrap interval, misordered pairs
-``projection``       Fourier-slice projector and CTF
-``reconstruct``      Wiener-filtered direct Fourier reconstruction from particle images (the demo's mocks)
 ``image_metrics``    pose search, image cross-correlation and marginal likelihood
-``simulate``         the adenylate-kinase demo data set (STAR files RELION/cryoDRGN/cryoSPARC read)
-``robustness``       controlled degradations of a submission and every metric's response (chapter 7)
-``verdicts``         the robustness verdicts: paired tests per level, Holm over a degradation's levels
-``adapters``         method outputs (cryoDRGN analyze, volume series + per-particle labels) → MapSet
-``plots``/``widgets`` figures and kernel-free interactive widgets for the book
-``distributed``      the volume metrics' GT chunks on a Dask cluster (scale-out)
-``run``              the papermill runner (``python -m helpers.run``)
+``verdicts``         paired tests per level, Holm over a degradation's levels
+``preprocess`` / ``align``  onto the GT grid and frame: crop/pad, resample, flip, rotational alignment
+
+**numerics** — ``fourier`` (FFTs, shells, resampling, filters), ``geometry`` (Euler angles,
+rotations), ``projection`` (Fourier-slice projector, CTF), ``normalise`` (median z-score, unit
+norm, spectrum equalisation), ``nyquist`` (the Nyquist rule)
+
+**io** — ``io`` (MRC, populations, configs, GT, STAR), ``mapset`` (:class:`MapSet`, the one data
+model), ``schema`` (config schemas, notices), ``labels`` (per-particle labels), ``safe_pickle``,
+``manifest`` (the run manifest, staged outputs, failures)
+
+**core** — ``backend`` (device, memory-sized chunks, progress bars), ``errors`` (:class:`InputError`),
+``paths`` (repository paths, atomic writes, staging, file-name slugs), ``catalogue`` (each
+metric's family), ``dask_tasks`` (scatter-once Dask passes)
 """
 __version__ = "0.1.0"

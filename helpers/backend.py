@@ -101,3 +101,13 @@ def progress(iterable=None, **kwargs):
             _TERMINAL.update(path=path, fh=open(path, "a", buffering=1, encoding="utf-8"))
         kwargs.update(file=_TERMINAL["fh"], ncols=kwargs.get("ncols", 100))
     return tqdm(iterable, **kwargs)
+
+
+SUB_CHUNK_BYTES = 2 ** 29  # working memory for a chunk of submitted maps (their copies and transforms)
+
+
+def sub_step(n: int, copies: int = 8) -> int:
+    """Submitted maps of box ``n`` prepared at a time: ``copies`` float32 copies of each fit in
+    :data:`SUB_CHUNK_BYTES` (1 map at 224³, 64 at 64³). A whole 80-map set at 224³ prepared at
+    once held ~12 GB of copies in :func:`fsc_matrix` and ~8 GB in :func:`distance_matrices`."""
+    return max(1, SUB_CHUNK_BYTES // (n ** 3 * 4 * copies))

@@ -415,6 +415,8 @@ class MapFolder:
     chunked kernel streams the folder instead of stacking it in memory. ``np.asarray`` reads it
     all. ``reads`` counts the files read (for tests and benchmarks)."""
 
+    lazy = True  # read from disk when indexed (helpers.mapset.on_disk)
+
     def __init__(self, folder):
         self.folder = Path(folder)
         self.files = list_map_files(self.folder)
@@ -465,41 +467,6 @@ class MapFolder:
     def __array__(self, dtype=None, copy=None):
         a = self._maps(np.arange(self.shape[0]))
         return a if dtype is None else a.astype(dtype)
-
-
-class Rows:
-    """Rows ``index`` of a stack on disk (a memory map, a :class:`MapFolder`, another ``Rows``),
-    read only when indexed, like :class:`MapFolder`: ``shape``, ``dtype``, ``len``, indexing (an
-    int, a slice, an index array) and ``np.asarray`` (reads them all). A subset of a 224³ GT
-    (``MapSet.subset``) stays on disk instead of ~45 MB per map in memory."""
-
-    def __init__(self, base, index):
-        self.base, self.index = base, np.asarray(index, dtype=np.int64)
-        if self.index.ndim != 1 or (len(self.index) and not 0 <= self.index.min() <= self.index.max() < len(base)):
-            raise IndexError(f"rows {self.index} outside a stack of {len(base)} maps")
-        self.shape = (len(self.index), *base.shape[1:])
-        self.dtype = np.dtype(base.dtype)
-        self.ndim = len(self.shape)
-        self.size = int(np.prod(self.shape))
-        self.nbytes = self.size * self.dtype.itemsize
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        idx = self.index[key]
-        if np.ndim(idx) == 0:
-            return np.asarray(self.base[int(idx)])
-        return np.asarray(self.base[idx])
-
-    def __array__(self, dtype=None, copy=None):
-        a = np.asarray(self.base[self.index])
-        return a if dtype is None else a.astype(dtype)
-
-
-def on_disk(maps) -> bool:
-    """True for a stack read lazily from disk (a memory map, a :class:`MapFolder`, :class:`Rows`)."""
-    return isinstance(maps, (np.memmap, MapFolder, Rows))
 
 
 LAZY_FOLDER_BYTES = 2 ** 30  # an MRC-folder GT larger than this stays on disk (MapFolder)

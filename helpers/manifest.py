@@ -34,31 +34,10 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import InputError
-
-STAGE_ENV = "HETBOOK_STAGE"      # staging folder of the running chapter
-RESULTS_ENV = "HETBOOK_RESULTS"  # the results folder the stage stands in for
-CHAPTER_ENV = "HETBOOK_CHAPTER"  # the running chapter's name
-NAME = "manifest.json"
-
+from .paths import CHAPTER_ENV, RESULTS_ENV, STAGE_ENV, staged_path  # noqa: F401 (the runner reads them here)
+from .paths import MANIFEST_NAME as NAME
 
 # ------------------------------------------------------------------------------- staging
-def staged_path(path: Path) -> Path:
-    """Where a result file is really written: inside the stage while a chapter runs."""
-    stage, results = os.environ.get(STAGE_ENV), os.environ.get(RESULTS_ENV)
-    if not stage or not results:
-        return path
-    p = Path(path).resolve()
-    if p.is_relative_to(Path(stage).resolve()):
-        return path  # already inside the stage
-    try:
-        rel = p.relative_to(Path(results).resolve())
-    except ValueError:
-        return path
-    if rel.name == NAME:
-        return path  # the manifest is the runner's; chapters update it through the stage file below
-    return Path(stage) / rel
-
-
 def commit_stage(stage: Path, results: Path) -> list[Path]:
     """Move every staged file into place (file by file, each an atomic rename). Returns them."""
     moved = []

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .paths import atomic_write
+from .paths import atomic_write, slug  # noqa: F401 (slug: the name callers import from here)
 
 
 def npz_memmap(path: str | Path, name: str) -> np.ndarray:
@@ -57,9 +56,42 @@ def npz_memmap(path: str | Path, name: str) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
 
 
-def slug(label: str) -> str:
-    """File-name-safe version of a label: lower case, runs of other characters -> ``_``."""
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "unnamed"
+class Rows:
+    """Rows ``index`` of a stack on disk (a memory map, a :class:`helpers.io.MapFolder`, another
+    ``Rows``), read only when indexed, like a ``MapFolder``: ``shape``, ``dtype``, ``len``, indexing (an
+    int, a slice, an index array) and ``np.asarray`` (reads them all). A subset of a 224³ GT
+    (``MapSet.subset``) stays on disk instead of ~45 MB per map in memory."""
+
+    lazy = True
+
+    def __init__(self, base, index):
+        self.base, self.index = base, np.asarray(index, dtype=np.int64)
+        if self.index.ndim != 1 or (len(self.index) and not 0 <= self.index.min() <= self.index.max() < len(base)):
+            raise IndexError(f"rows {self.index} outside a stack of {len(base)} maps")
+        self.shape = (len(self.index), *base.shape[1:])
+        self.dtype = np.dtype(base.dtype)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+        self.nbytes = self.size * self.dtype.itemsize
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        idx = self.index[key]
+        if np.ndim(idx) == 0:
+            return np.asarray(self.base[int(idx)])
+        return np.asarray(self.base[idx])
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.base[self.index])
+        return a if dtype is None else a.astype(dtype)
+
+
+def on_disk(maps) -> bool:
+    """True for a stack read lazily from disk: a memory map, or an object marked ``lazy``
+    (:class:`helpers.io.MapFolder`, :class:`Rows`)."""
+    return isinstance(maps, np.memmap) or bool(getattr(maps, "lazy", False))
 
 
 @dataclasses.dataclass
@@ -118,9 +150,7 @@ class MapSet:
     def subset(self, index) -> "MapSet":
         """The maps ``index`` (array of ints or booleans) with renormalised populations. Maps on
         disk (a memory map, a lazy MRC folder) stay there: the subset reads them when indexed
-        (:class:`helpers.io.Rows`)."""
-        from .io import Rows, on_disk
-
+        (:class:`Rows`)."""
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)

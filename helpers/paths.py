@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -29,10 +30,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     """Open a temporary file next to ``path``; rename it onto ``path`` only on success.
 
     While the runner executes a chapter, result files are redirected into that chapter's
-    staging folder (:func:`helpers.manifest.staged_path`) and moved into place only if the
+    staging folder (:func:`staged_path`) and moved into place only if the
     chapter succeeds."""
-    from .manifest import staged_path
-
     path = staged_path(Path(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,3 +82,31 @@ def save_csv(path, frame) -> Path:
     with atomic_write(path, "w") as fh:
         frame.to_csv(fh, index=frame.index.name is not None)
     return Path(path)
+
+
+STAGE_ENV = "HETBOOK_STAGE"      # staging folder of the running chapter
+RESULTS_ENV = "HETBOOK_RESULTS"  # the results folder the stage stands in for
+CHAPTER_ENV = "HETBOOK_CHAPTER"  # the running chapter's name
+MANIFEST_NAME = "manifest.json"  # the run manifest (helpers.manifest)
+
+
+def staged_path(path: Path) -> Path:
+    """Where a result file is really written: inside the stage while a chapter runs."""
+    stage, results = os.environ.get(STAGE_ENV), os.environ.get(RESULTS_ENV)
+    if not stage or not results:
+        return path
+    p = Path(path).resolve()
+    if p.is_relative_to(Path(stage).resolve()):
+        return path  # already inside the stage
+    try:
+        rel = p.relative_to(Path(results).resolve())
+    except ValueError:
+        return path
+    if rel.name == MANIFEST_NAME:
+        return path  # the manifest is the runner's; chapters update it through the stage file below
+    return Path(stage) / rel
+
+
+def slug(label: str) -> str:
+    """File-name-safe version of a label: lower case, runs of other characters -> ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "unnamed"

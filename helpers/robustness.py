@@ -38,7 +38,7 @@ import torch
 
 from . import catalogue, verdicts
 from .distribution import kl
-from .fourier import as_tensor, irfftn3, rfftn3
+from .fourier import as_tensor, fourier_resample_fast, irfftn3, rfftn3
 from .geometry import axis_angle_to_matrix, rotate_volume
 from .simulate import averaged_gt, three_gaussian_populations
 
@@ -128,21 +128,6 @@ def fourier_shift(maps, shift_vox) -> torch.Tensor:
     return irfftn3(f * torch.polar(torch.ones_like(ph), -2 * math.pi * ph), n).to(torch.float32)
 
 
-def _resample_rfft(x: torch.Tensor, m: int) -> torch.Tensor:
-    """Fourier crop/zero-pad of (b, n, n, n) to m³ (even n, m) by real FFTs in float32, the Nyquist
-    planes dropped: a fast, slightly softer :func:`helpers.fourier.fourier_resample` for the
-    rotation's oversampling (values preserved: × (m/n)³)."""
-    n = x.shape[-1]
-    k = min(n, m) // 2  # frequencies −k+1 … k−1 kept, the Nyquist plane ±k dropped
-    f = torch.fft.rfftn(x, dim=(-3, -2, -1))
-    g = torch.zeros(*x.shape[:-3], m, m, m // 2 + 1, dtype=f.dtype)
-    idx_in = torch.cat([torch.arange(0, k), torch.arange(n - k + 1, n)])
-    idx_out = torch.cat([torch.arange(0, k), torch.arange(m - k + 1, m)])
-    g[..., idx_out[:, None, None], idx_out[None, :, None], torch.arange(k)[None, None, :]] = \
-        f[..., idx_in[:, None, None], idx_in[None, :, None], torch.arange(k)[None, None, :]]
-    return torch.fft.irfftn(g, s=(m, m, m), dim=(-3, -2, -1)) * (m / n) ** 3
-
-
 def rotate_oversampled(maps, R, factor: int = 2, chunk: int = 16) -> torch.Tensor:
     """Rotate maps actively by R (V'(r) = V(Rᵀ r)) by trilinear interpolation on a ``factor``×
     Fourier-oversampled grid, resampled back: the interpolation's own blur is ~factor² smaller
@@ -151,8 +136,8 @@ def rotate_oversampled(maps, R, factor: int = 2, chunk: int = 16) -> torch.Tenso
     n = x.shape[-1]
     out = []
     for a in range(0, len(x), chunk):
-        up = _resample_rfft(x[a:a + chunk], factor * n)
-        out.append(_resample_rfft(rotate_volume(up, R), n))
+        up = fourier_resample_fast(x[a:a + chunk], factor * n)
+        out.append(fourier_resample_fast(rotate_volume(up, R), n))
     return torch.cat(out)
 
 
@@ -420,7 +405,7 @@ class Scorer:
 
     def _pcv(self, maps) -> dict:
         from . import subspace
-        from .preprocess import equalise_spectra
+        from .normalise import equalise_spectra
         x = subspace.masked_downsample(maps, self.mask, self.box_ds, background=False)
         eq, _ = equalise_spectra({"GT": self.gt_ds, "set": x})  # the GT and this set alone
         pg = subspace.pca(subspace.prepare(eq["GT"]), self.rank)

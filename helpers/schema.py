@@ -157,7 +157,7 @@ def _entry_fields(e: dict, i: int) -> dict:
 
 def validate_config(cfg: Any, path: Path) -> tuple[GTEntry, list[SubmissionEntryModel]]:
     """Validate a parsed challenge config; raise one InputError listing every problem."""
-    from .mapset import slug
+    from .paths import slug
 
     if not isinstance(cfg, dict) or "gt" not in cfg:
         raise InputError(path, "has no 'gt' entry.", "Start the config with the GT entry (key 'gt').")

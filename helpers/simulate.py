@@ -203,7 +203,7 @@ def averaged_gt_many(maps, pops, pc1, counts, scratch=None, chunk: int | None = 
     :data:`SCRATCH_BYTES` and a ``scratch`` folder is given, they are memory maps there (174 maps
     at 224³, chapter 5's study: 7.8 GB on disk instead of in memory); the caller removes the folder.
     Returns {count: (maps (count, N, N, N) float32, populations (count,), mean pc1 (count,))}."""
-    from .volume_metrics import sub_step
+    from .backend import sub_step
 
     pops, pc1 = np.asarray(pops, dtype=np.float64), np.asarray(pc1, dtype=np.float64)
     n_gt, n = maps.shape[0], maps.shape[-1]

@@ -3,7 +3,7 @@
 
 Per set (a submission, the GT, a mock): maps × mask → optional Fourier downsampling → flatten →
 unit L2 norm per map → optional power-spectrum equalisation to a common spectrum (done by the
-caller with :func:`helpers.preprocess.equalise_spectra`) → centre → SVD X̃ = U S Vᵀ, keeping
+caller with :func:`helpers.normalise.equalise_spectra`) → centre → SVD X̃ = U S Vᵀ, keeping
 rank r (exact SVD, or seeded randomised SVD for large sets).
 
 * PCV(i, j) = ‖V_jᵀ V_i S_i‖²_F / ‖S_i‖²_F: the fraction of set i's rank-r variance lying in the

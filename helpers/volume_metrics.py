@@ -70,10 +70,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .backend import available_bytes, chunk_size, device, progress
+from .backend import available_bytes, chunk_size, device, progress, sub_step
 from .errors import InputError
 from .fourier import as_tensor, rfft_weights, shell_frequencies, shell_index
-from .preprocess import median_zscore
+from .normalise import median_zscore
 
 METRICS = ("l2", "corr", "bioem", "fsc", "res")
 COST_METRICS = {"l2": "l2", "corr": "1 - corr", "bioem": "bioem", "fsc": "fsc", "res": "res", "sw": "sw"}
@@ -123,7 +123,7 @@ def background_level(maps, mask, dev=None, solvent: torch.Tensor | None = None) 
     (a mask that covers the box) the mask-weighted mean Σ w x / Σ w is used instead (still
     exact for an offset: a·s + b → a·level(s) + b). maps (n, N, N, N), mask (N, N, N);
     ``solvent``: :func:`solvent_index` of ``mask``, when the caller has it."""
-    from .preprocess import _numpy_median
+    from .normalise import _numpy_median
 
     dev = dev or device()
     x = as_tensor(maps, dev)
@@ -316,16 +316,6 @@ def fsc_matrix(gt_maps, sub_maps, mask=None, dev=None, gt_chunk: int | None = No
         fg, pg = entry.parts[ci] if entry is not None else gt_part(a, b)
         out[a:b] = _fsc_block(fg, pg, fs, ps, layout)
     return out
-
-
-SUB_CHUNK_BYTES = 2 ** 29  # working memory for a chunk of submitted maps (their copies and transforms)
-
-
-def sub_step(n: int, copies: int = 8) -> int:
-    """Submitted maps of box ``n`` prepared at a time: ``copies`` float32 copies of each fit in
-    :data:`SUB_CHUNK_BYTES` (1 map at 224³, 64 at 64³). A whole 80-map set at 224³ prepared at
-    once held ~12 GB of copies in :func:`fsc_matrix` and ~8 GB in :func:`distance_matrices`."""
-    return max(1, SUB_CHUNK_BYTES // (n ** 3 * 4 * copies))
 
 
 def _sub_spectra(sub_maps, prep, layout: ShellLayout, dev, label, step: int | None = None):
@@ -535,7 +525,7 @@ def _stats(maps, sel, normalise: str | None, convention: str, dev, dtype, label=
     same numbers (std with n − 1 from the float64 V; the published convention's lower median
     with ``convention="published"``) from one selection of the masked voxels.
     Raises :class:`DegenerateMapError` for non-finite maps and maps constant inside the mask."""
-    from .preprocess import _numpy_median
+    from .normalise import _numpy_median
 
     x = as_tensor(maps, dev)
     _check_finite(x, label, first_index)

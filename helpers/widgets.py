@@ -50,6 +50,27 @@ def render_frames(n: int, draw: Callable[[int], "plt.Figure"], dpi: int = 80) ->
     return [fig_to_png(draw(i), dpi) for i in range(n)]
 
 
+def map_frames(maps, voxel_size: float, index, title: Callable[[int], str], figsize=(6, 3), dpi: int = 80,
+               small: bool = False) -> list[bytes]:
+    """One PNG per map ``index[k]`` of ``maps`` (n, N, N, N): its central z-section and
+    z-projection (axes in Å, :func:`helpers.plots.show_map`), titled ``title(k)``; ``small``:
+    9-pt ticks and 7-pt panel titles for a compact browser. The one map browser of the book."""
+    import numpy as np
+
+    from .plots import show_map
+
+    def draw(k):
+        fig, ax = plt.subplots(1, 2, figsize=figsize)
+        show_map(np.asarray(maps[index[k]]), voxel_size, axes=ax)
+        fig.suptitle(title(k), fontsize=9 if small else None)
+        if small:
+            for a in ax:
+                a.tick_params(labelsize=9)
+                a.title.set_fontsize(7)
+        return fig
+    return render_frames(len(index), draw, dpi=dpi)
+
+
 def two_level_browser(outer: Sequence[str], inner: Sequence[str], frame: Callable[[int, int], bytes],
                       outer_label: str = "metric", inner_label: str = "submission") -> W.VBox:
     """Pick an outer item (e.g. a metric) and an inner item (e.g. a submission); each outer

@@ -67,15 +67,9 @@ fig.tight_layout()
 browse = order[np.linspace(0, len(order) - 1, min(n_browse, len(order))).astype(int)]
 
 
-def draw(k):
-    i = browse[k]
-    fig, ax = plt.subplots(1, 2, figsize=(6, 3))
-    plots.show_map(np.asarray(gt.maps[i]), gt.voxel_size, axes=ax)
-    fig.suptitle(f"GT map {i}: PC1 = {gt.pc1[i]:.1f} Å, population = {gt.populations[i]:.4f}")
-    return fig
-
-
-widgets.slider_browser(widgets.render_frames(len(browse), draw), description="along PC1")
+widgets.slider_browser(widgets.map_frames(gt.maps, gt.voxel_size, browse, lambda k: f"GT map {browse[k]}: PC1 = "
+                                          f"{gt.pc1[browse[k]]:.1f} Å, population = {gt.populations[browse[k]]:.4f}"),
+                       description="along PC1")
 
 # %% [markdown]
 # ## The population along the motion

@@ -45,7 +45,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from helpers import io, manifest, plots, preprocess, story, subspace
+from helpers import io, manifest, normalise, plots, story, subspace
 from helpers.mapset import MapSet, slug
 from helpers.paths import resolve, save_csv, save_npz
 
@@ -69,7 +69,7 @@ sets = {"GT": gt, **subs}
 # masked and downsampled chunk by chunk: a memory-mapped GT is streamed once, never loaded whole
 prepared = {lab: subspace.masked_downsample(s.maps, mask, box_ds, label=lab) for lab, s in sets.items()}
 if equalise:
-    prepared, common_ps = preprocess.equalise_spectra(prepared)
+    prepared, common_ps = normalise.equalise_spectra(prepared)
 pcas = {lab: subspace.pca(subspace.prepare(x), rank, randomized=len(x) > randomized_above)
         for lab, x in prepared.items()}
 var = pd.DataFrame({lab: pd.Series(p.variance_fraction[:rank]) for lab, p in pcas.items()}).T

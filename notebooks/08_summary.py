@@ -455,16 +455,8 @@ Markdown(story.calibration(cal, mis, image_m))
 # %%
 def map_frames(s):
     idx = np.linspace(0, s.n_maps - 1, min(n_browse, s.n_maps)).astype(int)
-
-    def draw(k):
-        fig, ax = plt.subplots(1, 2, figsize=(4.4, 2.3))
-        plots.show_map(np.asarray(s.maps[idx[k]]), s.voxel_size, axes=ax)
-        fig.suptitle(f"{s.label}: map {idx[k] + 1}/{s.n_maps}, population {s.populations[idx[k]]:.3f}", fontsize=9)
-        for a in ax:
-            a.tick_params(labelsize=9)
-            a.title.set_fontsize(7)
-        return fig
-    return widgets.render_frames(len(idx), draw, dpi=80)
+    return widgets.map_frames(s.maps, s.voxel_size, idx, lambda k: f"{s.label}: map {idx[k] + 1}/{s.n_maps}, "
+                              f"population {s.populations[idx[k]]:.3f}", figsize=(4.4, 2.3), small=True)
 
 
 widgets.nested_browser(labels, [map_frames(subs[lab]) for lab in labels])

@@ -5,6 +5,7 @@ import torch
 
 from conftest import blob_volume
 from helpers import fourier as Fo
+from helpers import normalise as nz
 from helpers import preprocess as pp
 from helpers.mapset import MapSet
 
@@ -80,11 +81,11 @@ def test_to_gt_grid_recovers_the_averaged_gt_from_the_other_grid_mock():
 
 def test_median_zscore_conventions():
     x = np.random.default_rng(0).standard_normal((3, 8, 8, 8)).astype(np.float32)
-    z = pp.median_zscore(x).numpy()
+    z = nz.median_zscore(x).numpy()
     flat = x.reshape(3, -1).astype(np.float64)
     ref = (flat - np.median(flat, 1, keepdims=True)) / flat.std(1, ddof=1, keepdims=True)
     np.testing.assert_allclose(z.reshape(3, -1), ref, atol=1e-5)
-    zp = pp.median_zscore(x, convention="published").numpy().reshape(3, -1)
+    zp = nz.median_zscore(x, convention="published").numpy().reshape(3, -1)
     lower = np.sort(flat, 1)[:, (flat.shape[1] - 1) // 2]  # torch's lower median
     np.testing.assert_allclose(zp, (flat - lower[:, None]) / flat.std(1, ddof=1, keepdims=True), atol=1e-5)
 
@@ -95,7 +96,7 @@ def test_bracketed_median_of_long_rows_is_exact(monkeypatch):
     values; rows whose bracket misses the middle (forced by a 4-value sample) fall back to the
     full selection and are still exact."""
     rng = np.random.default_rng(3)
-    m = pp.BRACKET_MIN
+    m = nz.BRACKET_MIN
     rows = {"normal odd": rng.standard_normal((3, m + 1)),
             "normal even": rng.standard_normal((3, m)),
             "ties": rng.integers(0, 5, (3, m)),
@@ -104,13 +105,13 @@ def test_bracketed_median_of_long_rows_is_exact(monkeypatch):
             "skewed": rng.exponential(1.0, (3, m + 3)) ** 3}
     for name, x in rows.items():
         x = x.astype(np.float32)
-        got = pp._numpy_median(torch.as_tensor(x)).numpy()
+        got = nz._numpy_median(torch.as_tensor(x)).numpy()
         np.testing.assert_array_equal(got, np.median(x.astype(np.float64), 1).astype(np.float32), err_msg=name)
     calls = []
-    full = pp._selected_median
-    monkeypatch.setattr(pp, "_selected_median", lambda r: calls.append(1) or full(r))
+    full = nz._selected_median
+    monkeypatch.setattr(nz, "_selected_median", lambda r: calls.append(1) or full(r))
     x = rng.standard_normal((64, m)).astype(np.float32)
-    got = pp._bracketed_median(torch.as_tensor(x), sample=4).numpy()
+    got = nz._bracketed_median(torch.as_tensor(x), sample=4).numpy()
     np.testing.assert_array_equal(got, np.median(x.astype(np.float64), 1).astype(np.float32))
     assert 0 < len(calls) < 64  # some rows fell back, the others were bracketed
 
@@ -119,13 +120,13 @@ def test_numpy_median_by_selection_handles_ties_and_odd_counts():
     rng = np.random.default_rng(1)
     for m in (7, 8, 512):
         x = rng.integers(0, 4, (6, m)).astype(np.float32)  # many ties at the middle
-        got = pp._numpy_median(torch.as_tensor(x)).numpy()
+        got = nz._numpy_median(torch.as_tensor(x)).numpy()
         np.testing.assert_array_equal(got, np.median(x, 1).astype(np.float32))
     mask = np.zeros((8, 8, 8), np.float32)
     mask[2:6, 2:6, 1:6] = 1  # 80 voxels: an even count inside the mask
     x = rng.standard_normal((2, 8, 8, 8)).astype(np.float32)
     sel = x.reshape(2, -1)[:, mask.ravel() > 0.5].astype(np.float64)
-    z = pp.median_zscore(x, mask).numpy().reshape(2, -1)[:, mask.ravel() > 0.5]
+    z = nz.median_zscore(x, mask).numpy().reshape(2, -1)[:, mask.ravel() > 0.5]
     np.testing.assert_allclose(z, (sel - np.median(sel, 1, keepdims=True)) / sel.std(1, ddof=1, keepdims=True),
                                atol=1e-5)
 
@@ -134,12 +135,12 @@ def test_equalise_spectra_replaces_profiles_by_the_minimum():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((4, 16, 16, 16))
     b = Fo.apply_bfactor(a, 200.0, 1.5).numpy()
-    out, common = pp.equalise_spectra({"a": a, "b": b})
-    shape = {k: pp.mean_power_spectrum(x) / pp.mean_power_spectrum(x).sum() for k, x in (("a", a), ("b", b))}
+    out, common = nz.equalise_spectra({"a": a, "b": b})
+    shape = {k: nz.mean_power_spectrum(x) / nz.mean_power_spectrum(x).sum() for k, x in (("a", a), ("b", b))}
     np.testing.assert_allclose(common, np.minimum(shape["a"], shape["b"]))
     for k, x in (("a", a), ("b", b)):  # every set gets the common shape and keeps its own total power
-        got = pp.mean_power_spectrum(out[k].numpy())
-        np.testing.assert_allclose(got[1:], (common * pp.mean_power_spectrum(x).sum())[1:], rtol=1e-3)
+        got = nz.mean_power_spectrum(out[k].numpy())
+        np.testing.assert_allclose(got[1:], (common * nz.mean_power_spectrum(x).sum())[1:], rtol=1e-3)
 
 
 def test_equalise_spectra_does_not_depend_on_a_sets_intensity_units():
@@ -148,8 +149,8 @@ def test_equalise_spectra_does_not_depend_on_a_sets_intensity_units():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((4, 16, 16, 16))
     b = Fo.apply_bfactor(rng.standard_normal((4, 16, 16, 16)), 100.0, 1.5).numpy()
-    ref, _ = pp.equalise_spectra({"a": a, "b": b})
-    out, _ = pp.equalise_spectra({"a": a, "b": 0.01 * b})
+    ref, _ = nz.equalise_spectra({"a": a, "b": b})
+    out, _ = nz.equalise_spectra({"a": a, "b": 0.01 * b})
     np.testing.assert_allclose(out["a"].numpy(), ref["a"].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["b"].numpy(), 0.01 * ref["b"].numpy(), rtol=1e-4, atol=1e-8)
 
@@ -177,7 +178,7 @@ def test_unit_norm_with_mask_weights():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 6, 6, 6))
     m = rng.uniform(0, 1, (6, 6, 6))
-    out = pp.unit_norm(x, m).numpy()
+    out = nz.unit_norm(x, m).numpy()
     ref = (x * m) / np.linalg.norm((x * m).reshape(3, -1), axis=1)[:, None, None, None]
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-7)
 
@@ -227,3 +228,15 @@ def test_resample_stack_in_chunks_into_a_memory_map(tmp_path, chunk, to_file):
     assert got.dtype == np.float32 and isinstance(got, np.memmap) == to_file
     if to_file:
         np.testing.assert_allclose(np.load(tmp_path / "out.npy"), ref, atol=2e-6)
+
+
+def test_fast_resampler_equals_the_exact_one_below_nyquist():
+    """fourier_resample_fast (real FFTs, float32, Nyquist planes dropped; the robustness study's
+    oversampled rotation) equals fourier_resample on maps with no content at Nyquist."""
+    from helpers.fourier import fourier_resample, fourier_resample_fast, lowpass
+
+    x = lowpass(torch.as_tensor(np.random.default_rng(3).standard_normal((2, 16, 16, 16))), 4.0, 1.0).float()
+    for m in (32, 8):
+        exact = fourier_resample(lowpass(x.double(), 8.0 if m == 8 else 4.0, 1.0), m).numpy()
+        fast = fourier_resample_fast(lowpass(x.double(), 8.0 if m == 8 else 4.0, 1.0).float(), m).numpy()
+        np.testing.assert_allclose(fast, exact, atol=1e-5 * np.abs(exact).max())

@@ -247,7 +247,7 @@ def test_maps_to_image_grid_reads_a_memory_map_in_chunks(tmp_path, chunk):
     """Maps on disk are read a few at a time (100 GT maps at 224³ at once killed the chapter-6
     kernel): the result equals a float64 numpy reference (solvent median off, spectrum cropped)
     for every chunk size, the GT subset taken lazily by MapSet.subset included."""
-    from helpers.io import Rows
+    from helpers.mapset import Rows
     from helpers.mapset import MapSet
 
     rng = np.random.default_rng(4)
@@ -269,7 +269,7 @@ def test_maps_to_image_grid_reads_a_memory_map_in_chunks(tmp_path, chunk):
 
 
 def test_a_lazy_subset_reads_the_right_rows(tmp_path):
-    from helpers.io import Rows
+    from helpers.mapset import Rows
     from helpers.mapset import MapSet
 
     x = np.arange(6 * 8, dtype=np.float32).reshape(6, 2, 2, 2)

@@ -340,7 +340,7 @@ def test_scorer_summaries_equal_the_per_metric_kernels(study):
     call on the same maps: distance_matrices per submission, the sliced Wasserstein distance,
     the PCA/PCV pipeline with equalised spectra, and the distribution metrics."""
     from helpers import distribution as dist
-    from helpers import preprocess, subspace
+    from helpers import normalise, subspace
 
     G, mask = study.gt_maps, study.mask
     sc = rb.Scorer(G, study.gt_pops, study.gt_pc1, mask, 2.0, sw_directions=8, transport_gt_maps=0, box_ds=8,
@@ -355,7 +355,7 @@ def test_scorer_summaries_equal_the_per_metric_kernels(study):
     np.testing.assert_allclose(got["bioem"], np.median(r["bioem"].min(0)), rtol=1e-5)
     sw = vm.sliced_wasserstein(G, maps, 2.0, 8, mask=mask)
     np.testing.assert_allclose(got["sw_A"], np.median(sw.min(0)), rtol=1e-4)
-    eq, _ = preprocess.equalise_spectra({"GT": subspace.masked_downsample(G, mask, 8),
+    eq, _ = normalise.equalise_spectra({"GT": subspace.masked_downsample(G, mask, 8),
                                          "s": subspace.masked_downsample(maps, mask, 8)})
     pg, ps = (subspace.pca(subspace.prepare(eq[k]), 3) for k in ("GT", "s"))
     np.testing.assert_allclose(got["pcv_gt_captured"], 100 * subspace.pcv(pg, ps), rtol=1e-4)
@@ -373,3 +373,13 @@ def test_batch_fits_the_memory_budget():
     assert rb.batch_for(80, 224) == 1
     per_set = 4 * 80 * 96 ** 3 * 4
     assert rb.batch_for(80, 96) * per_set <= 3 * 2 ** 30 < (rb.batch_for(80, 96) + 1) * per_set
+
+
+def test_the_map_browser_draws_one_titled_frame_per_map():
+    """widgets.map_frames (chapters 1 and 8's browser): one PNG per requested map, each titled."""
+    from helpers import widgets
+
+    maps = np.random.default_rng(0).random((5, 8, 8, 8)).astype(np.float32)
+    seen = []
+    frames = widgets.map_frames(maps, 2.0, [0, 4], lambda k: seen.append(k) or f"map {k}", small=True)
+    assert len(frames) == 2 and all(f[:8] == b"\x89PNG\r\n\x1a\n" for f in frames) and seen == [0, 1]
