@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import backend
 from helpers import fourier as Fo
 from helpers import io
 from helpers import volume_metrics as vm
@@ -36,8 +37,6 @@ def masked_numpy(x, mask):
 @pytest.mark.parametrize("n", [16, 17])
 def test_batched_fsc_equals_pairwise_numpy(n, one_at_a_time, monkeypatch):
     if one_at_a_time:  # the submitted maps prepared one by one (a 224³ set at once held ~12 GB)
-        from helpers import backend
-
         monkeypatch.setattr(backend, "SUB_CHUNK_BYTES", 1)
         assert backend.sub_step(n) == 1
     rng = np.random.default_rng(n)
@@ -299,7 +298,7 @@ def test_reference_mode_matches_the_published_formulas_in_numpy(one_at_a_time, m
     r = np.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
     mask = np.clip((7 - r) / 2, 0, 1).astype(np.float32)
     if one_at_a_time:  # submitted maps' statistics and spectra one map at a time, GT one map per chunk
-        monkeypatch.setattr(vm, "SUB_CHUNK_BYTES", 1)
+        monkeypatch.setattr(backend, "SUB_CHUNK_BYTES", 1)
         monkeypatch.setattr(vm, "CHUNK_BYTES", 1)
     got = vm.distance_matrices(g, s, mask, metrics=["l2", "corr", "bioem", "fsc", "res"], mode="reference",
                                voxel_size=px)
@@ -435,7 +434,7 @@ def test_gt_cache_owns_its_chunking_and_rebuilds_for_another_mask():
 @pytest.mark.parametrize("where", ["submission", "GT"])
 def test_degenerate_map_raises_naming_the_set_and_map(where, one_at_a_time, monkeypatch):
     if one_at_a_time:  # the map's index is still the set's, not the chunk's
-        monkeypatch.setattr(vm, "SUB_CHUNK_BYTES", 1)
+        monkeypatch.setattr(backend, "SUB_CHUNK_BYTES", 1)
         monkeypatch.setattr(vm, "CHUNK_BYTES", 1)
     rng = np.random.default_rng(5)
     g = rng.standard_normal((4, 10, 10, 10)).astype(np.float32)
