@@ -97,9 +97,12 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("leave", False)
     path = os.environ.get("HETBOOK_PROGRESS")
     if path and "file" not in kwargs:
+        from tqdm.std import tqdm as text_tqdm  # tqdm.auto would draw a widget in the notebook instead
+
         if _TERMINAL.get("path") != path:
             _TERMINAL.update(path=path, fh=open(path, "a", buffering=1, encoding="utf-8"))
         kwargs.update(file=_TERMINAL["fh"], ncols=kwargs.get("ncols", 100))
+        return text_tqdm(iterable, **kwargs)
     return tqdm(iterable, **kwargs)
 
 

@@ -59,7 +59,10 @@ def test_progress_bars_go_to_the_runners_terminal(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("HETBOOK_PROGRESS", str(log))
     out = io.StringIO()
     stop = _follow(log, out, interval=0.01)
-    for _ in backend.progress(range(7), desc="GT chunks on Dask", mininterval=0):
+    bar = backend.progress(range(7), desc="GT chunks on Dask", mininterval=0)
+    # the text bar, never tqdm.auto's: in a kernel that draws an ipywidget into the notebook
+    assert type(bar).__module__ == "tqdm.std"
+    for _ in bar:
         pass
     stop()
     assert "GT chunks on Dask" in log.read_text() and "7/7" in log.read_text()
