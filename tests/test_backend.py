@@ -59,8 +59,9 @@ def test_progress_bars_go_to_the_runners_terminal(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("HETBOOK_PROGRESS", str(log))
     out = io.StringIO()
     stop = _follow(log, out, interval=0.01)
+    # the text bar, never tqdm.auto's: in a kernel that is the notebook widget, which ignores file=
+    monkeypatch.setattr(backend, "tqdm", lambda *a, **k: pytest.fail("tqdm.auto used inside a runner's chapter"))
     bar = backend.progress(range(7), desc="GT chunks on Dask", mininterval=0)
-    # the text bar, never tqdm.auto's: in a kernel that draws an ipywidget into the notebook
     assert type(bar).__module__ == "tqdm.std"
     for _ in bar:
         pass
