@@ -272,7 +272,8 @@ if len(limited):  # a resolution at a submission's own Nyquist: its grid, not it
                      "the maps were made at, which resampling cannot improve; the value shown is that limit ("
                      + ", ".join(f"{k}: {board.loc[k, 'native_nyquist_A']:.2f} Å" for k in limited) + ")."))
 show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).background_gradient(
-    cmap="cividis", subset=["mean rank"]).format(precision=2, na_rep="—")
+    cmap="cividis", subset=["mean rank"]).format(precision=2, na_rep="—").set_table_styles(
+    [{"selector": "th.row_heading", "props": "white-space: normal; max-width: 7.5em;"}])  # long labels wrap
 
 # %% [markdown]
 # Each metric with its error bar (std over replicates for EMD/KL, bootstrap over images for the
@@ -317,10 +318,13 @@ for lab in methods:
     run = json.loads(rec.read_text()) if rec.is_file() else {}
     run = run if run.get("label") == lab else {}
     vs = {k: leaderboard.placement(board, lab, better, compare=k)["metrics"] for k in (matched_lab, base) if k}
-    tab = pd.concat({lab: vs[next(iter(vs))][["value", "rank"]], **{k: v[["compare_value", "vs_compare"]]
-                                                                    for k, v in vs.items()}}, axis=1) if vs else None
+    verdict_cols = {"compare_value": "value", "vs_compare": f"{lab} is"}
+    tab = pd.concat({lab: vs[next(iter(vs))][["value", "rank"]],
+                     **{k: v[["compare_value", "vs_compare"]].rename(columns=verdict_cols) for k, v in vs.items()}},
+                    axis=1) if vs else None
     if tab is not None:
-        display(tab.rename(index=leaderboard.NAMES).rename_axis("metric").style.format(precision=3, na_rep="")
+        display(tab.rename(index=leaderboard.NAMES).rename_axis("metric").style.format("{:.3g}", subset=[
+            c for c in tab.columns if c[1] in ("value", "rank")], na_rep="")
                 .set_caption(f"{lab} against the ideal reconstructions (verdict: beyond both error bars)"))
     pl = leaderboard.placement(board, lab, better)
     display(Markdown("**What the demo shows.** " + story.method_placement(lab, subs[lab].provenance["method"], board, pl)
