@@ -2,7 +2,7 @@
 
 A chapter's results hold only for what it used. When a chapter finishes, the runner records in
 the manifest (``chapters[<name>]``) its **fingerprint**: its resolved parameters (its own and the
-shared ones, folder locations left out), a digest of every data file it reads (:data:`READS`:
+shared ones; folder locations and where it runs — Dask, worker counts — left out), a digest of every data file it reads (:data:`READS`:
 parts of the data folder), the code it ran (digests of its notebook and of ``helpers/``), and the completion ``token`` of every chapter it
 reads (:data:`DEPENDS`), plus a fresh token of its own. A chapter is
 
@@ -33,7 +33,8 @@ READS = {"01_data": ["gt", "particles", "manifest.json"], "02_preprocessing": ["
          "03_volume_metrics": ["gt"], "04_subspace": ["gt"], "05_distribution": ["gt"],
          "06_image_metrics": ["gt", "particles"], "07_robustness": ["gt", "particles", "manifest.json"],
          "08_summary": ["submissions/submission_config.json", "manifest.json", "cryodrgn/run.json"]}
-LOCATIONS = {"data_dir", "results_dir", "executed_dir"}  # where things are, not what they are
+# where things are and where they run, not what they compute: never make a chapter stale
+LOCATIONS = {"data_dir", "results_dir", "executed_dir", "dask_scheduler", "dask_workers", "transport_jobs"}
 BANNER_TAG = "hetbook-stale"
 
 
@@ -52,17 +53,20 @@ def chapter_params(cfg: dict, stem: str) -> dict:
 
 
 _CODE: dict = {}
+RUNNER_ONLY = {"run.py", "fingerprint.py"}  # the runner's own code: no chapter imports it
 
 
 def code_digest(stem: str) -> str:
-    """Digest of the code a chapter runs: its notebook file and every module of ``helpers/``
-    (a change to either makes the chapter stale; a commit that changes neither does not)."""
+    """Digest of the code a chapter runs: its notebook file and every module of ``helpers/`` but
+    the runner's own (:data:`RUNNER_ONLY`); a change to either makes the chapter stale, a commit
+    that changes neither does not."""
     from .paths import REPO_ROOT
 
     if "helpers" not in _CODE:
         h = hashlib.sha1()
         for f in sorted((REPO_ROOT / "helpers").rglob("*.py")):
-            h.update(f.relative_to(REPO_ROOT).as_posix().encode() + f.read_bytes())
+            if f.name not in RUNNER_ONLY:
+                h.update(f.relative_to(REPO_ROOT).as_posix().encode() + f.read_bytes())
         _CODE["helpers"] = h.hexdigest()[:12]
     nb = REPO_ROOT / "notebooks" / f"{stem}.py"
     return _CODE["helpers"] + "/" + (hashlib.sha1(nb.read_bytes()).hexdigest()[:12] if nb.is_file() else "-")

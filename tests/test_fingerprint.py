@@ -19,7 +19,8 @@ def _done(cfg=CFG, inputs=INPUTS):
 
 def test_a_fresh_run_is_done_and_locations_do_not_count():
     ch = _done()
-    moved = {**CFG, "common": {**CFG["common"], "results_dir": "elsewhere", "executed_dir": "x"}}
+    moved = {**CFG, "common": {**CFG["common"], "results_dir": "elsewhere", "executed_dir": "x"},
+             "notebooks": {"03_volume_metrics": {**CFG["notebooks"]["03_volume_metrics"], "dask_workers": 4}}}
     assert {k: v[0] for k, v in fp.status(STEMS, moved, INPUTS, ch, code="c").items()} == dict.fromkeys(STEMS, "done")
 
 
