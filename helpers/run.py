@@ -183,6 +183,18 @@ def check_writable(folder: Path) -> None:
                          "Choose a results_dir you can write to (common.results_dir), or fix its permissions.") from None
 
 
+def _ipc_kernel_manager():
+    """A jupyter KernelManager on local IPC sockets: the kernel is on this machine anyway, and
+    over TCP ipykernel prints a warning about unencrypted traffic for every chapter."""
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw):
+            kw.setdefault("transport", "ipc")
+            super().__init__(**kw)
+    return IPCKernelManager
+
+
 def _follow(path: Path, stream, interval: float = 0.2):
     """Copy what is appended to ``path`` to ``stream`` from a background thread; returns a
     function that copies the rest and stops it."""
@@ -231,7 +243,8 @@ def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None) 
     stop = _follow(bars, sys.stderr)
     try:
         pm.execute_notebook(nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
-                            progress_bar=False, request_save_on_cell_execute=False)
+                            progress_bar=False, request_save_on_cell_execute=False,
+                            kernel_manager_class=_ipc_kernel_manager())
     finally:
         stop()
         bars.unlink(missing_ok=True)

@@ -68,3 +68,16 @@ def test_progress_bars_go_to_the_runners_terminal(tmp_path, monkeypatch, capsys)
     stop()
     assert "GT chunks on Dask" in log.read_text() and "7/7" in log.read_text()
     assert "7/7" in out.getvalue() and "7/7" not in capsys.readouterr().err
+
+
+def test_a_chapter_run_prints_no_kernel_noise(tmp_path, capfd):
+    """The runner's kernels talk over IPC sockets: no '[IPKernelApp] WARNING | Kernel is running
+    over TCP without encryption' line per chapter on the terminal (issue 34)."""
+    from helpers import run
+
+    nb = tmp_path / "99_probe.py"
+    nb.write_text('# %% tags=["parameters"]\nx = 1\n\n# %%\ny = x + 1\n')
+    out = run.run_notebook(nb, {"common": {}, "notebooks": {}}, tmp_path / "out")
+    assert out.is_file()
+    err = capfd.readouterr().err
+    assert "running over TCP" not in err and "IPKernelApp" not in err, err[-300:]
