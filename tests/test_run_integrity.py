@@ -153,7 +153,7 @@ def test_robustness_full_sweep_parameter_file_is_valid():
     assert set(levels) <= set(rb.DEGRADATIONS) and len(levels) >= 10
 
 
-def test_stale_chapters_after_partial_reruns(data, tmp_path, capsys):
+def test_stale_chapters_after_partial_reruns(data, tmp_path, capsys, monkeypatch):
     """Issue 32 item 1, through the runner on the tiny data (chapters 2–4): a changed chapter-3
     parameter makes 3 stale ('parameters changed'); rerunning 3 alone makes nothing else stale
     here but records its new fingerprint; a changed populations.txt makes 2 stale and, through
@@ -198,25 +198,17 @@ def test_stale_chapters_after_partial_reruns(data, tmp_path, capsys):
     nbs = [q for q in run.list_notebooks() if q.stem[:2] in ("01", "02", "03", "04")]
     cfg["notebooks"]["01_data"] = {"voxel_size": 5.7}
     open(p, "w").write(yaml.safe_dump(cfg))
-    import helpers.run as r
-    orig = r.list_notebooks
-    r.list_notebooks = lambda: nbs  # the make-like run over chapters 1–4 only (5–8 take minutes)
-    try:
+
+    def make_like():
         capsys.readouterr()
         assert run.main(["--params", p, "--no-data"]) == 0
-    finally:
-        r.list_notebooks = orig
-    out = capsys.readouterr().out
-    assert "4 of 4 notebooks run" in out  # 01 was missing, 02–04 stale: all four, nothing skipped
+        return capsys.readouterr().out
+
+    monkeypatch.setattr(run, "list_notebooks", lambda: nbs)  # chapters 1–4 only (5–8 take minutes)
+    assert "4 of 4 notebooks run" in make_like()  # 01 was missing, 02–04 stale: all four, nothing skipped
     s = states()
     assert all(s[k][0] == "done" for k in ("01_data", "02_preprocessing", "03_volume_metrics", "04_subspace"))
-    r.list_notebooks = lambda: nbs
-    try:
-        capsys.readouterr()
-        assert run.main(["--params", p, "--no-data"]) == 0
-    finally:
-        r.list_notebooks = orig
-    out = capsys.readouterr().out
+    out = make_like()
     assert "0 of 4 notebooks run" in out and out.count("up to date, not rerun") == 4
 
 
