@@ -52,7 +52,7 @@ def matched_control(data_dir, box: int = 32, n_maps: int = 80, min_images: int =
     of its true map (``hetbookTrueMapIndex``), groups with fewer than ``min_images`` images left
     out. Returns a MapSet at the downsampled voxel size (its Nyquist is the method's)."""
     from .io import read_particles
-    from .simulate import _groups_of, reconstruct_groups
+    from .simulate import group_of_map, reconstruct_groups
 
     data = Path(data_dir)
     parts = read_particles(data / "particles" / "particles.star")
@@ -62,7 +62,7 @@ def matched_control(data_dir, box: int = 32, n_maps: int = 80, min_images: int =
     meta = pd.read_csv(data / "gt" / "metadata.csv")
     imgs, table, factor = downsampled_stack(np.asarray(parts.images), parts.table, box)
     vs = float(parts.pixel_size) * factor
-    rec = reconstruct_groups(imgs, table, _groups_of(meta["pc1"].to_numpy(), n_maps), n_maps, vs,
+    rec = reconstruct_groups(imgs, table, group_of_map(meta["pc1"].to_numpy(), n_maps), n_maps, vs,
                              min_images=min_images)
     n_img = len(table)
     return MapSet(rec["maps"], rec["populations"], vs, matched_label(box, n_img),

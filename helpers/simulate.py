@@ -458,7 +458,8 @@ def reconstruct_groups(images, table, group_of_map, n_groups: int, pixel_size: f
             "left_out": {int(g): float(r["n_images"][g] / len(table)) for g in dropped}}
 
 
-def _groups_of(pc1, n_groups: int) -> np.ndarray:
+def group_of_map(pc1, n_groups: int) -> np.ndarray:
+    """(n_maps,) the MD-PC1 group (0 … n_groups − 1, :func:`group_by_pc1`) of each GT map."""
     g = np.empty(len(pc1), dtype=int)
     for k, idx in enumerate(group_by_pc1(pc1, n_groups)):
         g[idx] = k
@@ -485,7 +486,7 @@ def build_mocks(maps, pops, pc1, sup, mean, v, elements, lo, hi, p, rng) -> dict
     n_img = p["n_recon_images"]
     images, _clean, table, _sigma = simulate_particles(maps, pops, n_img, vs, rng, p["snr"], p["max_shift"])
     del _clean
-    rec = reconstruct_groups(images, table, _groups_of(pc1, K), K, vs)
+    rec = reconstruct_groups(images, table, group_of_map(pc1, K), K, vs)
     rmaps, rpops = rec["maps"], rec["populations"]
     rpc1 = avg_pc1[rec["groups"]]
     from .volume_metrics import resolution
@@ -537,7 +538,7 @@ def build_mocks(maps, pops, pc1, sup, mean, v, elements, lo, hi, p, rng) -> dict
                           populations=rpops, voxel_size=vs,
                           truth={"what": f"Reconstructed + white Gaussian noise, σ = {p['noise_fraction']} × map std"})
     # fewer, larger classes from the same particles: better resolution, each map a blend of more states
-    few = reconstruct_groups(images, table, _groups_of(pc1, p["n_small"]), p["n_small"], vs)
+    few = reconstruct_groups(images, table, group_of_map(pc1, p["n_small"]), p["n_small"], vs)
     mocks["few_maps"] = dict(label=f"{p['n_small']} maps", maps=few["maps"], populations=few["populations"],
                              voxel_size=vs,
                              truth={"what": f"the same particles in {p['n_small']} pc1 groups instead of {K}",

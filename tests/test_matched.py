@@ -66,3 +66,17 @@ def test_heldout_stack_is_an_independent_draw(tiny_data):
     b = np.asarray(held.images).reshape(len(held.table), -1)
     assert np.abs(a[:, None] - b[None]).max(axis=2).min() > 0
     assert held.table.hetbookTrueMapIndex.between(0, 23).all()
+
+
+def test_budgets_and_label_are_read_from_the_data_folder(tiny_data, tmp_path):
+    """budgets(): each entry's image count and box from the config's records (the tiny data set:
+    Reconstructed from 1 500 images at 24 px; the matched control from the 24 training images at
+    12 px); matched_label_in() finds the control, None before it is added."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    assert matched.matched_label_in(data) is None
+    matched.add_matched_control(data, box=12, n_maps=1)
+    b = matched.budgets(data)
+    assert b["Reconstructed"] == {"n_images": 1500, "box": 24}
+    assert b["Recon. 24 img @12"] == {"n_images": 24, "box": 12}
+    assert matched.matched_label_in(data) == "Recon. 24 img @12"
