@@ -27,13 +27,13 @@ _vendor/.done:
 vendor: _vendor/.done
 
 data: $(VENV)/.installed $(CRYODRGN_VENV)/.installed
-	$(PY) -c "import sys; from helpers.run import load_params, ensure_data; ensure_data(load_params('$(PARAMS)'))"
+	$(PY) -c "import sys; from helpers.pipeline.run import load_params, ensure_data; ensure_data(load_params('$(PARAMS)'))"
 
 notebooks: $(VENV)/.installed $(CRYODRGN_VENV)/.installed
-	$(PY) -m helpers.run --params $(PARAMS)
+	$(PY) -m helpers.pipeline.run --params $(PARAMS)
 
 html: $(VENV)/.installed _vendor/.done
-	$(PY) -m helpers.run --params $(PARAMS) --no-data --status
+	$(PY) -m helpers.pipeline.run --params $(PARAMS) --no-data --status
 	rm -rf book/_build/html
 	$(VENV)/bin/jupyter-book build . --path-output book --keep-going
 	$(PY) tools/postbuild_html.py book/_build/html

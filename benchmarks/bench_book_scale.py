@@ -15,7 +15,7 @@ submission (noisy maps at random places along the path; the 2nd, 5th … written
 ``flip`` and ``align`` set, the 3rd, 6th … at ¾ of the box with a 4/3 voxel, so chapter 2 does
 all of its kinds of work) with ``submission_config.json``; and
 ``particles/`` (images simulated from the GT maps by ``simulate.simulate_particles``, with its
-STAR file). Made once, reused. Each chapter runs as ``python -m helpers.run --only NN`` with
+STAR file). Made once, reused. Each chapter runs as ``python -m helpers.pipeline.run --only NN`` with
 settings for a large GT (chapter 7 trimmed to four degradations without image metrics).
 """
 import argparse
@@ -88,8 +88,8 @@ def build(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, n_images: int, 
     """The challenge-layout folder ``d/data`` (made once)."""
     import starfile
 
-    from helpers import simulate
-    from helpers.fourier import fourier_resample
+    from helpers.datagen import simulate
+    from helpers.kernels.fourier import fourier_resample
     from helpers.io import write_mrc
 
     data = d / "data"
@@ -173,7 +173,7 @@ def main():
     ap.add_argument("--voxel-size", type=float, default=2.146)
     ap.add_argument("--only", action="extend", nargs="+", help="chapters to run (number prefix); default all")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a parameter for helpers.run, e.g. notebooks.03_volume_metrics.memory_gib=4")
+                    help="a parameter for helpers.pipeline.run, e.g. notebooks.03_volume_metrics.memory_gib=4")
     a, _ = ap.parse_known_args()  # bench_scale.py's own options (make bench-scale ARGS=...) are ignored
     d = Path(a.dir)
     t = time.perf_counter()
@@ -186,7 +186,7 @@ def main():
     rows = []
     for ch in a.only or CHAPTERS:
         sets = [x for kv in a.set for x in ("--set", kv)]
-        proc = subprocess.Popen([sys.executable, "-m", "helpers.run", "--params", str(p), "--no-data", "--only", ch, *sets],
+        proc = subprocess.Popen([sys.executable, "-m", "helpers.pipeline.run", "--params", str(p), "--no-data", "--only", ch, *sets],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "HETBOOK_QUIET": "1"})
         t = time.perf_counter()

@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
-from helpers import image_metrics as im  # noqa: E402
-from helpers import projection as P  # noqa: E402
-from helpers.backend import device  # noqa: E402
+from helpers.kernels import image_metrics as im  # noqa: E402
+from helpers.kernels import projection as P  # noqa: E402
+from helpers.core.backend import device  # noqa: E402
 
 
 class FairLoop:

@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
-from helpers import volume_metrics as vm  # noqa: E402
-from helpers.backend import device  # noqa: E402
-from helpers.fourier import lowpass  # noqa: E402
+from helpers.kernels import volume_metrics as vm  # noqa: E402
+from helpers.core.backend import device  # noqa: E402
+from helpers.kernels.fourier import lowpass  # noqa: E402
 
 
 def rss_anon() -> int:
@@ -168,7 +168,7 @@ def main():
             for m in metrics:
                 np.testing.assert_allclose(fused[lab][m], per[lab][m], rtol=1e-5, atol=1e-5)
     # chapter 4's GT work: masked Fourier downsampling streamed chunk by chunk, then the PCA
-    from helpers import subspace
+    from helpers.kernels import subspace
     box_ds = min(64, a.box)
     if not a.no_subspace:
         with PeakAnon() as pk:

@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
-from helpers import transport as tr  # noqa: E402
-from helpers.fourier import fourier_resample  # noqa: E402
+from helpers.kernels import transport as tr  # noqa: E402
+from helpers.kernels.fourier import fourier_resample  # noqa: E402
 
 
 def blob_volume(n, centers, sigma):

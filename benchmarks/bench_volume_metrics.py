@@ -7,7 +7,7 @@ What every path computes, on the same maps and the same soft spherical mask: FSC
 GT × submitted pair (solvent background subtracted, soft-masked), the resolution at 0.5, and
 L2 / Pearson correlation of the median-z-scored masked voxels.
 
-* **batched** — ``helpers.volume_metrics.distance_matrices`` (one FFT per map, per-shell GEMMs).
+* **batched** — ``helpers.kernels.volume_metrics.distance_matrices`` (one FFT per map, per-shell GEMMs).
 * **fair loop** — what a competent user writes without batching: every map prepared and
   Fourier transformed *once* (rfft, float32, half-spectrum multiplicities), the shell index
   precomputed and flattened, the per-map shell powers by ``bincount`` once; then for each pair one
@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
-from helpers import volume_metrics as vm  # noqa: E402
-from helpers.backend import device  # noqa: E402
-from helpers.fourier import rfft_weights, shell_index  # noqa: E402
-from helpers.normalise import median_zscore  # noqa: E402
+from helpers.kernels import volume_metrics as vm  # noqa: E402
+from helpers.core.backend import device  # noqa: E402
+from helpers.kernels.fourier import rfft_weights, shell_index  # noqa: E402
+from helpers.kernels.normalise import median_zscore  # noqa: E402
 
 
 def soft_sphere(n):

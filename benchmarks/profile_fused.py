@@ -18,10 +18,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
 from bench_scale import make_data, size_args  # noqa: E402
-from helpers import volume_metrics as vm  # noqa: E402
-from helpers.backend import device  # noqa: E402
-from helpers.fourier import as_tensor  # noqa: E402
-from helpers.volume_metrics import ShellLayout, subtract_background  # noqa: E402
+from helpers.kernels import volume_metrics as vm  # noqa: E402
+from helpers.core.backend import device  # noqa: E402
+from helpers.kernels.fourier import as_tensor  # noqa: E402
+from helpers.kernels.volume_metrics import ShellLayout, subtract_background  # noqa: E402
 
 
 def main():

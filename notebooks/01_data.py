@@ -24,7 +24,7 @@ n_browse = 24  # number of GT maps in the slice browser
 # particle images — that every later chapter scores submissions against?
 #
 # **Inputs.** `gt/maps_gt.npy`, `gt/metadata.csv`, `gt/mask.mrc`, `particles/particles.star`
-# (made by `helpers.simulate` from real AdK transition paths; see {doc}`../data`).
+# (made by `helpers.datagen.simulate` from real AdK transition paths; see {doc}`../data`).
 # **Outputs.** `results/…/data_summary.json`. **Run time.** Seconds.
 
 # %%
@@ -34,9 +34,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import io, plots, story, widgets
-from helpers.labels import count_particles
-from helpers.paths import resolve, save_json
+from helpers import io
+from helpers.report import plots, story, widgets
+from helpers.io.labels import count_particles
+from helpers.core.paths import resolve, save_json
 
 plots.set_style()
 data = resolve(data_dir)

@@ -24,7 +24,7 @@ align_inplane = 24  # in-plane angles of the coarse grid
 #
 # **Inputs.** The challenge config (`gt` entry first, then one entry per submission: folder of
 # MRC maps, `populations.txt`, box, pixel size, optional `native_pixel_size`, `flip`, `align`). **Outputs.**
-# `preprocessed/<label>.npz` (a {class}`MapSet <helpers.mapset.MapSet>` per submission: maps on
+# `preprocessed/<label>.npz` (a {class}`MapSet <helpers.io.mapset.MapSet>` per submission: maps on
 # the GT grid, populations, voxel size, the native voxel size the method made them at (kept
 # through the regridding: it bounds every resolution reported later), provenance) and
 # `preprocessing_report.csv` (columns: label, input_box, input_voxel_A, native_voxel_A (Å; the
@@ -32,7 +32,7 @@ align_inplane = 24  # in-plane angles of the coarse grid
 # input_voxel_A), flip, align, score, rotation_error_deg (against the mock's
 # recorded truth), seconds). **Run time.** Seconds per aligned submission.
 #
-# Steps (each a tested function in `helpers.preprocess` / `helpers.align`): crop/pad to the GT's
+# Steps (each a tested function in `helpers.kernels.preprocess` / `helpers.kernels.align`): crop/pad to the GT's
 # physical box, Fourier-resample to the GT box (odd sizes handled — the published code loses a
 # voxel), flip the hand where the config says so, and align globally: one rotation for the whole
 # series (found on the mean map, thresholded at the 93rd percentile, downsampled) by a
@@ -47,20 +47,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import io, manifest, plots, preprocess, story
-from helpers.geometry import rotation_angle
-from helpers.mapset import slug
-from helpers.paths import resolve, save_csv
+from helpers import io
+from helpers.io import manifest
+from helpers.report import plots, story
+from helpers.kernels import preprocess
+from helpers.kernels.geometry import rotation_angle
+from helpers.io.mapset import slug
+from helpers.core.paths import resolve, save_csv
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
 gt_entry, entries = io.read_config(data / config)
 gt_box, gt_voxel = int(gt_entry["box_size"]), float(gt_entry["voxel_size"])
-gt_folder = io._locate(gt_entry.get("path") or ".", (data / config).parent, "GT folder", data / config)
+gt_folder = io.locate(gt_entry.get("path") or ".", (data / config).parent, "GT folder", data / config)
 io.check_gt_box(data / config, gt_box, io.find_gt(data)["maps"])  # a wrong box_size stops here, not in chapter 3
 reference = None
 if gt_entry.get("ref_align_fname"):
-    reference, _ = io.read_mrc(io._locate(gt_entry["ref_align_fname"], gt_folder, "alignment reference", data / config))
+    reference, _ = io.read_mrc(io.locate(gt_entry["ref_align_fname"], gt_folder, "alignment reference", data / config))
 print(f"GT grid: {gt_box}³ at {gt_voxel} Å; {len(entries)} submissions")
 
 # %%
@@ -85,7 +88,7 @@ for e in entries:
         if "rotation_matrix" in truth and "rotation_matrix" in rep:
             rep["rotation_error_deg"] = float(rotation_angle(np.array(rep["rotation_matrix"]) @ np.array(truth["rotation_matrix"])))
         pre.provenance["truth"] = truth
-        method = e.extra.get("hetbook_provenance", {}).get("method")  # a real method's entry (helpers.adapters)
+        method = e.extra.get("hetbook_provenance", {}).get("method")  # a real method's entry (helpers.methods.adapters)
         if method:
             pre.provenance["method"] = method
             rep["method"] = method

@@ -62,7 +62,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 # four 80-map submissions took 122 s on 2 CPU cores; 400 GT maps at the challenge's 224³ about
 # 5 min, so the full 3861 would take ~40 min there); submissions whose statistics would not fit
 # in memory (or in `memory_gib`) are scored in groups, one pass each. With `dask_scheduler` or
-# `dask_workers` set, the GT chunks are scored on a Dask cluster instead (`helpers.distributed`:
+# `dask_workers` set, the GT chunks are scored on a Dask cluster instead (`helpers.pipeline.distributed`:
 # each worker reads its own rows from the GT file; same numbers, tested).
 #
 # Conventions: both GT and submitted maps are median-z-scored inside the mask (weight > 0.5);
@@ -71,7 +71,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 # coarser grid than the GT's (cryoDRGN trained at 32 px: 4.29 Å voxels) and resampled onto it
 # holds no information finer than its own Nyquist, 2 × its native voxel size (recorded at
 # ingestion, kept through the regridding); every resolution reported here is raised to at
-# least that (`helpers.nyquist.clip_resolution`), flagged `nyquist_limited` in the tables and
+# least that (`helpers.kernels.nyquist.clip_resolution`), flagged `nyquist_limited` in the tables and
 # marked "(Nyquist-limited)" with a dotted line at the native Nyquist in the figures; the
 # measured values stay in `res_raw`, `best_res_raw_A`. `corr` is a similarity (cost = 1 − corr).
 # The **reference-compatible mode** (`mode="reference"`) reproduces the published code's
@@ -86,10 +86,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import distributed, io, manifest, nyquist, plots, story, widgets
-from helpers import volume_metrics as vm
-from helpers.mapset import MapSet, slug
-from helpers.paths import resolve, save_csv, save_npz
+from helpers.pipeline import distributed
+from helpers import io
+from helpers.io import manifest
+from helpers.kernels import nyquist
+from helpers.report import plots, story, widgets
+from helpers.kernels import volume_metrics as vm
+from helpers.io.mapset import MapSet, slug
+from helpers.core.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
@@ -200,7 +204,7 @@ Markdown(story.resolution(summary, best_res, 2 * voxel_size,
 # post-processing): replace both maps' Fourier phases by independent random ones beyond the
 # shell where their *unmasked* FSC drops below 0.8, mask them again and measure the FSC that
 # the mask alone produces, FSC_n; the corrected FSC is (FSC_t − FSC_n)/(1 − FSC_n). Done here
-# for each submitted map and its best GT match (`helpers.volume_metrics.mask_corrected_fsc`).
+# for each submitted map and its best GT match (`helpers.kernels.volume_metrics.mask_corrected_fsc`).
 # Where the corrected resolution equals the masked one, the soft mask adds no spurious
 # correlation; the unmasked resolution is the pessimistic bound (solvent noise included).
 #
@@ -311,7 +315,7 @@ _ = fig.colorbar(im, ax=list(panels.values()), shrink=0.6, label="L2 (z-scored m
 # %% [markdown]
 # ## Transport distances between point clouds (GW, PW)
 # The published analysis also compares maps as **point clouds**: the `transport_top_k` largest
-# voxels of each map, weighted by density (`helpers.transport`). *Gromov–Wasserstein* (GW)
+# voxels of each map, weighted by density (`helpers.kernels.transport`). *Gromov–Wasserstein* (GW)
 # compares only distances *within* each map (the RMS distortion of intra-map distances under
 # the best coupling, Å), so it needs no alignment and cannot see handedness;
 # *Procrustes–Wasserstein* (PW) superposes the clouds by the best proper rotation and
@@ -322,7 +326,7 @@ _ = fig.colorbar(im, ax=list(panels.values()), shrink=0.6, label="L2 (z-scored m
 # top voxels are a few density peaks, and GT maps 5 steps apart (of 400) come out 5.3 Å apart
 # by GW with k = 50, the two ends of the motion only 6.4 Å. And GW is started from the
 # Wasserstein plan of the aligned clouds: the published start (the product coupling) is trapped
-# in poor local optima on these maps (see the `helpers.transport` docstring for numbers).
+# in poor local optima on these maps (see the `helpers.kernels.transport` docstring for numbers).
 #
 # Every pair is a small optimisation (about 14 ms for GW + PW at k = 100 on one CPU core; the
 # pairs are spread over `transport_jobs` worker processes, or the Dask cluster), so the book uses
@@ -330,7 +334,7 @@ _ = fig.colorbar(im, ax=list(panels.values()), shrink=0.6, label="L2 (z-scored m
 # costs about 7 min per submission on one core, divided by the number of cores.
 
 # %%
-from helpers import transport
+from helpers.kernels import transport
 
 if transport_metrics:
     gt_sel = order[np.linspace(0, gt.n_maps - 1, min(transport_gt_maps, gt.n_maps)).round().astype(int)]

@@ -45,9 +45,12 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from helpers import io, manifest, normalise, plots, story, subspace
-from helpers.mapset import MapSet, slug
-from helpers.paths import resolve, save_csv, save_npz
+from helpers import io
+from helpers.io import manifest
+from helpers.kernels import normalise, subspace
+from helpers.report import plots, story
+from helpers.io.mapset import MapSet, slug
+from helpers.core.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
@@ -58,7 +61,7 @@ failures = manifest.Failures(out, "04_subspace")
 for lab, s in list(subs.items()):
     with failures.guard(lab):
         if s.n_maps < 2:
-            from helpers.errors import InputError
+            from helpers.core.errors import InputError
             raise InputError(lab, f"{s.n_maps} map: a subspace (PCA) needs at least 2 maps.",
                              "Submit at least two maps to be scored in this chapter.")
     if lab not in failures.ok:

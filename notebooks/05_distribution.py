@@ -72,11 +72,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import distribution as dist
-from helpers import io, manifest, plots, simulate, story_scores
-from helpers import volume_metrics as vm
-from helpers.mapset import MapSet, slug
-from helpers.paths import resolve, save_csv, save_npz
+from helpers.kernels import distribution as dist
+from helpers import io
+from helpers.io import manifest
+from helpers.report import plots, story_scores
+from helpers.datagen import simulate
+from helpers.kernels import volume_metrics as vm
+from helpers.io.mapset import MapSet, slug
+from helpers.core.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)

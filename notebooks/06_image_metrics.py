@@ -57,7 +57,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the pose search
 # smaller ones, `refine_levels` times (twice). Without this refinement (and
 # with whole-pixel shifts) the true pose lies up to half a grid cell from every grid pose, and
 # maps that are *smoother* than the truth lose less at the wrong pose: on this demo the low-pass
-# and the re-aligned rotated mocks then outscore the GT ensemble (see `helpers/image_metrics.py`
+# and the re-aligned rotated mocks then outscore the GT ensemble (see `helpers/kernels/image_metrics.py`
 # for the measurements). The ensemble log-likelihood is Σ_i log Σ_l w_l P(y_i | V_l).
 # The demo uses a subset of the images and a coarse, downsampled grid to fit the book's
 # time budget; the benchmark (`benchmarks/bench_image_search.py`) reports the search rate, from
@@ -71,10 +71,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import image_metrics as im
-from helpers import distributed, io, manifest, plots, story_images
-from helpers.mapset import MapSet, slug
-from helpers.paths import resolve, save_csv, save_json, save_npz
+from helpers.kernels import image_metrics as im
+from helpers.pipeline import distributed
+from helpers import io
+from helpers.io import manifest
+from helpers.report import plots, story_images
+from helpers.io.mapset import MapSet, slug
+from helpers.core.paths import resolve, save_csv, save_json, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
@@ -102,7 +105,7 @@ save_json(out / "image_metrics" / "images.json", {"particles": str(particles), "
 res, rows, seen = {}, [], {}
 failures = manifest.Failures(out, "06_image_metrics")
 client = distributed.make_client(dask_scheduler, dask_workers)  # None: in-process
-if client is not None:  # blocks of maps as Dask tasks (helpers.distributed.image_search_dask)
+if client is not None:  # blocks of maps as Dask tasks (helpers.pipeline.distributed.image_search_dask)
     on_dask = distributed.image_search_dask(
         client, imgs, px, ctf_params, {lab: im.maps_to_image_grid(s.maps, box_ds, mask) for lab, s in sets.items()},
         n_directions=n_directions, n_inplane=n_inplane, max_shift=max_shift, shift_step=shift_step,
@@ -193,7 +196,7 @@ fig.tight_layout()
 # per image, Δᵢ = score under the GT ensemble − score under the submission (ensemble
 # log-likelihood in nats; best cross-correlation). The mean of Δ is resolved at 2 standard
 # errors once n ≥ (2·sd/|mean|)² images (normal approximation, `images_needed`;
-# `helpers.image_metrics.paired_power`). With fewer images the verdict is *underpowered*, not a
+# `helpers.kernels.image_metrics.paired_power`). With fewer images the verdict is *underpowered*, not a
 # tie — unless even the whole particle stack would not suffice (*no difference*). *Wrong way*:
 # the submission explains the images better than the GT ensemble, at ≥ 2σ.
 

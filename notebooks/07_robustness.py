@@ -15,7 +15,7 @@ voxel_size = 2.146  # Å, the GT voxel size
 n_maps = 80  # maps of the base submission (the Averaged GT with this many groups)
 base_snr = 2.0  # SNR of the base's own noise (signal / noise variance in the mask); 0: noise-free
 n_replicates = 3  # noise realisations per degraded set, ≥ 3 (each level is tested against the base over them, paired)
-degradations = []  # names from helpers.robustness.DEGRADATIONS to run; empty: all
+degradations = []  # names from helpers.pipeline.robustness.DEGRADATIONS to run; empty: all
 levels = {}  # per-degradation levels overriding the defaults, e.g. {"blur": [50, 100, 200, 400, 800]}
 gt_stride = 4  # every gt_stride-th GT map along MD-PC1 is scored against (1: all)
 study_box = 0  # box (voxels) the study runs at: GT, mask and every set Fourier-resampled to it (same physical box, coarser voxel); 0: the GT's box
@@ -49,7 +49,7 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # noise-free map from a sharp one. Each degraded set is scored `n_replicates` times with
 # independent noise; the spread of a metric over the base's replicates is **its own noise**.
 #
-# **Degradations** (`helpers.robustness.DEGRADATIONS`): noise, B-factor blur (of the signal,
+# **Degradations** (`helpers.pipeline.robustness.DEGRADATIONS`): noise, B-factor blur (of the signal,
 # before the noise: lost high-resolution information) and sharpening (of the finished map),
 # residual rotation and translation after alignment, the wrong hand, an intensity scale and
 # offset, three population errors (shifted along the motion, flattened, middle mode dropped;
@@ -57,7 +57,7 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # (80 → 5, the paper's Fig. S5 question for every metric) and the map order shuffled (maps
 # kept with their populations).
 #
-# **Verdicts** (`helpers.verdicts`). Replicate r of every degraded set shares its noise draw
+# **Verdicts** (`helpers.kernels.verdicts`). Replicate r of every degraded set shares its noise draw
 # with replicate r of the base, so each level is compared with the base by a **paired t-test**
 # on the replicates' differences (n_replicates − 1 degrees of freedom; at least 3 replicates,
 # which the runner enforces). The image metrics are scored on replicate 0 only: their test is a
@@ -96,11 +96,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from helpers import fourier
-from helpers import image_metrics as im
-from helpers import io, plots, story_scores, widgets
-from helpers import robustness as rb
-from helpers.paths import load_json, resolve, save_csv
+from helpers.kernels import fourier
+from helpers.kernels import image_metrics as im
+from helpers import io
+from helpers.report import plots, story_scores, widgets
+from helpers.pipeline import robustness as rb
+from helpers.core.paths import load_json, resolve, save_csv
 
 plots.set_style()
 t_chapter = time.perf_counter()
@@ -140,7 +141,7 @@ print(f"base: {n_maps} maps, SNR {base_snr}; scored against {len(scored)} of {gt
 # (copied, not recomputed: the maps are the same array) and only the distribution metrics change.
 
 # %% tags=["hide-input"]
-from helpers.backend import progress  # noqa: E402
+from helpers.core.backend import progress  # noqa: E402
 
 
 def key(name, lv):
@@ -178,7 +179,7 @@ t_maps = time.perf_counter() - t_chapter
 
 # %% [markdown]
 # ## Image metrics: ensemble log-likelihood and best CC
-# Chapter 6's pose search (`helpers.image_metrics.ImageSearch`) of `n_images` particle images
+# Chapter 6's pose search (`helpers.kernels.image_metrics.ImageSearch`) of `n_images` particle images
 # against every degraded set of replicate 0, on a coarser pose grid than chapter 6 (no adaptive
 # refinement): log-likelihood per image relative to the base (nats, 0 for the base) and the
 # median best cross-correlation, each with a bootstrap over the images as its error bar (the
@@ -367,7 +368,7 @@ Markdown(f"**Run time.** {elapsed:.0f} s on this machine for the base and {len(j
 
 # %% tags=["remove-input"]
 # one sentence for the book's front page (book/intro.md includes it)
-from helpers.paths import atomic_write  # noqa: E402
+from helpers.core.paths import atomic_write  # noqa: E402
 
 n_detect = sum(rb.DEGRADATIONS[d].expect == "detect" for d in names)
 broad = per_metric[per_metric.detects == per_metric.detects.max()].metric.tolist()

@@ -66,11 +66,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import calibration, headline, image_metrics, io, leaderboard, manifest, plots, robustness, widgets
-from helpers import matched, story_summary as story
-from helpers import volume_metrics as vm
-from helpers.mapset import MapSet, slug
-from helpers.paths import atomic_write, resolve, save_csv
+from helpers.report import calibration, headline, leaderboard, plots, widgets
+from helpers.kernels import image_metrics
+from helpers import io
+from helpers.io import manifest
+from helpers.pipeline import robustness
+from helpers.pipeline import matched
+from helpers.report import story_summary as story
+from helpers.kernels import volume_metrics as vm
+from helpers.io.mapset import MapSet, slug
+from helpers.core.paths import atomic_write, resolve, save_csv
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
@@ -145,7 +150,7 @@ better = {"resolution_A": "low", **({"pw_coverage_A": "low"} if "pw_coverage_A" 
           "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
 # images an image metric needs to order the submissions: the median over adjacent pairs (in the
 # metric's order) of the paired images_needed, over the pairs the whole stack could separate
-# and that differ by more than float noise (helpers.image_metrics.images_to_order); fewer
+# and that differ by more than float noise (helpers.kernels.image_metrics.images_to_order); fewer
 # images scored than that: underpowered
 n_stack = int(pd.read_csv(out / "image_metrics/power.csv").n_stack.iloc[0])
 tol = {"loglik_per_image": 1e-4, "best_cc": 1e-6}  # mean paired differences this small are float noise: ties
@@ -158,7 +163,7 @@ for m in per_image:
 power_pairs = pd.concat(power_pairs, ignore_index=True)
 power_pairs = power_pairs[["metric"] + [c for c in power_pairs if c != "metric"]]
 save_csv(out / "summary" / "image_power_pairs.csv", power_pairs)
-# ranks that respect each metric's error bar (helpers.leaderboard): values within uncertainty
+# ranks that respect each metric's error bar (helpers.report.leaderboard): values within uncertainty
 # (2 σ, or 0.1 % relative where a metric has no error bar) share a rank; metrics that separate
 # fewer than a quarter of the pairs, or image metrics with fewer images than needed, are shown
 # but left out; the overall rank is the mean of the family ranks, with a bootstrap interval
@@ -214,7 +219,7 @@ print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderb
 # the images (image) — counts once: its rank is the mean of its separating metrics' ranks, and
 # the overall rank is the mean of the family ranks (five population-blind map metrics no longer
 # outvote the three that see populations). The interval is the 2.5–97.5 % range of the overall
-# rank when every value is redrawn within its error bar (`helpers.leaderboard`); two submissions
+# rank when every value is redrawn within its error bar (`helpers.report.leaderboard`); two submissions
 # whose intervals overlap are *tied* and the text does not order them. Families marked † are shown
 # but left out (no separating metric, or underpowered); "—" = no rank (unmeasured, or error
 # unknown: `unranked`).
@@ -300,7 +305,7 @@ fig.tight_layout()
 # heterogeneity method from the particle images (on the demo: cryoDRGN, trained on the 2 000
 # simulated particles at 32 px — see {doc}`../data`, step 7) is placed here among them, metric by
 # metric, against two ideal reconstructions with the true poses and each image's true state:
-# the control made from **exactly its images at its box** (`helpers.matched`; the fair
+# the control made from **exactly its images at its box** (`helpers.pipeline.matched`; the fair
 # comparison: what is left is what the method had to learn) and the realistic *Reconstructed*
 # mock (12 times the images at twice the box). "Better"/"worse" only beyond both error bars; the
 # image metrics score held-out images that no method trained on.
@@ -406,7 +411,7 @@ fig.tight_layout()
 # can be checked against the *GT-based ranking*: the mean of the family ranks of the GT-based
 # families that enter the leaderboard's overall rank (volume, transport, subspace, distribution). Per image metric:
 # Spearman's rank correlation with it (+1 = same order), a 95 % percentile bootstrap interval
-# over submissions (2000 resamples with replacement, `helpers.calibration`), and the pairs it
+# over submissions (2000 resamples with replacement, `helpers.report.calibration`), and the pairs it
 # orders opposite to the GT ranking — all of them, and those where both sides are significant
 # (the image metric beyond 2σ of its bootstrap error; the GT side when more than half of the
 # GT-based metrics call the pair significant in that direction). First, which metrics entered

@@ -24,7 +24,7 @@ def fixtures():
 def tiny_data(tmp_path_factory):
     """A tiny demo data set (box 24, 24 GT maps, 6 maps per mock, 24 particles, 8 held out, 1500 for
     the reconstructed mocks) in a temp folder."""
-    from helpers.simulate import make_dataset
+    from helpers.datagen.simulate import make_dataset
 
     out = tmp_path_factory.mktemp("tiny") / "data"
     make_dataset(out, REPO / "data/adk/adk_paths.npz", box=24, voxel_size=5.7, n_gt=24, n_maps=6,

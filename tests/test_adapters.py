@@ -1,4 +1,4 @@
-"""Method-output adapters (helpers.adapters) on files written in each tool's exact format."""
+"""Method-output adapters (helpers.methods.adapters) on files written in each tool's exact format."""
 import json
 import pickle
 
@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import blob_volume
-from helpers import adapters, io
-from helpers.errors import InputError
+from helpers.methods import adapters
+from helpers import io
+from helpers.core.errors import InputError
 
 
 def _series(folder, n=4, box=12, vs=2.5, names="vol_{:03d}.mrc", start=1):
@@ -179,8 +180,9 @@ def test_cryodrgn_reads_our_images_in_our_conventions(tmp_path):
     with rot/psi swapped or the x shift's sign flipped in our STAR file."""
     import starfile
 
-    from helpers import align, simulate
-    from helpers.geometry import rotation_angle
+    from helpers.kernels import align
+    from helpers.datagen import simulate
+    from helpers.kernels.geometry import rotation_angle
 
     try:
         exe = adapters.find_cryodrgn()
@@ -217,7 +219,7 @@ def test_demo_cryodrgn_entry(tiny_data, tmp_path, monkeypatch, capsys):
     record, and a second call trains nothing."""
     import shutil
 
-    from helpers import demo_data
+    from helpers.pipeline import demo_data
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -291,8 +293,8 @@ def test_cryodrgn_workdir_carries_its_training_voxel_size(tmp_path):
     resolution of 8.1 Å measured there is reported as 8.58 Å, flagged."""
     import sys
 
-    from helpers import nyquist, preprocess
-    from helpers.paths import REPO_ROOT
+    from helpers.kernels import nyquist, preprocess
+    from helpers.core.paths import REPO_ROOT
 
     exe = tmp_path / "cryodrgn"
     exe.write_text(FAKE_CRYODRGN.format(python=sys.executable, repo=str(REPO_ROOT), box=32))
@@ -316,7 +318,7 @@ def test_label_base_is_given_or_decided_by_the_labels(tmp_path):
     """Labels 1…n−1 for n maps read the same as 0-based labels with map 0 unused, or 1-based ones
     with the last map unused: refused as ambiguous, naming the file and label_base (issue 32:
     they were read as 0-based); a 0 or an n decides; label_base=1 reads them 1-based."""
-    from helpers.labels import populations_from_labels
+    from helpers.io.labels import populations_from_labels
 
     lab = np.array([1, 1, 2, 3, 3, 3])
     with pytest.raises(InputError, match=r"labels\.txt.*label_base=0 or label_base=1"):

@@ -1,8 +1,8 @@
 """The package's structure: layers held by import-linter, and no import cycle anywhere.
 
 Both count every import, the function-local ones included, so a cycle cannot hide inside a
-function (issue 33: fourier → volume_metrics → preprocess → align → fourier, io ↔ mapset,
-paths ↔ manifest and schema → mapset were closed that way)."""
+function (fourier → volume_metrics → preprocess → align → fourier, io ↔ mapset, paths ↔ manifest and
+schema → mapset were once closed that way)."""
 import ast
 from pathlib import Path
 
@@ -12,9 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_layers_hold():
-    """pyproject.toml's [tool.importlinter] contract: report > pipeline > methods > datagen >
-    metric kernels > numerics > io > core; every module is in a layer (exhaustive). Red with
-    fourier importing volume_metrics (the old circle) or with a module in no layer."""
+    """pyproject.toml's [tool.importlinter] contracts: report > pipeline > methods > datagen >
+    kernels > io > core, and inside kernels the metric kernels over the numerics; every module is
+    in a layer (exhaustive). Red with fourier importing volume_metrics (the old circle) or with a
+    module in no layer."""
     pytest.importorskip("importlinter")
     from importlinter.cli import lint_imports
 
@@ -22,13 +23,20 @@ def test_layers_hold():
 
 
 def _graph() -> dict:
-    mods = {p.stem: p for p in (REPO / "helpers").glob("*.py") if p.stem != "__init__"}
+    """{module: modules it imports}, dotted names under helpers (packages as their __init__)."""
+    root = REPO / "helpers"
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = ("helpers",) + p.relative_to(root).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
     g = {m: set() for m in mods}
     for m, p in mods.items():
         for n in ast.walk(ast.parse(p.read_text())):
-            if isinstance(n, ast.ImportFrom) and n.level == 1:
-                names = [n.module.split(".")[0]] if n.module else [a.name for a in n.names]
-                g[m] |= {x for x in names if x in mods and x != m}
+            if isinstance(n, ast.ImportFrom) and n.module and n.level == 0 and n.module.startswith("helpers"):
+                targets = [f"{n.module}.{a.name}" for a in n.names if f"{n.module}.{a.name}" in mods] or [n.module]
+                g[m] |= {t for t in targets if t in mods and t != m}
+            elif isinstance(n, ast.ImportFrom) and n.level:
+                raise AssertionError(f"{p}: relative import (hetbook imports absolutely)")
     return g
 
 

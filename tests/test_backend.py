@@ -1,4 +1,4 @@
-"""The allocator setting of helpers.backend: large temporaries are reused, not page-faulted anew."""
+"""The allocator setting of helpers.core.backend: large temporaries are reused, not page-faulted anew."""
 import os
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import resource, torch
-import helpers.backend as b
+import helpers.core.backend as b
 x = torch.ones(2 ** 24)  # 64 MiB, above glibc's largest default mmap threshold (32 MiB)
 for _ in range(3):
     (x * 2).sum()  # warm up: the heap grows once
@@ -46,12 +46,12 @@ def test_large_temporaries_are_reused_not_refaulted():
 
 
 def test_progress_bars_go_to_the_runners_terminal(tmp_path, monkeypatch, capsys):
-    """Inside a chapter run by helpers.run, HETBOOK_PROGRESS names a file: bars are drawn there
+    """Inside a chapter run by helpers.pipeline.run, HETBOOK_PROGRESS names a file: bars are drawn there
     (not into the notebook), and the runner's follower copies them to its stderr as they grow."""
     import io
 
-    from helpers import backend
-    from helpers.run import _follow
+    from helpers.core import backend
+    from helpers.pipeline.run import _follow
 
     log = tmp_path / "bars"
     log.write_text("")
@@ -73,7 +73,7 @@ def test_progress_bars_go_to_the_runners_terminal(tmp_path, monkeypatch, capsys)
 def test_a_chapter_run_prints_no_kernel_noise(tmp_path, capfd):
     """The runner's kernels talk over IPC sockets: no '[IPKernelApp] WARNING | Kernel is running
     over TCP without encryption' line per chapter on the terminal (issue 34)."""
-    from helpers import run
+    from helpers.pipeline import run
 
     nb = tmp_path / "99_probe.py"
     nb.write_text('# %% tags=["parameters"]\nx = 1\n\n# %%\ny = x + 1\n')

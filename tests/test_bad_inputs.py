@@ -15,7 +15,7 @@ import starfile
 import torch
 
 from helpers import io
-from helpers.errors import InputError
+from helpers.core.errors import InputError
 
 RNG = np.random.default_rng(7)
 
@@ -427,7 +427,7 @@ def test_star_garbage(tmp_path):
     ("notebooks.07_robustness.n_replicates=1", ["n_replicates = 1", "≥ 3"]),
 ])
 def test_runner_parameter_errors(tmp_path, item, words):
-    from helpers import run
+    from helpers.pipeline import run
 
     (tmp_path / "p.yml").write_text("common: {results_dir: %s}\n" % (tmp_path / "r"))
     with pytest.raises(SystemExit) as exc:
@@ -439,7 +439,7 @@ def test_runner_parameter_errors(tmp_path, item, words):
 
 
 def test_results_folder_is_a_file(tmp_path, capsys):
-    from helpers import run
+    from helpers.pipeline import run
 
     (tmp_path / "r").write_text("in the way")
     (tmp_path / "p.yml").write_text("common: {results_dir: %s}\n" % (tmp_path / "r"))
@@ -475,12 +475,12 @@ def test_a_config_path_found_only_by_its_name_is_announced(tmp_path):
     is used with a notice naming both (issue 32: silently replaced by the folder of that name)."""
     (tmp_path / "sub1").mkdir()
     with pytest.warns(UserWarning, match=r"runs/v2/sub1 does not exist as written; using .*sub1"):
-        assert io._locate("runs/v2/sub1", tmp_path, "submission folder", tmp_path / "c.json") == tmp_path / "sub1"
+        assert io.locate("runs/v2/sub1", tmp_path, "submission folder", tmp_path / "c.json") == tmp_path / "sub1"
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a path that resolves as written: no notice
-        assert io._locate("sub1", tmp_path, "submission folder", tmp_path / "c.json") == tmp_path / "sub1"
+        assert io.locate("sub1", tmp_path, "submission folder", tmp_path / "c.json") == tmp_path / "sub1"
 
 
 def test_metadata_rows_out_of_order(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from helpers import calibration as cal
+from helpers.report import calibration as cal
 
 
 def test_spearman_equals_scipy_with_ties():

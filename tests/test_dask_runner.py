@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import run
+from helpers.pipeline import run
 from test_notebooks import executed  # noqa: F401 (the in-process tiny run, a module fixture there)
 
 pytest.importorskip("distributed")

@@ -6,8 +6,8 @@ import signal
 import numpy as np
 import pytest
 
-from helpers import distributed as hd
-from helpers import volume_metrics as vm
+from helpers.pipeline import distributed as hd
+from helpers.kernels import volume_metrics as vm
 
 pytest.importorskip("distributed")
 
@@ -105,7 +105,7 @@ def test_scattered_payloads_get_fresh_keys(client):
     "pg", a label …), shared by the whole cluster: a second pass scattering the same names
     while the first pass's are released lost its data (issue 36: "Could not find data: ['Cg',
     'pg', …]"). scatter_one gives every payload a fresh key and keeps it whole."""
-    from helpers.dask_tasks import scatter_one
+    from helpers.core.dask_tasks import scatter_one
 
     a, b = scatter_one(client, {"Cg": 1, "pg": 2}), scatter_one(client, {"Cg": 1, "pg": 2})
     assert a.key != b.key and "Cg" not in (a.key, b.key)
@@ -116,7 +116,7 @@ def test_transport_pairs_on_dask_equal_in_process(client):
     """GW/PW rows as Dask tasks: the same matrices as the in-process loop (float64 POT solvers,
     deterministic), every row once."""
     from conftest import blob_volume
-    from helpers import transport
+    from helpers.kernels import transport
 
     n = 16
     gt = np.stack([blob_volume(n, [((-3 + t, 0, 0), 1.0), ((3, t - 2, 1), 0.7)]) for t in range(5)]).astype(np.float32)
@@ -135,7 +135,7 @@ def test_image_search_on_dask_equals_in_process(client):
     in-process search's arrays; a set that cannot be searched is returned as its error, the
     others are still scored."""
     from conftest import blob_volume
-    from helpers import image_metrics as im
+    from helpers.kernels import image_metrics as im
 
     n, M = 12, 6
     rng = np.random.default_rng(2)

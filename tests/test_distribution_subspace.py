@@ -5,11 +5,11 @@ import pytest
 import torch
 from scipy.optimize import linprog
 
-from helpers import distribution as dist
-from helpers import fourier as Fo
-from helpers import normalise
-from helpers import preprocess as pp
-from helpers import subspace as sub
+from helpers.kernels import distribution as dist
+from helpers.kernels import fourier as Fo
+from helpers.kernels import normalise
+from helpers.kernels import preprocess as pp
+from helpers.kernels import subspace as sub
 
 
 def test_emd_of_distribution_with_itself_is_zero():
@@ -326,8 +326,8 @@ def test_distance_cost_units():
 def test_masked_downsample_streams_and_equals_the_whole_stack(tmp_path):
     """Chunked (memory-mapped) masking + Fourier downsampling equals the one-shot computation;
     a NaN map is refused by index."""
-    from helpers.fourier import fourier_resample
-    from helpers.errors import InputError
+    from helpers.kernels.fourier import fourier_resample
+    from helpers.core.errors import InputError
 
     rng = np.random.default_rng(8)
     maps = rng.standard_normal((7, 12, 12, 12)).astype(np.float32)
@@ -367,7 +367,7 @@ def test_wide_pca_takes_the_gram_path_with_the_svd_result():
     Gram matrix automatically: the same S, U and V (up to sign) as the SVD."""
     import torch
 
-    from helpers import subspace
+    from helpers.kernels import subspace
 
     g = torch.Generator().manual_seed(3)
     X = torch.randn(30, 2000, generator=g, dtype=torch.float64) + torch.linspace(0, 5, 2000, dtype=torch.float64)
@@ -440,7 +440,7 @@ def test_published_pickle_reader_runs_no_code(tmp_path, fixtures):
     read without the opt-in (issue 32: plain pickle.load)."""
     import pickle
 
-    from helpers.errors import InputError
+    from helpers.core.errors import InputError
 
     flag = tmp_path / "ran"
 

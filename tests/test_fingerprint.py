@@ -1,5 +1,5 @@
-"""helpers.fingerprint: which chapters still follow from their inputs (no notebooks run)."""
-from helpers import fingerprint as fp
+"""helpers.pipeline.fingerprint: which chapters still follow from their inputs (no notebooks run)."""
+from helpers.pipeline import fingerprint as fp
 
 CFG = {"common": {"data_dir": "d", "results_dir": "r", "voxel_size": 2.0},
        "notebooks": {"03_volume_metrics": {"sw_directions": 8}}}

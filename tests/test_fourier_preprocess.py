@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import blob_volume
-from helpers import fourier as Fo
-from helpers import normalise as nz
-from helpers import preprocess as pp
-from helpers.mapset import MapSet
+from helpers.kernels import fourier as Fo
+from helpers.kernels import normalise as nz
+from helpers.kernels import preprocess as pp
+from helpers.io.mapset import MapSet
 
 
 def numpy_radial_ps(v):
@@ -162,7 +162,7 @@ def test_flip_hand_reverses_x():
 
 
 def test_coarser_submission_is_upsampled_with_a_warning_or_refused():
-    from helpers.errors import InputError
+    from helpers.core.errors import InputError
 
     base = Fo.lowpass(np.random.default_rng(3).standard_normal((1, 16, 16, 16)), 8.0, 3.0).numpy()
     ms = MapSet(base, [1.0], 3.0, "coarse")  # 48 Å box at 3 Å; the GT grid is 24 × 2 Å
@@ -184,7 +184,7 @@ def test_unit_norm_with_mask_weights():
 
 
 def test_fft_translation_finds_a_known_integer_shift():
-    from helpers.align import fft_translation
+    from helpers.kernels.align import fft_translation
 
     ref = blob_volume(24, [((2, -3, 1), 1.0), ((-4, 5, 0), 0.6)])
     moved = np.roll(ref, (2, -3, 4), axis=(0, 1, 2))  # (dz, dy, dx)
@@ -213,7 +213,7 @@ def test_fourier_resample_equals_the_centred_crop_with_fftshift(n, m):
 def test_resample_stack_in_chunks_into_a_memory_map(tmp_path, chunk, to_file):
     """A stack resampled a few maps at a time (chapter 7's coarser study grid), optionally into a
     .npy memory map: equal to the float64 numpy centred-spectrum crop (DC at N//2, (m/N)³)."""
-    from helpers.fourier import resample_stack
+    from helpers.kernels.fourier import resample_stack
 
     rng = np.random.default_rng(6)
     N, m = 16, 10
@@ -233,7 +233,7 @@ def test_resample_stack_in_chunks_into_a_memory_map(tmp_path, chunk, to_file):
 def test_fast_resampler_equals_the_exact_one_below_nyquist():
     """fourier_resample_fast (real FFTs, float32, Nyquist planes dropped; the robustness study's
     oversampled rotation) equals fourier_resample on maps with no content at Nyquist."""
-    from helpers.fourier import fourier_resample, fourier_resample_fast, lowpass
+    from helpers.kernels.fourier import fourier_resample, fourier_resample_fast, lowpass
 
     x = lowpass(torch.as_tensor(np.random.default_rng(3).standard_normal((2, 16, 16, 16))), 4.0, 1.0).float()
     for m in (32, 8):

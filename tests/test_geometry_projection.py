@@ -7,8 +7,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from conftest import REPO, blob_volume
-from helpers import geometry as G
-from helpers import projection as P
+from helpers.kernels import geometry as G
+from helpers.kernels import projection as P
 
 BLOBS = [((0, 8, 0), 1.0), ((5, -3, 4), 0.7), ((-6, -2, -5), 1.3)]
 
@@ -104,7 +104,7 @@ def test_pose_grid_weights_and_spacing():
 # ----------------------------------------- accuracy of the default projector on the demo's maps
 def _adk_maps(box=32, voxel=4.292, frames=(0, 40)):
     """Two real AdK frames rendered as the demo renders them (sharp atoms: much power near Nyquist)."""
-    from helpers.simulate import load_adk, render_maps
+    from helpers.datagen.simulate import load_adk, render_maps
 
     adk = load_adk(REPO / "data/adk/adk_paths.npz")
     el = adk.pop("elements")
@@ -208,7 +208,7 @@ def test_rotate_volume_equals_a_float64_trilinear_reference_for_one_and_many_rot
 
 def _extent_map(n, frac, seed):
     """Low-passed noise inside a sphere of radius frac · n/2 (a map reaching that far from the centre)."""
-    from helpers.fourier import lowpass
+    from helpers.kernels.fourier import lowpass
 
     rng = np.random.default_rng(seed)
     x = lowpass(torch.as_tensor(rng.standard_normal((1, n, n, n))), 3.0, 1.0)[0].numpy()
@@ -223,7 +223,7 @@ DOCUMENTED = [(0.25, 0.37, 0.14), (0.5, 1.45, 0.62), (0.75, 3.5, 1.44), (0.9, 5.
 
 @pytest.mark.parametrize("frac,at_identity,at_random", DOCUMENTED)
 def test_projector_accuracy_is_as_documented_against_map_extent(frac, at_identity, at_random):
-    """The helpers.projection docstring's accuracy table, point by point (default pad 3, 32 px):
+    """The helpers.kernels.projection docstring's accuracy table, point by point (default pad 3, 32 px):
     the measured error is within 15 % of the documented figure (issue 32: the docs promised
     ≤ 0.6 % for every map; maps reaching 75 % of the half-box measure 3.5 %)."""
     n = 32

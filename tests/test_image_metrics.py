@@ -8,10 +8,10 @@ import torch
 from scipy import integrate
 
 from conftest import blob_volume
-from helpers import image_metrics as im
-from helpers import projection as P
-from helpers.fourier import lowpass
-from helpers.geometry import euler_to_matrix, grid_spacing_deg, pose_grid, random_rotations, rotation_angle
+from helpers.kernels import image_metrics as im
+from helpers.kernels import projection as P
+from helpers.kernels.fourier import lowpass
+from helpers.kernels.geometry import euler_to_matrix, grid_spacing_deg, pose_grid, random_rotations, rotation_angle
 
 BLOBS_A = [((0, 6, 0), 1.0), ((4, -3, 3), 0.8), ((-5, -2, -4), 1.2), ((2, 2, -6), 0.6)]
 BLOBS_B = [((0, -6, 0), 1.0), ((-4, 3, 3), 0.8), ((5, 2, -4), 1.2), ((-2, 2, 6), 0.6)]
@@ -247,8 +247,8 @@ def test_maps_to_image_grid_reads_a_memory_map_in_chunks(tmp_path, chunk):
     """Maps on disk are read a few at a time (100 GT maps at 224³ at once killed the chapter-6
     kernel): the result equals a float64 numpy reference (solvent median off, spectrum cropped)
     for every chunk size, the GT subset taken lazily by MapSet.subset included."""
-    from helpers.mapset import Rows
-    from helpers.mapset import MapSet
+    from helpers.io.mapset import Rows
+    from helpers.io.mapset import MapSet
 
     rng = np.random.default_rng(4)
     N, m = 16, 10
@@ -269,8 +269,8 @@ def test_maps_to_image_grid_reads_a_memory_map_in_chunks(tmp_path, chunk):
 
 
 def test_a_lazy_subset_reads_the_right_rows(tmp_path):
-    from helpers.mapset import Rows
-    from helpers.mapset import MapSet
+    from helpers.io.mapset import Rows
+    from helpers.io.mapset import MapSet
 
     x = np.arange(6 * 8, dtype=np.float32).reshape(6, 2, 2, 2)
     np.save(tmp_path / "m.npy", x)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers import io
-from helpers.errors import InputError
-from helpers.mapset import MapSet
+from helpers.core.errors import InputError
+from helpers.io.mapset import MapSet
 
 RNG = np.random.default_rng(42)
 
@@ -287,7 +287,7 @@ def test_gt_from_a_folder_of_mrc_maps(tmp_path):
 def test_gt_folder_is_read_lazily_and_once_per_pass(tmp_path):
     """A GT folder of MRC maps (one a 2-map stack) reads like the stacked array, but only the
     files a chunk needs: one pass of the fused volume metrics reads every file once."""
-    from helpers import volume_metrics as vm
+    from helpers.kernels import volume_metrics as vm
 
     rng = np.random.default_rng(3)
     maps = rng.standard_normal((6, 8, 8, 8)).astype(np.float32)

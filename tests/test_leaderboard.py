@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import leaderboard as lb
+from helpers.report import leaderboard as lb
 
 
 def test_float_noise_never_decides_a_rank():
@@ -43,7 +43,7 @@ def test_a_metric_that_separates_nothing_is_left_out_of_the_mean_rank():
 def test_defect_checks_verdicts():
     """caught = worse than the base beyond both error bars; wrong way = better; missed = within;
     an undone mock ties its base on every metric."""
-    from helpers.leaderboard import defect_checks
+    from helpers.report.leaderboard import defect_checks
 
     idx = ["Reconstructed", "Low-pass", "Noisy", "Flipped hand", "Rotated"]
     v = pd.DataFrame({"resolution_A": [6.0, 14.0, 6.1, 6.0, 6.0], "loglik_per_image": [-0.5, -3.0, 0.5, -0.5, -0.9]},
@@ -233,7 +233,7 @@ def test_front_page_sentence_follows_the_tables():
     """The front-page sentence changes when its tables change: a miss in the defect checks is
     named, a submission is 'behind' exactly those whose interval lies wholly ahead of its own,
     and overlapping leaders share the lead."""
-    from helpers.headline import front_page
+    from helpers.report.headline import front_page
 
     board = pd.DataFrame({"mean_rank": [1.0, 2.0, 4.0, 6.0], "mean_rank_lo": [1.0, 1.8, 3.5, 5.0],
                           "mean_rank_hi": [1.2, 2.5, 4.5, 7.0]}, index=["GT", "20 maps", "Reconstructed", "cryoDRGN"])

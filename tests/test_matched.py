@@ -1,4 +1,4 @@
-"""The control matched to a real method's budget (helpers.matched): its images are the particle
+"""The control matched to a real method's budget (helpers.pipeline.matched): its images are the particle
 stack as a downsampling method sees it, and it lands in the submissions folder like any entry."""
 import json
 import shutil
@@ -6,10 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import matched, reconstruct as rc, simulate
-from helpers.fourier import fourier_resample
-from helpers.geometry import euler_to_matrix
-from helpers import volume_metrics as vm
+from helpers.pipeline import matched
+from helpers.datagen import reconstruct as rc, simulate
+from helpers.kernels.fourier import fourier_resample
+from helpers.kernels.geometry import euler_to_matrix
+from helpers.kernels import volume_metrics as vm
 from tests.test_reconstruct import _blob_map
 
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import run
-from helpers.mapset import MapSet
-from helpers.paths import REPO_ROOT
+from helpers.pipeline import run
+from helpers.io.mapset import MapSet
+from helpers.core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def executed(tmp_path_factory):
     run.ensure_data(cfg)
     # a method output through an adapter (a volume series + per-particle labels, the way a
     # cryoSPARC/RECOVAR export comes): its provenance must reach chapter 8's "real method" text
-    from helpers import adapters
+    from helpers.methods import adapters
 
     subs = tmp / "data" / "submissions"
     labels = np.random.default_rng(5).integers(0, 8, 500)
@@ -191,7 +191,7 @@ def test_summary_leaderboard(executed):
     low = board.sort_values("emd_submitted")
     assert low["rank_emd_submitted"].is_monotonic_increasing
     # a submission significantly better than another (beyond both error bars) ranks ahead of it
-    from helpers.leaderboard import significance
+    from helpers.report.leaderboard import significance
 
     for m in info.index:
         err = board[f"{m}_err"] if f"{m}_err" in board else None
@@ -226,7 +226,7 @@ def test_summary_places_a_method_entry(executed):
     the front-page headline names it."""
     import nbformat
 
-    from helpers import leaderboard
+    from helpers.report import leaderboard
 
     board = pd.read_csv(executed / "results/summary/leaderboard.csv", index_col="label")
     pos = list(board.index).index("Series entry") + 1
@@ -259,7 +259,7 @@ def test_static_widgets_are_linked_in_the_browser():
     import ipywidgets as W
     from ipywidgets.widgets.widget_link import Link
 
-    from helpers import widgets
+    from helpers.report import widgets
 
     png = [b"\x89PNG a", b"\x89PNG b"]
     for w in (widgets.slider_browser(png), widgets.dropdown_browser(["a", "b"], png),
@@ -356,7 +356,7 @@ def test_no_stray_repr_outputs(executed):
 
 def test_robustness_chapter_responses(executed):
     """Chapter 7 on the tiny run: the expected direction of each response to a controlled defect."""
-    from helpers import robustness as rb
+    from helpers.pipeline import robustness as rb
 
     res = executed / "results" / "robustness"
     r = pd.read_csv(res / "responses.csv")

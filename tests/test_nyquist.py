@@ -1,4 +1,4 @@
-"""The Nyquist rule (helpers.nyquist): a submission's native voxel size travels with its MapSet
+"""The Nyquist rule (helpers.kernels.nyquist): a submission's native voxel size travels with its MapSet
 from ingestion through regridding and files, and no resolution is reported finer than 2 × it."""
 import json
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import blob_volume
-from helpers import io, nyquist, preprocess
-from helpers import volume_metrics as vm
-from helpers.fourier import fourier_resample
-from helpers.mapset import MapSet
+from helpers import io
+from helpers.kernels import nyquist, preprocess
+from helpers.kernels import volume_metrics as vm
+from helpers.kernels.fourier import fourier_resample
+from helpers.io.mapset import MapSet
 
 GT_BOX, GT_VS, NATIVE_BOX, NATIVE_VS = 32, 2.145, 16, 4.29  # the same 68.64 Å box, voxels ×2
 

@@ -1,13 +1,13 @@
-"""Direct Fourier reconstruction (helpers.reconstruct) against the map the images came from."""
+"""Direct Fourier reconstruction (helpers.datagen.reconstruct) against the map the images came from."""
 import numpy as np
 import pytest
 import torch
 
-from helpers import reconstruct as rc
-from helpers import simulate
-from helpers import volume_metrics as vm
-from helpers.fourier import lowpass
-from helpers.geometry import euler_to_matrix
+from helpers.datagen import reconstruct as rc
+from helpers.datagen import simulate
+from helpers.kernels import volume_metrics as vm
+from helpers.kernels.fourier import lowpass
+from helpers.kernels.geometry import euler_to_matrix
 
 
 def _blob_map(n=24, seed=0):

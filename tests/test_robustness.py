@@ -1,4 +1,4 @@
-"""The robustness chapter's building blocks (helpers.robustness) against closed forms and second
+"""The robustness chapter's building blocks (helpers.pipeline.robustness) against closed forms and second
 computations, and the intensity-offset invariances the chapter found missing."""
 import math
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import blob_volume
-from helpers import geometry, image_metrics, transport
-from helpers import robustness as rb
-from helpers.distribution import kl
-from helpers import volume_metrics as vm
+from helpers.kernels import geometry, image_metrics, transport
+from helpers.pipeline import robustness as rb
+from helpers.kernels.distribution import kl
+from helpers.kernels import volume_metrics as vm
 
 
 def _blobs(n=24, count=3, seed=0):
@@ -133,7 +133,7 @@ def _paired_table(cells, n_rep=3, seed=0, sd=0.1):
 
 
 def _holm_loop(p):
-    """Holm's adjusted p-values by the textbook loop (independent of helpers.verdicts.holm)."""
+    """Holm's adjusted p-values by the textbook loop (independent of helpers.kernels.verdicts.holm)."""
     m = len(p)
     order = sorted(range(m), key=lambda i: p[i])
     adj, running = [0.0] * m, 0.0
@@ -339,8 +339,8 @@ def test_scorer_summaries_equal_the_per_metric_kernels(study):
     """Scorer.score (one fused GT pass, background subtracted once) against each chapter's own
     call on the same maps: distance_matrices per submission, the sliced Wasserstein distance,
     the PCA/PCV pipeline with equalised spectra, and the distribution metrics."""
-    from helpers import distribution as dist
-    from helpers import normalise, subspace
+    from helpers.kernels import distribution as dist
+    from helpers.kernels import normalise, subspace
 
     G, mask = study.gt_maps, study.mask
     sc = rb.Scorer(G, study.gt_pops, study.gt_pc1, mask, 2.0, sw_directions=8, transport_gt_maps=0, box_ds=8,
@@ -377,7 +377,7 @@ def test_batch_fits_the_memory_budget():
 
 def test_the_map_browser_draws_one_titled_frame_per_map():
     """widgets.map_frames (chapters 1 and 8's browser): one PNG per requested map, each titled."""
-    from helpers import widgets
+    from helpers.report import widgets
 
     maps = np.random.default_rng(0).random((5, 8, 8, 8)).astype(np.float32)
     seen = []

@@ -1,4 +1,4 @@
-"""Run integrity through the public runner (``python -m helpers.run``): one bad submission never
+"""Run integrity through the public runner (``python -m helpers.pipeline.run``): one bad submission never
 blocks the others, a stale result is never scored, a failed chapter leaves no partial results."""
 import json
 import shutil
@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import manifest, run
-from helpers.errors import InputError
-from helpers.mapset import MapSet
+from helpers.io import manifest
+from helpers.pipeline import run
+from helpers.core.errors import InputError
+from helpers.io.mapset import MapSet
 
 pytestmark = pytest.mark.slow  # runs notebooks
 
@@ -101,7 +102,7 @@ def test_a_failed_chapter_leaves_no_partial_results(tmp_path, monkeypatch, capsy
     nbdir.mkdir()
     head = "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n#     name: python3\n# ---\n\n"
     body = ('# %% tags=["parameters"]\nresults_dir = "x"\n\n# %%\nimport pandas as pd\n'
-            'from helpers.paths import save_csv\nfrom pathlib import Path\n'
+            'from helpers.core.paths import save_csv\nfrom pathlib import Path\n'
             'save_csv(Path(results_dir) / "part/half.csv", pd.DataFrame({"a": [1]}))\n')
     (nbdir / "01_good.py").write_text(head + body.replace("half.csv", "good.csv"))
     (nbdir / "02_bad.py").write_text(head + body + 'raise RuntimeError("broken half-way")\n')
@@ -122,7 +123,7 @@ def test_a_failed_chapter_leaves_no_partial_results(tmp_path, monkeypatch, capsy
 def test_challenge_parameter_file_names_only_declared_parameters():
     """params/challenge.yml must pass the runner's checks (every parameter declared by its
     notebook, numbers positive) before anyone spends a day on the real data."""
-    from helpers.paths import REPO_ROOT
+    from helpers.core.paths import REPO_ROOT
 
     cfg = run.load_params(REPO_ROOT / "params/challenge.yml")
     assert cfg["dataset"]["generate"] is False
@@ -144,8 +145,8 @@ def test_challenge_parameter_file_names_only_declared_parameters():
 def test_robustness_full_sweep_parameter_file_is_valid():
     """params/robustness_full.yml (the full sweep of chapter 7) passes the runner's checks, and
     every degradation it sets levels for exists."""
-    from helpers import robustness as rb
-    from helpers.paths import REPO_ROOT
+    from helpers.pipeline import robustness as rb
+    from helpers.core.paths import REPO_ROOT
 
     cfg = run.load_params(REPO_ROOT / "params/robustness_full.yml")
     run.validate_params(cfg, run.list_notebooks(), "params/robustness_full.yml")
@@ -160,7 +161,7 @@ def test_stale_chapters_after_partial_reruns(data, tmp_path, capsys, monkeypatch
     it, 3 and 4; `--only 03` then refuses, naming 02 and the command; a run without --only
     reruns exactly 02–04 (the stale ones) and 01 stays 'missing' only because it was never run;
     a stale chapter's executed notebook carries the banner, a rerun one does not."""
-    from helpers import fingerprint as fpm
+    from helpers.pipeline import fingerprint as fpm
 
     p = params(tmp_path, data)
     assert run.main(["--params", p, "--no-data", "--only", "02", "--only", "03", "--only", "04"]) == 0

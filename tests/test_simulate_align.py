@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 import starfile
 
-from helpers import align, io, preprocess, simulate
-from helpers.fourier import lowpass
-from helpers.geometry import rotate_volume, rotation_angle
-from helpers.paths import REPO_ROOT
+from helpers.kernels import align, preprocess
+from helpers import io
+from helpers.datagen import simulate
+from helpers.kernels.fourier import lowpass
+from helpers.kernels.geometry import rotate_volume, rotation_angle
+from helpers.core.paths import REPO_ROOT
 
 
 def test_adk_superposition_and_pc1():
@@ -113,7 +115,7 @@ def test_cryodrgn_parses_the_star_without_overrides(tiny_data, tmp_path):
     import sys
     from pathlib import Path
 
-    from helpers.paths import REPO_ROOT
+    from helpers.core.paths import REPO_ROOT
 
     cands = [Path(sys.executable).parent / "cryodrgn", REPO_ROOT / ".venv-cryodrgn/bin/cryodrgn"]
     exe = next((str(c) for c in cands if c.exists()), None) or shutil.which("cryodrgn")
@@ -192,7 +194,7 @@ def test_alignment_recovers_a_rotated_and_shifted_submission(tiny_data, shift):
     """180° about an oblique axis plus a shift (voxels, (dz, dy, dx)): the rotation search about
     the box centre alone found the wrong pose (correlation ~0.5); centring on the centres of
     mass first recovers rotation and translation."""
-    from helpers.geometry import axis_angle_to_matrix, rotate_volume
+    from helpers.kernels.geometry import axis_angle_to_matrix, rotate_volume
 
     read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
     ref, _ = io.read_mrc(tiny_data / "gt/reference.mrc")
@@ -207,8 +209,8 @@ def test_alignment_recovers_a_rotated_and_shifted_submission(tiny_data, shift):
 
 
 def test_alignment_of_an_unrelated_map_is_called_doubtful(tiny_data):
-    from helpers import preprocess
-    from helpers.mapset import MapSet
+    from helpers.kernels import preprocess
+    from helpers.io.mapset import MapSet
 
     ref, _ = io.read_mrc(tiny_data / "gt/reference.mrc")
     noise = np.random.default_rng(0).standard_normal((3,) + ref.shape).astype(np.float32)
@@ -224,9 +226,9 @@ def test_preprocess_submission_aligns_without_touching_the_callers_maps(tiny_dat
     """Grid → flip → align equals flip_hand then rotate_volume with the rotation it reports (the
     aligned set is rotated in place when preprocess_submission made it — after a flip — and into
     a new array otherwise); the caller's maps are unchanged either way."""
-    from helpers import preprocess
-    from helpers.geometry import axis_angle_to_matrix, rotate_volume
-    from helpers.mapset import MapSet
+    from helpers.kernels import preprocess
+    from helpers.kernels.geometry import axis_angle_to_matrix, rotate_volume
+    from helpers.io.mapset import MapSet
 
     read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
     ref, vs = io.read_mrc(tiny_data / "gt/reference.mrc")
@@ -250,9 +252,9 @@ def test_the_hand_test_mirrors_the_maps_it_rotates(tiny_data):
     """A mirrored, rotated submission aligned with test_hand: the alignment finds the mirror
     fits better, and preprocess_submission mirrors the maps before applying that mirror's
     rotation (issue 32: it rotated the unmirrored maps, correlation 0.49 with the truth)."""
-    from helpers import preprocess
-    from helpers.geometry import axis_angle_to_matrix, rotate_volume
-    from helpers.mapset import MapSet
+    from helpers.kernels import preprocess
+    from helpers.kernels.geometry import axis_angle_to_matrix, rotate_volume
+    from helpers.io.mapset import MapSet
 
     read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
     ref, vs = io.read_mrc(tiny_data / "gt/reference.mrc")
@@ -310,8 +312,8 @@ def test_inverted_contrast_is_named(tiny_data):
     GT reference (issue 32: scored without a word); the same maps as given raise no notice."""
     import warnings
 
-    from helpers import preprocess
-    from helpers.mapset import MapSet
+    from helpers.kernels import preprocess
+    from helpers.io.mapset import MapSet
 
     read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
     ref, vs = io.read_mrc(tiny_data / "gt/reference.mrc")

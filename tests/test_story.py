@@ -1,10 +1,10 @@
-"""The chapters' "What the demo shows" sentences (helpers.story, helpers.story_scores) follow
+"""The chapters' "What the demo shows" sentences (helpers.report.story, helpers.report.story_scores) follow
 their tables: each test builds a small table with the demo's labels, checks the sentence, then
 changes the table and checks that the claim goes and the miss is named."""
 import numpy as np
 import pandas as pd
 
-from helpers import story, story_scores
+from helpers.report import story, story_scores
 
 NYQ = 4.29  # Å, the demo GT's Nyquist
 
@@ -238,7 +238,7 @@ def test_robustness_lines_and_the_per_metric_leader_follow_the_verdicts():
 def test_chapter_1_names_the_held_out_stack_and_chapter_3_its_controls():
     """With a held-out stack the sentence says chapter 6 scores on it, not on the training images;
     Nyquist reached by the controls alone is said once."""
-    from helpers import story
+    from helpers.report import story
 
     s = {"n_gt_maps": 4, "box": 8, "voxel_size_A": 2.0, "n_particles": 20, "snr": 0.05}
     assert "20 particle images at SNR 0.05 are what chapter 6 scores" in story.data_summary(s, [0, 1, 2, 3], [1] * 4)

@@ -1,7 +1,7 @@
-"""Chapter 6's sentences (helpers.story_images) follow its tables."""
+"""Chapter 6's sentences (helpers.report.story_images) follow its tables."""
 import pandas as pd
 
-from helpers import story_images as story
+from helpers.report import story_images as story
 
 
 def test_likelihood_sentence_names_who_beats_the_gt():

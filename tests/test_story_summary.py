@@ -1,8 +1,8 @@
-"""Chapter 8's sentences (helpers.story_summary) follow its tables: change a table, the sentence changes."""
+"""Chapter 8's sentences (helpers.report.story_summary) follow its tables: change a table, the sentence changes."""
 import numpy as np
 import pandas as pd
 
-from helpers import story_summary as story
+from helpers.report import story_summary as story
 
 
 def _board():

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from helpers import transport as tr
+from helpers.kernels import transport as tr
 from tests.conftest import blob_volume
 
 
@@ -175,7 +175,7 @@ def test_transport_matrices_entries_and_reference_mode():
 def test_downsampled_clouds_match_manual_pipeline():
     """transport_matrices(downsample=8) = Fourier-resample maps and mask to 8³, take the clouds
     at voxel size × N/8, and call the pair functions."""
-    from helpers.fourier import fourier_resample
+    from helpers.kernels.fourier import fourier_resample
     n = 16
     maps = np.stack([blob_volume(n, [((0, 0, 0), 1.0), ((4, 1, 0), 0.8)]),
                      blob_volume(n, [((0, 0, 0), 1.0), ((3, 3, 1), 0.8)])]).astype(np.float32)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import backend
-from helpers import fourier as Fo
+from helpers.core import backend
+from helpers.kernels import fourier as Fo
 from helpers import io
-from helpers import volume_metrics as vm
+from helpers.kernels import volume_metrics as vm
 from tests.conftest import blob_volume
 
 
@@ -184,7 +184,7 @@ def _masked_noise_pairs(n=32, pairs=4, seed=0):
     """Signal low-passed to 4 voxels plus independent noise in each map, and a sharp spherical
     mask that cuts through the density: the true FSC beyond the signal band is 0."""
     import torch
-    from helpers.fourier import lowpass
+    from helpers.kernels.fourier import lowpass
     rng = np.random.default_rng(seed)
     S = blob_volume(n, [((0, 0, 0), 1.0), ((6, 0, 0), 0.8), ((0, 5, 0), 0.7), ((-4, -3, 2), 0.9)], sigma=1.5)
     S = lowpass(torch.as_tensor(S[None]), 4.0, 1.0)[0].numpy()
@@ -205,7 +205,7 @@ def test_paired_fsc_is_the_diagonal_of_fsc_matrix():
 
 def test_phase_randomise_keeps_amplitudes_and_low_shells():
     import torch
-    from helpers.fourier import rfftn3, shell_index
+    from helpers.kernels.fourier import rfftn3, shell_index
     v = np.random.default_rng(3).normal(size=(2, 16, 16, 16)).astype(np.float32)
     out = vm.phase_randomise(v, [5, 0], seed=1, dev=torch.device("cpu"))
     f, g = rfftn3(torch.as_tensor(v)), rfftn3(out)
