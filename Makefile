@@ -27,13 +27,13 @@ _vendor/.done:
 vendor: _vendor/.done
 
 data: $(VENV)/.installed $(CRYODRGN_VENV)/.installed
-	$(PY) -c "import sys; from helpers.pipeline.run import load_params, ensure_data; ensure_data(load_params('$(PARAMS)'))"
+	$(PY) -c "from helpers.pipeline.params import load_params; from helpers.pipeline.demo_data import ensure_data; ensure_data(load_params('$(PARAMS)'))"
 
 notebooks: $(VENV)/.installed $(CRYODRGN_VENV)/.installed
-	$(PY) -m helpers.pipeline.run --params $(PARAMS)
+	$(VENV)/bin/hetbook run --params $(PARAMS)
 
 html: $(VENV)/.installed _vendor/.done
-	$(PY) -m helpers.pipeline.run --params $(PARAMS) --no-data --status
+	$(VENV)/bin/hetbook status --params $(PARAMS)
 	rm -rf book/_build/html
 	$(VENV)/bin/jupyter-book build . --path-output book --keep-going
 	$(PY) tools/postbuild_html.py book/_build/html

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers.pipeline import run
+from helpers.pipeline import params as run_params, run
 from helpers.io.mapset import MapSet
 from helpers.core.paths import REPO_ROOT
 
@@ -44,14 +44,14 @@ def test_every_notebook_has_a_parameters_cell_first():
     for path in run.list_notebooks():
         nb = jupytext.read(path)
         assert "parameters" in nb.cells[0].metadata.get("tags", []), path.name
-        params = run.declared_parameters(nb)
-        for v in params.values():  # no absolute paths outside the repo
+        declared = run_params.declared_parameters(nb)
+        for v in declared.values():  # no absolute paths outside the repo
             assert not (isinstance(v, str) and v.startswith("/")), (path.name, v)
         # papermill's own parser (used by `papermill --help-notebook`) reads every parameter
         from papermill.translators import PythonTranslator
 
         seen = [p.name for p in PythonTranslator.inspect(nb.cells[0])]
-        assert seen == list(params), (path.name, set(params) - set(seen))
+        assert seen == list(declared), (path.name, set(declared) - set(seen))
 
 
 def test_all_executed_with_injected_parameters_hidden(executed):
@@ -237,21 +237,21 @@ def test_summary_places_a_method_entry(executed):
     # its maps are the Low-pass mock's: worse resolution than Reconstructed, beyond the error bars
     res = board.loc[["Series entry", "Reconstructed"], "resolution_A"]
     assert res.iloc[0] > res.iloc[1]
-    assert "worse than Reconstructed on resolution (Å)" in text
+    assert "worse than Reconstructed on resolution" in text
     head = (executed / "results/summary/headline.md").read_text()
     assert f"Series entry, a real method trained on the demo's particle images, ranks {pos} of {len(board)}" in head
 
 
 def test_runner_overrides_and_errors():
-    cfg = run.load_params("params/demo.yml")
-    run.apply_override(cfg, "common.data_dir=/x/y")
-    run.apply_override(cfg, "notebooks.03_volume_metrics.sw_directions=7")
+    cfg = run_params.load_params("params/demo.yml")
+    run_params.apply_override(cfg, "common.data_dir=/x/y")
+    run_params.apply_override(cfg, "notebooks.03_volume_metrics.sw_directions=7")
     assert cfg["common"]["data_dir"] == "/x/y" and cfg["notebooks"]["03_volume_metrics"]["sw_directions"] == 7
     import jupytext
 
     nb = jupytext.read(run.list_notebooks()[2])
     with pytest.raises(SystemExit, match="not declared"):
-        run.parameters_for(nb, "03_volume_metrics", {"common": {}, "notebooks": {"03_volume_metrics": {"bogus": 1}}})
+        run_params.parameters_for(nb, "03_volume_metrics", {"common": {}, "notebooks": {"03_volume_metrics": {"bogus": 1}}})
 
 
 def test_static_widgets_are_linked_in_the_browser():
@@ -356,13 +356,14 @@ def test_no_stray_repr_outputs(executed):
 
 def test_robustness_chapter_responses(executed):
     """Chapter 7 on the tiny run: the expected direction of each response to a controlled defect."""
+    from helpers.core import catalogue
     from helpers.pipeline import robustness as rb
 
     res = executed / "results" / "robustness"
     r = pd.read_csv(res / "responses.csv")
     s = pd.read_csv(res / "summary.csv")
-    assert set(s.metric) == set(rb.BETTER) and set(s.degradation) == set(rb.DEGRADATIONS)  # every pair listed
-    assert len(s) == len(rb.BETTER) * len(rb.DEGRADATIONS)
+    assert set(s.metric) == set(catalogue.METRICS) and set(s.degradation) == set(rb.DEGRADATIONS)  # every pair listed
+    assert len(s) == len(catalogue.METRICS) * len(rb.DEGRADATIONS)
     v = s.set_index(["degradation", "metric"]).verdict
     # resolution never improves with more blur, and is clearly worse at the largest B-factor
     base = r[(r.degradation == "none") & (r.metric == "resolution_A")].value.mean()

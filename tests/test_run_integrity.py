@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from helpers.io import manifest
-from helpers.pipeline import run
+from helpers.pipeline import params as run_params, run
 from helpers.core.errors import InputError
 from helpers.io.mapset import MapSet
 
@@ -118,40 +118,6 @@ def test_a_failed_chapter_leaves_no_partial_results(tmp_path, monkeypatch, capsy
     assert "kept aside" in err and "broken half-way" in err
     with pytest.raises(InputError, match="has not finished"):
         manifest.labels_done(res, "02_bad")
-
-
-def test_challenge_parameter_file_names_only_declared_parameters():
-    """params/challenge.yml must pass the runner's checks (every parameter declared by its
-    notebook, numbers positive) before anyone spends a day on the real data."""
-    from helpers.core.paths import REPO_ROOT
-
-    cfg = run.load_params(REPO_ROOT / "params/challenge.yml")
-    assert cfg["dataset"]["generate"] is False
-    run.validate_params(cfg, run.list_notebooks(), "params/challenge.yml")
-    bad = {**cfg, "notebooks": {**cfg["notebooks"], "04_subspace": {"box_ds": -1}}}
-    with pytest.raises(SystemExit, match="box_ds"):
-        run.validate_params(bad, run.list_notebooks(), "params/challenge.yml")
-    # memory_gib: 0 is the default (40 % of free memory), a negative budget is refused by name
-    for v, ok in ((0.0, True), (6.0, True), (-2.0, False)):
-        c = {**cfg, "notebooks": {**cfg["notebooks"], "03_volume_metrics": {
-            **cfg["notebooks"]["03_volume_metrics"], "memory_gib": v}}}
-        if ok:
-            run.validate_params(c, run.list_notebooks(), "params/challenge.yml")
-        else:
-            with pytest.raises(SystemExit, match="memory_gib = -2.0 must be ≥ 0"):
-                run.validate_params(c, run.list_notebooks(), "params/challenge.yml")
-
-
-def test_robustness_full_sweep_parameter_file_is_valid():
-    """params/robustness_full.yml (the full sweep of chapter 7) passes the runner's checks, and
-    every degradation it sets levels for exists."""
-    from helpers.pipeline import robustness as rb
-    from helpers.core.paths import REPO_ROOT
-
-    cfg = run.load_params(REPO_ROOT / "params/robustness_full.yml")
-    run.validate_params(cfg, run.list_notebooks(), "params/robustness_full.yml")
-    levels = cfg["notebooks"]["07_robustness"]["levels"]
-    assert set(levels) <= set(rb.DEGRADATIONS) and len(levels) >= 10
 
 
 def test_stale_chapters_after_partial_reruns(data, tmp_path, capsys, monkeypatch):

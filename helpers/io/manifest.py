@@ -105,7 +105,7 @@ def read(results_dir) -> dict:
     path = Path(results_dir) / NAME
     if not path.is_file():
         raise InputError(path, "no run manifest: these results were not made by a hetbook run.",
-                         "Run the chapters with `python -m helpers.pipeline.run --params …` (from chapter 2 on).")
+                         "Run the chapters with `hetbook run --params …` (from chapter 2 on).")
     with open(path) as fh:
         return json.load(fh)
 
@@ -215,7 +215,7 @@ def labels_done(results_dir, chapter: str) -> list[str]:
     rec = m.get("chapters", {}).get(chapter)
     if not rec or rec.get("status") != "done":
         raise InputError(Path(results_dir) / NAME, f"chapter {chapter} has not finished in this run.",
-                         f"Run {chapter} first (python -m helpers.pipeline.run --only {chapter[:2]}).")
+                         f"Run {chapter} first (hetbook run --only {chapter[:2]}).")
     return list(rec.get("labels", []))
 
 

@@ -36,7 +36,7 @@ NOTICES_ENV = "HETBOOK_NOTICES"  # file (JSON lines) where automatic fixes are r
 
 def notice(where, message: str) -> None:
     """An automatic fix: warn (visible in the notebook) and append it to the run's notices file
-    (printed on the terminal by ``python -m helpers.pipeline.run``)."""
+    (printed on the terminal by ``hetbook run``)."""
     text = f"{where}: {message}"
     warnings.warn(text, stacklevel=3)
     path = os.environ.get(NOTICES_ENV)

@@ -14,7 +14,7 @@ reads (:data:`DEPENDS`), plus a fresh token of its own. A chapter is
 The runner reruns exactly the stale and missing chapters (make-like), refuses ``--only N`` while
 a chapter N reads is stale (naming it and the command that refreshes it), and puts a banner at
 the top of every stale chapter's executed notebook, so the book never shows its figures as
-current. ``python -m helpers.pipeline.run --status`` prints each chapter's state and reason.
+current. ``hetbook status`` prints each chapter's state and reason.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def chapter_params(cfg: dict, stem: str) -> dict:
 
 
 _CODE: dict = {}
-RUNNER_ONLY = {"run.py", "fingerprint.py"}  # the runner's own code: no chapter imports it
+RUNNER_ONLY = {"run.py", "fingerprint.py", "cli.py", "params.py", "inputs.py"}  # the runner's own code: no chapter imports it
 
 
 def code_digest(stem: str) -> str:

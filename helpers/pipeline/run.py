@@ -1,10 +1,11 @@
-"""Run the analysis notebooks in order with papermill: ``python -m helpers.pipeline.run``.
+"""Run the analysis notebooks in order with papermill: ``hetbook run`` (:mod:`helpers.pipeline.cli`),
+or ``python -m helpers.pipeline.run``.
 
 Example usage::
 
-    python -m helpers.pipeline.run --params params/demo.yml            # data (if missing) + every notebook
-    python -m helpers.pipeline.run --params params/tiny.yml --only 03   # one notebook (name or number prefix)
-    python -m helpers.pipeline.run --params my.yml --out /tmp/executed  # executed copies elsewhere
+    hetbook run --params params/demo.yml            # data (if missing) + every stale or missing notebook
+    hetbook run --params params/tiny.yml --only 03   # one notebook (name or number prefix)
+    hetbook run --params my.yml --out /tmp/executed  # executed copies elsewhere
 
 The parameters file (YAML) has ``dataset`` (options of :func:`helpers.datagen.simulate.make_dataset`;
 ``generate: false`` for your own data), ``common`` (parameters passed to every notebook that
@@ -18,16 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import ast
 import os
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from helpers.pipeline.demo_data import ensure_data  # noqa: F401 (the Makefile's data target calls it from here)
 from helpers.core.paths import REPO_ROOT, resolve
+from helpers.pipeline.params import apply_override, load_params, parameters_for, validate
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -35,125 +34,6 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 def list_notebooks() -> list[Path]:
     """The pipeline's notebooks in order (``notebooks/NN_name.py``)."""
     return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-
-
-def declared_parameters(nb) -> dict:
-    """Names and default values assigned in the notebook's ``parameters`` cell."""
-    for cell in nb.cells:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            out = {}
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign):
-                    for t in node.targets:
-                        if isinstance(t, ast.Name):
-                            try:
-                                out[t.id] = ast.literal_eval(node.value)
-                            except ValueError:
-                                out[t.id] = None
-            return out
-    raise ValueError("no cell tagged 'parameters'")
-
-
-def load_params(path) -> dict:
-    with open(resolve(path)) as fh:
-        cfg = yaml.safe_load(fh) or {}
-    cfg.setdefault("common", {})
-    cfg.setdefault("notebooks", {})
-    cfg.setdefault("dataset", {})
-    cfg.setdefault("executed_dir", "book/executed")
-    return cfg
-
-
-def apply_override(cfg: dict, item: str) -> None:
-    """Set ``a.b.c=value`` (value parsed as YAML) in the nested parameters dict."""
-    if "=" not in item:
-        raise SystemExit(f"--set needs KEY=VALUE, got {item!r}")
-    key, value = item.split("=", 1)
-    *path, last = key.split(".")
-    node = cfg
-    for k in path:
-        node = node.setdefault(k, {})
-    node[last] = yaml.safe_load(value)
-
-
-def _type_problem(name: str, default, value) -> str | None:
-    """A parameter value whose type does not match the notebook's default (None if fine)."""
-    if default is None or value is None:
-        return None
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-        want = "true or false"
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        want = "a whole number"
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        want = "a number"
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-        want = "a text (quote it)"
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-        want = "a list, e.g. [a, b]"
-    else:
-        return None
-    return None if ok else f"{name} = {value!r} should be {want} (its default is {default!r})"
-
-
-def validate_params(cfg: dict, notebooks: list[Path], source: str) -> None:
-    """Check every parameter the runner would pass against the notebooks' declared defaults:
-    unknown names and wrong types, all listed at once (exits with a message, never a traceback
-    from inside a notebook)."""
-    import jupytext
-
-    problems = []
-    for path in notebooks:
-        declared = declared_parameters(jupytext.read(path))
-        own = cfg["notebooks"].get(path.stem, {}) or {}
-        if not isinstance(own, dict):
-            problems.append(f"notebooks.{path.stem} should be a mapping of parameters, got {own!r}")
-            continue
-        for k in sorted(set(own) - set(declared)):
-            problems.append(f"notebooks.{path.stem}.{k} is not a parameter of {path.stem} "
-                            f"(it declares {', '.join(sorted(declared))})")
-        for k, v in {**{k: v for k, v in cfg["common"].items() if k in declared}, **own}.items():
-            if k in declared:
-                msg = _type_problem(k, declared[k], v)
-                if msg:
-                    problems.append(f"{path.stem}: {msg}")
-                if isinstance(declared[k], (int, float)) and not isinstance(declared[k], bool) \
-                        and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    least = AT_LEAST.get((path.stem, k))
-                    if least is not None and v < least[0]:
-                        problems.append(f"{path.stem}: {k} = {v!r} must be ≥ {least[0]} ({least[1]})")
-                    elif k in POSITIVE and v <= 0:
-                        problems.append(f"{path.stem}: {k} = {v!r} must be positive")
-                    elif k in NONNEGATIVE and v < 0:
-                        problems.append(f"{path.stem}: {k} = {v!r} must be ≥ 0 (0: the default)")
-    if problems:
-        raise SystemExit(f"{source}: {len(problems)} problem(s) with the parameters:\n  - " + "\n  - ".join(problems)
-                         + "\nFix: correct them in the parameters file or the --set options.")
-
-
-POSITIVE = {"voxel_size", "n_images", "box_ds", "n_directions", "n_inplane", "rank", "n_pool", "n_replicates",
-            "sw_directions", "align_box", "align_directions", "align_inplane", "n_bootstrap", "transport_top_k",
-            "transport_box"}
-NONNEGATIVE = {"memory_gib", "transport_jobs", "dask_workers"}  # 0 means "the default"
-# (notebook, parameter): (smallest value, why)
-AT_LEAST = {("07_robustness", "n_replicates"): (3, "each level is tested against the base by a paired t-test "
-                                                   "over replicates: with 1 the spread is 0, with 2 it has 1 degree of freedom")}
-
-
-def parameters_for(nb, stem: str, cfg: dict) -> dict:
-    """The parameters passed to one notebook: the ``common`` ones it declares + its own section."""
-    declared = declared_parameters(nb)
-    params = {k: v for k, v in cfg["common"].items() if k in declared}
-    own = cfg["notebooks"].get(stem, {}) or {}
-    unknown = set(own) - set(declared)
-    if unknown:
-        raise SystemExit(f"{stem}: parameters {sorted(unknown)} are not declared in its parameters cell")
-    params.update(own)
-    return params
 
 
 def _tag_injected(path: Path) -> None:
@@ -271,8 +151,9 @@ def _report(notices: Path, failures: list) -> None:
         print(f"    FAILED submission {f['label']!r}: {first}", file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m helpers.pipeline.run", description=__doc__.split("\n")[0])
+def build_parser(prog: str = "python -m helpers.pipeline.run") -> argparse.ArgumentParser:
+    """The runner's options (shared by ``hetbook run`` and ``hetbook status``)."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params/demo.yml", help="parameters file (YAML)")
     ap.add_argument("--only", action="append", help="run only notebooks whose name starts with this (repeatable)")
     ap.add_argument("--out", help="folder for executed notebooks (default: executed_dir of the params)")
@@ -282,14 +163,21 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a parameter, e.g. common.data_dir=/data/x or notebooks.03_volume_metrics.voxel_size=1.1 "
                          "(VALUE is read as YAML; repeatable)")
-    args = ap.parse_args(argv)
-    import papermill as pm
+    return ap
 
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the parameters, then print the status (``--status``) or run what is stale or
+    missing (everything selected with ``--only``). Returns the exit code."""
     cfg = load_params(args.params)
     for item in args.set:
         apply_override(cfg, item)
     out_dir = resolve(args.out or cfg["executed_dir"])
-    if not args.no_data:
+    if not args.no_data and not args.status:
         ensure_data(cfg)
     nbs = list_notebooks()
     if args.only:
@@ -297,90 +185,131 @@ def main(argv=None) -> int:
         if not nbs:
             print(f"no notebook matches {args.only}", file=sys.stderr)
             return 2
-    validate_params(cfg, nbs, args.params)
-    from helpers.pipeline import fingerprint
-    from helpers.io import manifest
-    from helpers.core.errors import InputError
-    from helpers.io.schema import NOTICES_ENV
-
+    validate(cfg, nbs, args.params)
+    again = f"hetbook run --params {args.params}"
     results = resolve(cfg["common"]["results_dir"]) if cfg.get("common", {}).get("results_dir") else None
-    if results is not None:
-        try:
-            check_writable(results)
-        except InputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+    if results is None:
+        if args.status:
+            print("no results_dir in the parameters: nothing to report", file=sys.stderr)
             return 2
-        data_dir = resolve(cfg["common"].get("data_dir", "."))
-        again = f"python -m helpers.pipeline.run --params {args.params}"
-        if args.status:  # read-only: the manifest is not touched
-            m = manifest.read(results) if (results / manifest.NAME).is_file() else {}
-            inputs = manifest.input_fingerprints(data_dir) if data_dir.is_dir() else {}
-            states = fingerprint.status([p.stem for p in list_notebooks()], cfg, inputs, m.get("chapters", {}))
-            for stem, (state, why) in states.items():
-                print(f"{stem:20s} {state:8s} {why}")
-            fingerprint.mark_executed(out_dir, states, again)
-            return 0
-        fresh = any(p.stem.startswith("02") for p in nbs) or not (results / manifest.NAME).is_file()
-        m = manifest.start(results, cfg, data_dir, fresh=fresh)
-        states = fingerprint.status([p.stem for p in list_notebooks()], cfg, m["inputs"], m["chapters"])
-        blocked = _blocked(nbs, states) if args.only else []
-        if blocked:
-            print("error: " + "; ".join(f"{stem} reads {dep}, which is {states[dep][0]} ({states[dep][1]})"
-                                        for stem, dep in blocked)
-                  + f".\nFix: `{again}` reruns exactly what is stale or missing (or add "
-                  + " ".join(f"--only {d[:2]}" for d in dict.fromkeys(d for _, d in blocked)) + ").", file=sys.stderr)
-            return 2
-    elif args.status:
-        print("no results_dir in the parameters: nothing to report", file=sys.stderr)
+        return _execute(nbs, cfg, out_dir, None, args, again)
+    from helpers.core.errors import InputError
+
+    try:
+        check_writable(results)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.status:
+        return print_status(cfg, results, out_dir, again)
+    from helpers.io import manifest
+    from helpers.pipeline import fingerprint
+
+    fresh = any(p.stem.startswith("02") for p in nbs) or not (results / manifest.NAME).is_file()
+    m = manifest.start(results, cfg, resolve(cfg["common"].get("data_dir", ".")), fresh=fresh)
+    states = fingerprint.status([p.stem for p in list_notebooks()], cfg, m["inputs"], m["chapters"])
+    blocked = _blocked(nbs, states) if args.only else []
+    if blocked:
+        print("error: " + "; ".join(f"{stem} reads {dep}, which is {states[dep][0]} ({states[dep][1]})"
+                                    for stem, dep in blocked)
+              + f".\nFix: `{again}` reruns exactly what is stale or missing (or add "
+              + " ".join(f"--only {d[:2]}" for d in dict.fromkeys(d for _, d in blocked)) + ").", file=sys.stderr)
+        return 2
+    return _execute(nbs, cfg, out_dir, results, args, again)
+
+
+def print_status(cfg: dict, results: Path, out_dir: Path, again: str) -> int:
+    """Every chapter as done / stale / missing with the reason; read-only for the results (the
+    manifest is not touched), marks stale executed notebooks with a banner."""
+    from helpers.io import manifest
+    from helpers.pipeline import fingerprint
+
+    data_dir = resolve(cfg["common"].get("data_dir", "."))
+    m = manifest.read(results) if (results / manifest.NAME).is_file() else {}
+    inputs = manifest.input_fingerprints(data_dir) if data_dir.is_dir() else {}
+    states = fingerprint.status([p.stem for p in list_notebooks()], cfg, inputs, m.get("chapters", {}))
+    for stem, (state, why) in states.items():
+        print(f"{stem:20s} {state:8s} {why}")
+    fingerprint.mark_executed(out_dir, states, again)
+    return 0
+
+
+def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, args, again: str) -> int:
+    """Run the selected chapters in order (skipping those up to date unless ``--only``)."""
     t0, ran = time.time(), 0
     for i, path in enumerate(nbs, 1):
-        t = time.time()
-        fp = None
-        if results is not None:
-            m = manifest.read(results)
-            if not args.only and fingerprint.status([path.stem], cfg, m["inputs"], m["chapters"])[path.stem][0] == "done":
-                print(f"[{i}/{len(nbs)}] {path.stem}: up to date, not rerun", flush=True)
-                continue
-            fp = fingerprint.fingerprint(path.stem, cfg, m["inputs"], m["chapters"])
-        ran += 1
-        print(f"[{i}/{len(nbs)}] {path.stem} ...", end=" ", flush=True)
-        env = {}
-        if results is not None:
-            stage = results / ".staging" / path.stem
-            shutil.rmtree(stage, ignore_errors=True)
-            notices = results / ".staging" / f"{path.stem}.notices.jsonl"
-            notices.parent.mkdir(parents=True, exist_ok=True)
-            notices.unlink(missing_ok=True)
-            env = {manifest.STAGE_ENV: stage, manifest.RESULTS_ENV: results, manifest.CHAPTER_ENV: path.stem,
-                   NOTICES_ENV: notices}
-        try:
-            run_notebook(path, cfg, out_dir, env)
-        except pm.PapermillExecutionError as exc:
-            print("FAILED")
-            print(f"\nnotebook {path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}",
-                  file=sys.stderr)
-            print(f"(the partly executed notebook is {out_dir / ('.' + path.stem + '.running.ipynb')})", file=sys.stderr)
-            if results is not None:
-                kept = manifest.discard_stage(env[manifest.STAGE_ENV], results, path.stem)
-                if kept:
-                    print(f"(its partial results were kept aside in {kept}; later chapters never read them)",
-                          file=sys.stderr)
+        outcome = _run_chapter(path, f"[{i}/{len(nbs)}]", cfg, out_dir, results, bool(args.only))
+        if outcome == "failed":
             return 1
-        print(f"done in {time.time() - t:.0f} s", flush=True)
-        if results is not None:
-            manifest.commit_stage(env[manifest.STAGE_ENV], results)
-            m = manifest.merge_update(results, path.stem, fingerprint=fp)
-            _report(env[NOTICES_ENV], [f for f in m.get("failures", []) if f["chapter"] == path.stem])
+        ran += outcome == "ran"
     if results is not None:
-        shutil.rmtree(results / ".staging", ignore_errors=True)
-        m = manifest.read(results)
-        states = fingerprint.status([p.stem for p in list_notebooks()], cfg, m["inputs"], m["chapters"])
-        stale = fingerprint.mark_executed(out_dir, states, f"python -m helpers.pipeline.run --params {args.params}")
-        if stale:
-            print(f"not current (marked in the book): {', '.join(f'{k} ({states[k][1]})' for k in stale)}")
+        _finish(cfg, out_dir, results, again)
     print(f"{ran} of {len(nbs)} notebooks run in {time.time() - t0:.0f} s -> {out_dir}")
     return 0
+
+
+def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Path | None, forced: bool) -> str:
+    """One chapter: skip if up to date, else run it in a staging folder and commit its results.
+    Returns "skipped", "ran" or "failed"."""
+    import papermill as pm
+
+    from helpers.io import manifest
+    from helpers.io.schema import NOTICES_ENV
+    from helpers.pipeline import fingerprint
+
+    t, fp, env = time.time(), None, {}
+    if results is not None:
+        m = manifest.read(results)
+        if not forced and fingerprint.status([path.stem], cfg, m["inputs"], m["chapters"])[path.stem][0] == "done":
+            print(f"{counter} {path.stem}: up to date, not rerun", flush=True)
+            return "skipped"
+        fp = fingerprint.fingerprint(path.stem, cfg, m["inputs"], m["chapters"])
+        env = _stage_env(results, path.stem)
+    print(f"{counter} {path.stem} ...", end=" ", flush=True)
+    try:
+        run_notebook(path, cfg, out_dir, env)
+    except pm.PapermillExecutionError as exc:
+        print("FAILED")
+        print(f"\nnotebook {path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
+        print(f"(the partly executed notebook is {out_dir / ('.' + path.stem + '.running.ipynb')})", file=sys.stderr)
+        if results is not None:
+            kept = manifest.discard_stage(env[manifest.STAGE_ENV], results, path.stem)
+            if kept:
+                print(f"(its partial results were kept aside in {kept}; later chapters never read them)",
+                      file=sys.stderr)
+        return "failed"
+    print(f"done in {time.time() - t:.0f} s", flush=True)
+    if results is not None:
+        manifest.commit_stage(env[manifest.STAGE_ENV], results)
+        m = manifest.merge_update(results, path.stem, fingerprint=fp)
+        _report(env[NOTICES_ENV], [f for f in m.get("failures", []) if f["chapter"] == path.stem])
+    return "ran"
+
+
+def _stage_env(results: Path, stem: str) -> dict:
+    """The kernel's environment for one chapter: its empty staging folder and notices file."""
+    from helpers.io import manifest
+    from helpers.io.schema import NOTICES_ENV
+
+    stage = results / ".staging" / stem
+    shutil.rmtree(stage, ignore_errors=True)
+    notices = results / ".staging" / f"{stem}.notices.jsonl"
+    notices.parent.mkdir(parents=True, exist_ok=True)
+    notices.unlink(missing_ok=True)
+    return {manifest.STAGE_ENV: stage, manifest.RESULTS_ENV: results, manifest.CHAPTER_ENV: stem, NOTICES_ENV: notices}
+
+
+def _finish(cfg: dict, out_dir: Path, results: Path, again: str) -> None:
+    """After a run: drop the staging folder, mark chapters that are still not current."""
+    from helpers.io import manifest
+    from helpers.pipeline import fingerprint
+
+    shutil.rmtree(results / ".staging", ignore_errors=True)
+    m = manifest.read(results)
+    states = fingerprint.status([p.stem for p in list_notebooks()], cfg, m["inputs"], m["chapters"])
+    stale = fingerprint.mark_executed(out_dir, states, again)
+    if stale:
+        print(f"not current (marked in the book): {', '.join(f'{k} ({states[k][1]})' for k in stale)}")
 
 
 def _blocked(nbs: list[Path], states: dict) -> list[tuple[str, str]]:
