@@ -8,6 +8,9 @@
    relative to the *page*: copy them next to every page
    that embeds widgets, so the site needs no network (``make check-site`` fails on any local
    file that does not load).
+3. The Binder launch button of a chapter points at ``book/executed/NN_*.ipynb``, a build product
+   that is not in the repository: point it at ``notebooks/NN_*.ipynb``, which the Binder start-up
+   (``postBuild`` → ``tools/binder_setup.py``) makes from the text notebooks.
 
 Usage: python tools/postbuild_html.py book/_build/html
 """
@@ -20,6 +23,12 @@ from pathlib import Path
 
 FONT_SUFFIXES = (".woff2", ".woff", ".ttf", ".eot", ".svg")
 THEBE = re.compile(r"\s*<script>const THEBE_JS_URL = [^<]*</script>")
+BINDER = re.compile(r"(https://mybinder\.org/v2/[^\"']*?)book/executed/(\d\d_[A-Za-z0-9_]+\.ipynb)")
+
+
+def fix_binder_links(html: str) -> tuple[str, int]:
+    """Binder URLs to an executed notebook → the same chapter under ``notebooks/``."""
+    return BINDER.subn(r"\1notebooks/\2", html)
 
 
 def fix(root: Path) -> tuple[int, int]:
@@ -29,6 +38,9 @@ def fix(root: Path) -> tuple[int, int]:
         if "_static" in page.parts:
             continue
         html = page.read_text(encoding="utf-8")
+        html, n_links = fix_binder_links(html)
+        if n_links:
+            page.write_text(html, encoding="utf-8")
         hits = list(THEBE.finditer(html))
         if len(hits) > 1:
             for m in reversed(hits[1:]):
