@@ -49,3 +49,22 @@ def test_binder_setup_writes_every_chapter_and_drops_only_cryodrgn(tmp_path):
     assert {k: v for k, v in cfg["dataset"].items() if k != "cryodrgn"} == ds
     with pytest.raises(KeyError):
         binder_dataset(cfg)["dataset"]["cryodrgn"]
+
+
+def test_a_page_with_a_warning_or_a_machine_path_fails_the_build(tmp_path):
+    """tools/postbuild_html.py lists leftovers of the build machine (issue 34 item 3); a clean page,
+    a path inside a code listing of the book's own text (``helpers/kernels/fsc.py``) and a URL pass."""
+    from postbuild_html import leftovers
+
+    ok = '<p>see <code>helpers/kernels/fsc.py</code> and https://mybinder.org/v2/gh/x/y</p><script>var a="/tmp/x";</script>'
+    (tmp_path / "ok.html").write_text(ok)
+    assert leftovers(tmp_path, REPO_ROOT) == []
+    bad = {"w.html": "<pre>/x/helpers/kernels/preprocess.py:70: UserWarning: inverted contrast</pre>",
+           "p.html": f"<pre>{REPO_ROOT}/results/demo/x.csv</pre>",
+           "s.html": "<pre>/usr/lib/python3/site-packages/pot/x.py</pre>",
+           "k.html": "<pre>[IPKernelApp] WARNING | Kernel is running over TCP</pre>",
+           "t.html": "<pre>/tmp/tmpab12/kernel.json</pre>"}
+    for name, html in bad.items():
+        (tmp_path / name).write_text(html)
+    found = leftovers(tmp_path, REPO_ROOT)
+    assert sorted({f.split(":")[0] for f in found}) == sorted(bad)

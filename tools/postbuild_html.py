@@ -12,6 +12,11 @@
    that is not in the repository: point it at ``notebooks/NN_*.ipynb``, which the Binder start-up
    (``postBuild`` → ``tools/binder_setup.py``) makes from the text notebooks.
 
+4. Leftovers of the build machine fail the build: a page whose text holds an absolute path of
+   this machine (the repository, a home or temporary folder, site-packages), a Python warning
+   (``SomethingWarning:``), a traceback or kernel noise is listed and the script exits 1
+   (warnings that matter are sentences in the chapter, not printed warnings).
+
 Usage: python tools/postbuild_html.py book/_build/html
 """
 from __future__ import annotations
@@ -58,7 +63,43 @@ def fix(root: Path) -> tuple[int, int]:
     return n_thebe, len(n_dirs)
 
 
+LEFTOVERS = [
+    (re.compile(r"\b[A-Z][A-Za-z]*Warning: "), "a Python warning"),
+    (re.compile(r"Traceback \(most recent call last\)"), "a traceback"),
+    (re.compile(r"/(?:site|dist)-packages/"), "a path into the Python installation"),
+    (re.compile(r"(?<![\w.])/(?:tmp|home|root|Users|work)/[\w.-]+"), "an absolute path of the build machine"),
+    (re.compile(r"\[IPKernelApp\]|Kernel is running over TCP"), "kernel noise"),
+]
+
+
+def page_text(html: str) -> str:
+    """The visible text of a page: scripts, styles and tags dropped, entities kept as written."""
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def leftovers(root: Path, repo: Path | None = None) -> list[str]:
+    """``page: what (excerpt)`` for every leftover of the build machine in the site's pages."""
+    pats = LEFTOVERS + ([(re.compile(re.escape(str(repo))), "the repository's absolute path")] if repo else [])
+    out = []
+    for page in sorted(root.rglob("*.html")):
+        if "_static" in page.parts or "genindex" in page.name or "search" in page.name:
+            continue
+        text = page_text(page.read_text(encoding="utf-8"))
+        for pat, what in pats:
+            m = pat.search(text)
+            if m:
+                excerpt = " ".join(text[max(0, m.start() - 60):m.end() + 60].split())
+                out.append(f"{page.relative_to(root)}: {what} (…{excerpt}…)")
+    return out
+
+
 if __name__ == "__main__":
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "book/_build/html")
     t, d = fix(root)
     print(f"postbuild: duplicate thebe script removed from {t} pages; widget fonts copied to {d} folder(s)")
+    bad = leftovers(root, Path(__file__).resolve().parents[1])
+    if bad:
+        print(f"postbuild: {len(bad)} leftover(s) of the build machine in the pages:\n  " + "\n  ".join(bad),
+              file=sys.stderr)
+        sys.exit(1)
