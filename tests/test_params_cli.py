@@ -154,3 +154,21 @@ def test_robustness_full_sweep_parameter_file_is_valid():
     assert set(levels) <= set(rb.DEGRADATIONS) and len(levels) >= 10
 
 
+
+
+def test_executed_code_cells_are_collapsed_and_parameters_removed(tmp_path):
+    """Issue 34 item 1: the book shows outputs first; every code cell is collapsed (hide-input),
+    papermill's injected parameters are removed, a cell the chapter removes stays removed."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters", "hide-input"]}),
+                nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("y = x"),
+                nbformat.v4.new_code_cell("Markdown('a')", metadata={"tags": ["remove-input"]}),
+                nbformat.v4.new_markdown_cell("text")]
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    run._tag_injected(tmp_path / "n.ipynb")
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(tmp_path / "n.ipynb", as_version=4).cells]
+    assert tags == [["parameters", "hide-input"], ["injected-parameters", "remove-cell"], ["hide-input"],
+                    ["remove-input"], []]

@@ -37,13 +37,18 @@ def list_notebooks() -> list[Path]:
 
 
 def _tag_injected(path: Path) -> None:
+    """Tag the executed notebook for the book: papermill's injected parameters are removed, and
+    every code cell is collapsed (``hide-input``: the reader sees outputs and can open the code)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
-        tags = cell.metadata.get("tags", [])
+        tags = list(cell.metadata.get("tags", []))
         if "injected-parameters" in tags and "remove-cell" not in tags:
-            cell.metadata["tags"] = tags + ["remove-cell"]
+            tags.append("remove-cell")
+        if cell.cell_type == "code" and not {"remove-cell", "remove-input", "hide-input", "hide-cell"} & set(tags):
+            tags.append("hide-input")
+        cell.metadata["tags"] = tags
     nbformat.write(nb, path)
 
 
