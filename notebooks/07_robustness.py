@@ -101,6 +101,8 @@ from helpers.kernels import image_metrics as im
 from helpers import io
 from helpers.report import plots, story_scores, widgets
 from helpers.pipeline import robustness as rb
+from helpers.pipeline import robustness_scores as rs
+from helpers.core import catalogue
 from helpers.core.paths import load_json, resolve, save_csv
 
 plots.set_style()
@@ -122,12 +124,12 @@ pc1_range = tuple(load_json(info)["pc1_range"]) if info.is_file() and "pc1_range
 study = rb.Study(G, gt.populations, gt.pc1, mask, voxel_size, n_maps=n_maps, base_snr=base_snr, seed=seed,
                  pc1_range=pc1_range)
 scored = np.sort(np.argsort(gt.pc1)[::gt_stride])  # the GT maps scored against
-scorer = rb.Scorer(G[scored], gt.populations[scored] / gt.populations[scored].sum(), gt.pc1[scored], mask,
+scorer = rs.Scorer(G[scored], gt.populations[scored] / gt.populations[scored].sum(), gt.pc1[scored], mask,
                    voxel_size, sw_directions=sw_directions, transport_gt_maps=transport_gt_maps,
                    transport_sub_maps=transport_sub_maps, transport_top_k=transport_top_k, box_ds=box_ds,
                    rank=rank, n_pool=n_pool)
 names = degradations or list(rb.DEGRADATIONS)
-batch = batch if batch > 0 else rb.batch_for(n_maps, G.shape[-1])
+batch = batch if batch > 0 else rs.batch_for(n_maps, G.shape[-1])
 unknown = sorted(set(names) - set(rb.DEGRADATIONS))
 assert not unknown, f"unknown degradation(s) {unknown}; choose from {list(rb.DEGRADATIONS)}"
 sweep = {n: tuple(levels.get(n, rb.DEGRADATIONS[n].levels)) for n in names}
@@ -209,7 +211,7 @@ if image_metrics:
         k = key(name, lv)
         maps, q = image_sets[k]
         f = found[maps if isinstance(maps, str) else k]
-        s_ = rb.image_scores(f["logp_integrated"], f["best_cc"], q, base_ll, boot, base_cc)
+        s_ = rs.image_scores(f["logp_integrated"], f["best_cc"], q, base_ll, boot, base_cc)
         deltas[k] = s_.pop("per_image_delta")
         for m in ("loglik_per_image", "best_cc"):
             img_rows.append({"degradation": name, "level": lv, "replicate": 0, "metric": m, "value": s_[m],
@@ -220,10 +222,10 @@ responses = pd.concat([pd.DataFrame(rows), pd.DataFrame(img_rows)], ignore_index
 if "err" not in responses:  # no image metrics: no bootstrap errors anywhere
     responses["err"] = np.nan
 save_csv(out / "robustness" / "responses.csv", responses)
-levels_tested = rb.level_tests(responses, rb.BETTER)
+levels_tested = rb.level_tests(responses, catalogue.directions())
 save_csv(out / "robustness" / "levels.csv", levels_tested)
-summary = rb.classify(responses, rb.BETTER)
-summary["family"] = summary.metric.map(rb.FAMILY)
+summary = rb.classify(responses, catalogue.directions())
+summary["family"] = summary.metric.map(catalogue.FAMILY)
 save_csv(out / "robustness" / "summary.csv", summary)
 print(f"{len(responses)} responses; chapter so far {time.perf_counter() - t_chapter:.0f} s")
 
@@ -237,7 +239,7 @@ print(f"{len(responses)} responses; chapter so far {time.perf_counter() - t_chap
 VERDICT_COLOURS = {"detects": "#117733", "saturates": "#44AA99", "wrong way": "#EE7733", "blind": "#BBBBBB",
                    "underpowered": "#DDCC77", "invariant": "#88CCEE", "not invariant": "#CC3311",
                    "not measured": "#FFFFFF"}
-metrics_shown = [m for m in rb.BETTER if m in set(summary.metric[summary.verdict != "not measured"])]
+metrics_shown = [m for m in catalogue.METRICS if m in set(summary.metric[summary.verdict != "not measured"])]
 mat = summary.pivot(index="degradation", columns="metric", values="verdict").reindex(index=names, columns=metrics_shown)
 thr = summary.pivot(index="degradation", columns="metric", values="threshold").reindex(index=names, columns=metrics_shown)
 codes = {v: i for i, v in enumerate(VERDICT_COLOURS)}
@@ -252,7 +254,7 @@ for i, d in enumerate(names):
         if t == t and mat.loc[d, m] in ("detects", "saturates", "wrong way"):
             ax.text(j, i, f"{t:g}", ha="center", va="center", fontsize=9,
                     color="white" if mat.loc[d, m] == "detects" else "black")
-ax.set_xticks(range(len(metrics_shown)), [rb.METRIC_NAMES[m] for m in metrics_shown], rotation=45, ha="right")
+ax.set_xticks(range(len(metrics_shown)), [catalogue.label(m) for m in metrics_shown], rotation=45, ha="right")
 ax.set_yticks(range(len(names)), [f"{rb.DEGRADATIONS[d].title} ({rb.DEGRADATIONS[d].unit})" for d in names])
 handles = [plt.Rectangle((0, 0), 1, 1, fc=c, ec="0.5") for c in VERDICT_COLOURS.values()]
 ax.legend(handles, list(VERDICT_COLOURS), ncol=4, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.38))
@@ -271,7 +273,7 @@ fig.tight_layout()
 # %% tags=["hide-input"]
 def draw_metric(metric):
     lt = levels_tested[levels_tested.metric == metric]
-    sign = 1 if rb.BETTER[metric] == "low" else -1
+    sign = 1 if catalogue.better(metric) == "low" else -1
     ncol = 4
     nrow = (len(names) + ncol - 1) // ncol
     fig, axes = plt.subplots(nrow, ncol, figsize=(9, 2.1 * nrow), sharey=True, squeeze=False)
@@ -296,14 +298,14 @@ def draw_metric(metric):
         a.set_visible(False)
     for a in axes[:, 0]:
         a.set_ylabel("change / its std. error\n(worse ↑)", fontsize=9)
-    fig.suptitle(f"{rb.METRIC_NAMES[metric]}: paired test of each level against the base "
+    fig.suptitle(f"{catalogue.label(metric)}: paired test of each level against the base "
                  "(grey: ±Holm critical value; filled: detected)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 # %% tags=["remove-input"]
-widgets.dropdown_browser([rb.METRIC_NAMES[m] for m in metrics_shown],
+widgets.dropdown_browser([catalogue.label(m) for m in metrics_shown],
                          widgets.render_frames(len(metrics_shown), lambda i: draw_metric(metrics_shown[i])),
                          description="metric")
 
@@ -322,10 +324,10 @@ widgets.dropdown_browser([rb.METRIC_NAMES[m] for m in metrics_shown],
 if deltas:
     ic = pd.DataFrame([{"set": k, "degradation": k.split("|")[0], "level": float(k.split("|")[1]),
                         "mean_loss_per_image": -float(np.mean(v)), "sd": float(np.std(v, ddof=1)),
-                        "images_needed": rb.images_to_separate(v)}
+                        "images_needed": rs.images_to_separate(v)}
                        for k, v in deltas.items() if k != "none"])
     M = len(deltas["none"])
-    ic["check_fraction"] = [rb.separation_curve(deltas[k], [int(min(max(n, 2), M))], seed=seed)[0]
+    ic["check_fraction"] = [rs.separation_curve(deltas[k], [int(min(max(n, 2), M))], seed=seed)[0]
                             if np.isfinite(n) else np.nan for k, n in zip(ic.set, ic.images_needed)]
     save_csv(out / "robustness" / "image_count.csv", ic)
     worst = ic.groupby("degradation", sort=False).tail(1).set_index("degradation")  # most severe level

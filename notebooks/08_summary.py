@@ -71,6 +71,7 @@ from helpers.kernels import image_metrics
 from helpers import io
 from helpers.io import manifest
 from helpers.pipeline import robustness
+from helpers.core import catalogue
 from helpers.pipeline import matched
 from helpers.report import story_summary as story
 from helpers.kernels import volume_metrics as vm
@@ -145,9 +146,9 @@ for lab in labels:
         "best_cc": img.loc[lab, "median_best_cc"], "best_cc_err": np.median(cc[boot], 1).std(),
     })
 board = pd.DataFrame(rows).set_index("label")
-better = {"resolution_A": "low", **({"pw_coverage_A": "low"} if "pw_coverage_A" in board else {}),
-          "pcv_gt_captured": "high", "pcv_set_in_gt": "high", "emd_submitted": "low",
-          "emd_optimised": "low", "kl_submitted": "low", "loglik_per_image": "high", "best_cc": "high"}
+better = catalogue.directions([m for m in ("resolution_A", "pw_coverage_A", "pcv_gt_captured", "pcv_set_in_gt",
+                                            "emd_submitted", "emd_optimised", "kl_submitted", "loglik_per_image",
+                                            "best_cc") if m in board])
 # images an image metric needs to order the submissions: the median over adjacent pairs (in the
 # metric's order) of the paired images_needed, over the pairs the whole stack could separate
 # and that differ by more than float noise (helpers.kernels.image_metrics.images_to_order); fewer
@@ -255,8 +256,7 @@ if ctrl:
 # on all of them.
 
 # %%
-names = leaderboard.NAMES
-shown = {m: names.get(m, m) + (" †" if m in left_out else "") for m in ["mean_rank"] + list(better)}
+shown = {m: leaderboard.name(m) + (" †" if m in left_out else "") for m in ["mean_rank"] + list(better)}
 show = board[list(shown)].rename(columns=shown)
 back = {v: k for k, v in shown.items()}
 pal = sns.color_palette("cividis", len(board)).as_hex()  # colour-blind safe; dark = rank 1
@@ -288,14 +288,11 @@ show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).
 panels_m = ["resolution_A", "pcv_gt_captured", "emd_submitted", "emd_optimised", "kl_submitted", "loglik_per_image"]
 fig, panels, _ = plots.panel_grid(panels_m, ncols=3, panel=(4, 3.6))
 col = plots.colors(labels)
-units = {"resolution_A": "Å (lower better)", "pcv_gt_captured": "% (higher better)",
-         "emd_submitted": "L2 per voxel (lower better)", "emd_optimised": "L2 per voxel (lower better)",
-         "kl_submitted": "nats (lower better)", "loglik_per_image": "nats / image vs GT (higher better)"}
 for m, a in panels.items():
     err = board.get(f"{m}_err")
     a.barh(board.index, board[m], xerr=None if err is None else err, color=[col[k] for k in board.index])
-    a.set_title(leaderboard.NAMES.get(m, m), fontsize=10)
-    a.set_xlabel(units[m], fontsize=9)
+    a.set_title(leaderboard.name(m), fontsize=10)
+    a.set_xlabel(plots.metric_axis(m), fontsize=9)
     a.tick_params(labelsize=9)
 fig.tight_layout()
 
@@ -328,7 +325,7 @@ for lab in methods:
                      **{k: v[["compare_value", "vs_compare"]].rename(columns=verdict_cols) for k, v in vs.items()}},
                     axis=1) if vs else None
     if tab is not None:
-        display(tab.rename(index=leaderboard.NAMES).rename_axis("metric").style.format("{:.3g}", subset=[
+        display(tab.rename(index=leaderboard.name).rename_axis("metric").style.format("{:.3g}", subset=[
             c for c in tab.columns if c[1] in ("value", "rank")], na_rep="")
                 .set_caption(f"{lab} against the ideal reconstructions (verdict: beyond both error bars)"))
     pl = leaderboard.placement(board, lab, better)
@@ -360,7 +357,7 @@ if rfile.is_file():
             continue
         det = r[r.verdict.isin(["detects", "saturates"])]
         rows_t.append({
-            "metric": f'<a href="07_robustness.html#which-metric-to-trust-for-what">{leaderboard.NAMES.get(m, m)}</a>',
+            "metric": f'<a href="07_robustness.html#which-metric-to-trust-for-what">{leaderboard.name(m)}</a>',
             "detects": f"{len(det)} of {n_def}",
             "first sees (threshold)": ", ".join(f"{title[d]} ({robustness.DEGRADATIONS[d].format(t)})"
                                                 for d, t in zip(det.degradation, det.threshold)) or "—",
@@ -381,7 +378,7 @@ else:
 
 # %%
 if len(checks):
-    display(checks.assign(metric=checks.metric.map(lambda m: leaderboard.NAMES.get(m, m)))
+    display(checks.assign(metric=checks.metric.map(leaderboard.name))
             .style.format({"value": "{:.3f}", "base_value": "{:.3f}"}, na_rep="").hide(axis="index"))
 
 # %% tags=["remove-input"]
@@ -400,7 +397,7 @@ varying = [m for m in ranks if ranks[m].nunique() > 1]  # a metric that ties eve
 rc = ranks[varying].corr(method="spearman")
 save_csv(out / "summary" / "rank_correlation.csv", rc.rename_axis("metric"))
 fig, ax = plt.subplots(figsize=(8, 6.5))
-sns.heatmap(rc.rename(index=leaderboard.NAMES, columns=leaderboard.NAMES), annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=ax, annot_kws={"fontsize": 9},
+sns.heatmap(rc.rename(index=leaderboard.name, columns=leaderboard.name), annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=ax, annot_kws={"fontsize": 9},
             cbar_kws={"label": "Spearman rank correlation"})
 ax.set_title("Agreement between metric rankings")
 fig.tight_layout()
@@ -419,7 +416,7 @@ fig.tight_layout()
 
 # %%
 display(plots.readable(metric_info.drop(columns=["has_error_bar", "unranked"], errors="ignore")
-                      .rename(index=leaderboard.NAMES)).style.format(
+                      .rename(index=leaderboard.name)).style.format(
     {"separated pairs": "{:.2f}", "n images": "{:.0f}", "images needed": "{:.0f}"}, na_rep="—"))  # all in metrics.csv
 image_m = [m for m in per_image if m in better]
 gt_m = [m for m in better if m not in image_m and metric_info.loc[m, "in_mean_rank"]]
@@ -442,14 +439,14 @@ cal = pd.DataFrame(cal_rows).set_index("metric")
 mis = pd.concat(mis_rows, ignore_index=True).set_index("metric")
 save_csv(out / "summary" / "calibration.csv", cal)
 save_csv(out / "summary" / "misordered.csv", mis)
-display(cal.rename(index=leaderboard.NAMES).style.format({"rho": "{:.2f}", "lo": "{:.2f}", "hi": "{:.2f}"}))
+display(cal.rename(index=leaderboard.name).style.format({"rho": "{:.2f}", "lo": "{:.2f}", "hi": "{:.2f}"}))
 fig, axes = plt.subplots(1, len(image_m), figsize=(4.2 * len(image_m), 3.8), squeeze=False)
 for a, m in zip(axes[0], image_m):
     a.errorbar(gt_rank, board.loc[labs, m], yerr=errs.loc[labs, m], fmt="o", ms=4, color="0.3", lw=1)
     for lab in labs:
         a.annotate(lab, (gt_rank[lab], board.loc[lab, m]), fontsize=7, xytext=(3, 2), textcoords="offset points")
     a.set_xlabel("GT-based family rank (1 = best)")
-    a.set_ylabel(leaderboard.NAMES.get(m, m) + (" (nats / image vs GT)" if m == "loglik_per_image" else " (CC, unitless)"))
+    a.set_ylabel(plots.metric_axis(m, with_label=True))
     a.set_title(f"ρ = {cal.loc[m, 'rho']:.2f} [{cal.loc[m, 'lo']:.2f}, {cal.loc[m, 'hi']:.2f}]", fontsize=10)
 fig.tight_layout()
 

@@ -9,7 +9,9 @@ import torch
 
 from conftest import blob_volume
 from helpers.kernels import geometry, image_metrics, transport
+from helpers.core import catalogue
 from helpers.pipeline import robustness as rb
+from helpers.pipeline import robustness_scores as rs
 from helpers.kernels.distribution import kl
 from helpers.kernels import volume_metrics as vm
 
@@ -208,8 +210,8 @@ def _null_table(rng, n_rep=3, n_img=60):
     metric; map metrics over n_rep replicates sharing their noise draw with the base, the image
     metrics on one replicate with a paired standard error (as chapter 7 scores them)."""
     rows = []
-    for m in rb.BETTER:
-        image = rb.FAMILY[m] == "image"
+    for m in catalogue.directions():
+        image = catalogue.FAMILY[m] == "image"
         u = rng.normal(0, 1, n_rep)
         sd = rng.uniform(0.05, 2.0)
         for d, dd in [("none", None)] + list(rb.DEGRADATIONS.items()):
@@ -231,11 +233,11 @@ def test_on_pure_noise_at_most_five_percent_of_cells_are_called():
     rng = np.random.default_rng(7)
     called = total = 0
     for _ in range(200):
-        s = rb.classify(_null_table(rng), rb.BETTER)
+        s = rb.classify(_null_table(rng), catalogue.directions())
         s = s[s.verdict != "not measured"]
         called += int((~s.verdict.isin(["blind", "invariant"])).sum())
         total += len(s)
-    assert total == 200 * len(rb.DEGRADATIONS) * len(rb.BETTER)
+    assert total == 200 * len(rb.DEGRADATIONS) * len(catalogue.directions())
     assert called / total <= 0.05, called / total
 
 
@@ -259,20 +261,20 @@ def test_spread_subset_ignores_the_submissions_map_order():
     cost = rng.uniform(size=(30, 20))
     pc1 = np.sort(rng.uniform(-1, 1, 30))
     perm = rng.permutation(20)
-    a = rb.spread_subset(cost, pc1, 6)
-    b = rb.spread_subset(cost[:, perm], pc1, 6)
+    a = rs.spread_subset(cost, pc1, 6)
+    b = rs.spread_subset(cost[:, perm], pc1, 6)
     assert sorted(perm[b].tolist()) == sorted(a.tolist())  # the same maps, wherever they sit
-    np.testing.assert_array_equal(rb.spread_subset(cost, pc1, 25), np.arange(20))
+    np.testing.assert_array_equal(rs.spread_subset(cost, pc1, 25), np.arange(20))
 
 
 def test_images_to_separate_matches_the_normal_approximation_and_the_resampled_curve():
     rng = np.random.default_rng(4)
     d = rng.normal(-0.5, 2.0, 4000)
-    n = rb.images_to_separate(d)
+    n = rs.images_to_separate(d)
     np.testing.assert_allclose(n, (2 * d.std(ddof=1) / 0.5) ** 2 * (0.5 / abs(d.mean())) ** 2, rtol=1e-9)
-    curve = rb.separation_curve(d, [5, int(n), 20 * int(n)], n_draws=400)
+    curve = rs.separation_curve(d, [5, int(n), 20 * int(n)], n_draws=400)
     assert curve[0] < 0.3 and 0.3 < curve[1] < 0.7 and curve[2] > 0.95  # 50 % at the estimate
-    assert rb.images_to_separate(np.zeros(10)) == math.inf
+    assert rs.images_to_separate(np.zeros(10)) == math.inf
 
 
 # ---------------------------------------------------------------- offset invariances found by the chapter
@@ -318,7 +320,7 @@ def test_image_scores_against_a_direct_float64_sum():
     q, q0 = np.array([0.1, 0.2, 0.3, 0.4]), np.full(L, 0.25)
     base = np.log((np.exp(logp + 100) * q0).sum(1)) - 100
     boot = rng.integers(0, M, (30, M))
-    s = rb.image_scores(logp, cc, q, base, boot)
+    s = rs.image_scores(logp, cc, q, base, boot)
     d = np.log((np.exp(logp + 100) * q).sum(1)) - 100 - base
     np.testing.assert_allclose(s["per_image_delta"], d, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(s["loglik_per_image"], d.mean(), rtol=1e-10)
@@ -326,7 +328,7 @@ def test_image_scores_against_a_direct_float64_sum():
     np.testing.assert_allclose(s["best_cc"], np.median(cc.max(1)))
     # paired with the base over the same resampled images: the std of the difference of medians
     base_cc = rng.uniform(0, 1, M)
-    s = rb.image_scores(logp, cc, q, base, boot, base_cc)
+    s = rs.image_scores(logp, cc, q, base, boot, base_cc)
     med = lambda x: np.array([np.median(x[b]) for b in boot])  # noqa: E731
     np.testing.assert_allclose(s["best_cc_se_diff"], np.std(med(cc.max(1)) - med(base_cc)), rtol=1e-10)
     np.testing.assert_allclose(s["loglik_per_image_se_diff"], d[boot].mean(1).std(), rtol=1e-10)
@@ -343,7 +345,7 @@ def test_scorer_summaries_equal_the_per_metric_kernels(study):
     from helpers.kernels import normalise, subspace
 
     G, mask = study.gt_maps, study.mask
-    sc = rb.Scorer(G, study.gt_pops, study.gt_pc1, mask, 2.0, sw_directions=8, transport_gt_maps=0, box_ds=8,
+    sc = rs.Scorer(G, study.gt_pops, study.gt_pc1, mask, 2.0, sw_directions=8, transport_gt_maps=0, box_ds=8,
                    rank=3, n_pool=2, dist_replicates=2)
     maps, q, _ = study.base(0)
     got = sc.score({"s": (maps, q)})["s"]
@@ -368,11 +370,11 @@ def test_scorer_summaries_equal_the_per_metric_kernels(study):
 def test_batch_fits_the_memory_budget():
     """Degraded sets per GT pass: 8 for the demo's 80 × 64³ sets, fewer for larger maps (80 × 96³
     in batches of 8 peaked at 9.95 GiB), never 0."""
-    assert rb.batch_for(80, 64) == 8
-    assert rb.batch_for(80, 96) == 2
-    assert rb.batch_for(80, 224) == 1
+    assert rs.batch_for(80, 64) == 8
+    assert rs.batch_for(80, 96) == 2
+    assert rs.batch_for(80, 224) == 1
     per_set = 4 * 80 * 96 ** 3 * 4
-    assert rb.batch_for(80, 96) * per_set <= 3 * 2 ** 30 < (rb.batch_for(80, 96) + 1) * per_set
+    assert rs.batch_for(80, 96) * per_set <= 3 * 2 ** 30 < (rs.batch_for(80, 96) + 1) * per_set
 
 
 def test_the_map_browser_draws_one_titled_frame_per_map():

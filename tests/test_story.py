@@ -209,14 +209,14 @@ def test_robustness_lines_and_the_per_metric_leader_follow_the_verdicts():
     assert pm.set_index("metric").loc["KL submitted", "blind to"] == "B-factor blur"
     assert pm.set_index("metric").loc["log-likelihood / image", "wrong way"] == "middle mode dropped"
     s = story_scores.robustness(S, names, pm)
-    assert "- **B-factor blur**: first seen at 25 Å² by resolution (Å), L2 per voxel; 2 of 4 metrics detect it; " \
+    assert "- **B-factor blur**: first seen at 25 Å² by resolution, L2 per voxel; 2 of 4 metrics detect it; " \
            "blind: KL submitted; **underpowered** (too few images to tell): log-likelihood / image (needs ~900 " \
            "images, 60 scored)." in s
     assert "- **intensity scale** (should change nothing): 2 of 3 metrics are invariant; not: L2 per voxel (from " \
            "0.01 ×)." in s
     assert "- **middle mode dropped**: first seen at 0.5 fraction by KL submitted; 1 of 4 metrics detect it; blind: " \
-           "resolution (Å), L2 per voxel; **wrong way** (the defect looks like an improvement): log-likelihood / image." in s
-    assert "resolution (Å), L2 per voxel and KL submitted detect the most defects (1 of 2 each)" in s
+           "resolution, L2 per voxel; **wrong way** (the defect looks like an improvement): log-likelihood / image." in s
+    assert "resolution, L2 per voxel and KL submitted detect the most defects (1 of 2 each)" in s
     S.loc[S.degradation == "mode_drop", "verdict"] = "not measured"          # a defect not measured at all
     S.loc[(S.degradation == "scale") & (S.metric == "l2"), "verdict"] = "invariant"
     S.loc[(S.degradation == "blur") & (S.metric == "kl_submitted"), ["verdict", "threshold", "threshold_index"]] = \
@@ -225,8 +225,8 @@ def test_robustness_lines_and_the_per_metric_leader_follow_the_verdicts():
     s = story_scores.robustness(S, names, pm)
     assert "- **middle mode dropped**: not measured in this run." in s and "no metric detects" not in s
     assert "- **intensity scale** (should change nothing): every metric is invariant." in s
-    assert "3 of 4 metrics detect it" in s and "first seen at 25 Å² by resolution (Å), L2 per voxel;" in s
-    assert "resolution (Å), L2 per voxel and KL submitted detect the most defects (1 of 2 each)" in s
+    assert "3 of 4 metrics detect it" in s and "first seen at 25 Å² by resolution, L2 per voxel;" in s
+    assert "resolution, L2 per voxel and KL submitted detect the most defects (1 of 2 each)" in s
     S = pd.concat([S, pd.DataFrame([{"degradation": "hand", "metric": "l2", "verdict": "detects", "threshold": 1.0,
                                      "threshold_index": 0, "n_levels": 1}])], ignore_index=True)
     pm = story_scores.metric_table(S, metrics)

@@ -49,8 +49,8 @@ def test_like_with_like_names_what_the_method_gets_wrong():
     s = story.like_with_like("cryoDRGN", budgets, m, "Recon. 2000 img @32", m.assign(vs_compare="better"),
                              "Reconstructed", run, {"n": 160, "stack": 400, "heldout": True})
     assert "cryoDRGN trained on 2,000 images at 32 px (20 epochs, 95 s" in s
-    assert "worse than Recon. 2000 img @32 on KL submitted (0.9 vs 0.2)" in s
-    assert "within the error bars of Recon. 2000 img @32 on resolution (Å)" in s
+    assert "worse than Recon. 2000 img @32 on KL submitted (0.9 nat vs 0.2 nat)" in s
+    assert "within the error bars of Recon. 2000 img @32 on resolution" in s
     assert "gets wrong beyond its budget: KL submitted" in s
     assert "*Reconstructed* had 24,000 images at 64 px: against it, cryoDRGN is better than" in s
     assert "held-out stack of 400" in s

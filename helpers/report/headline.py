@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.report.leaderboard import NAMES, overall_ties
+from helpers.core import catalogue
+from helpers.report.leaderboard import overall_ties
 
 
 def front_page(board: pd.DataFrame, checks: pd.DataFrame, methods=(), base: str = "Reconstructed",
@@ -46,7 +47,7 @@ def front_page(board: pd.DataFrame, checks: pd.DataFrame, methods=(), base: str 
         missed = aimed[aimed.verdict != "caught"]
         head.append(f"{int(caught.sum())} of {len(caught)} deliberately degraded submissions are caught by the "
                     "metric family aimed at their defect"
-                    + (" (" + ", ".join(f"{r.mock} {r.verdict} by {NAMES.get(r.metric, r.metric)}"
+                    + (" (" + ", ".join(f"{r.mock} {r.verdict} by {catalogue.label(r.metric, with_unit=False)}"
                                         for r in missed.itertuples()) + ")" if len(missed) else
                        ", each by every metric aimed at it"))
     return "; ".join(head) + " (chapter 8, computed by the last build)."

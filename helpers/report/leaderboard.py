@@ -37,13 +37,12 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from helpers.core.catalogue import FAMILIES, FAMILY
-
-BETTER = ("low", "high")
+from helpers.core import catalogue
+from helpers.core.catalogue import DIRECTIONS, FAMILIES, FAMILY
 
 
 def _check_better(better, what="better"):
-    if better not in BETTER:
+    if better not in DIRECTIONS:
         raise ValueError(f"{what} must be 'low' or 'high', got {better!r}")
 
 
@@ -159,25 +158,8 @@ def ends_text(board: pd.DataFrame) -> str:
     return "; ".join(out)
 
 
-def board(values: pd.DataFrame, errors: pd.DataFrame | None, better: dict, power: dict | None = None,
-          family: dict | None = None, k: float = 2.0, rtol: float = 1e-3, atol: float = 1e-12,
-          min_fraction: float = 0.25, n_draws: int = 1000, seed: int = 0,
-          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Leaderboard from per-submission metric values and errors, matched by row and column label.
-
-    ``better`` {metric: "low" | "high"}; ``errors`` has the values' rows (any order) and a column
-    per metric with an error bar (none: exact up to rtol); ``family`` {metric: family} (default
-    :data:`helpers.core.catalogue.FAMILY`); ``power`` {metric: (n_images, images_needed)}. Returns
-    (board, metrics, families). ``board``, sorted by ``mean_rank`` (ties by label): ``mean_rank``,
-    ``mean_rank_lo``, ``mean_rank_hi``, ``family_rank_<f>`` per family, then per metric its value,
-    ``<m>_err``, ``rank_<m>`` and ``rank_<m>_interval`` ("lo–hi", "—" unranked), then
-    ``unranked`` (the entering metrics it has no rank on, and why) and ``tied_with`` (overlapping
-    intervals, "; "-separated). ``metrics``: per metric its family, ``separates``,
-    ``separated_pairs``, ``has_error_bar``, ``unranked`` (count), ``n_images``,
-    ``images_needed``, ``underpowered``, ``in_mean_rank``. ``families``: per family its
-    ``metrics``, ``used`` (those averaged), ``in_mean_rank`` and ``reason`` when left out."""
-    family = FAMILY if family is None else family
-    power = power or {}
+def _checked(values: pd.DataFrame, errors: pd.DataFrame | None, better: dict, family: dict):
+    """(labels sorted, values V and errors E on them) after refusing what :func:`board` cannot rank."""
     for m, b in better.items():
         _check_better(b, f"better[{m!r}]")
     absent = [m for m in better if m not in values.columns]
@@ -193,13 +175,23 @@ def board(values: pd.DataFrame, errors: pd.DataFrame | None, better: dict, power
     if stray:
         raise ValueError(f"errors' columns not in better: {stray}")
     labels = sorted(values.index, key=str)  # row order never matters
-    V = values.loc[labels, list(better)].astype(float)
-    E = errors.loc[labels].astype(float)
-    cols, info, ranks, why = {}, [], {}, {lab: [] for lab in labels}
+    return labels, values.loc[labels, list(better)].astype(float), errors.loc[labels].astype(float)
+
+
+def _interval_text(lo, hi) -> list[str]:
+    """Rank intervals as "lo–hi" ("lo" when they agree, "—" unranked)."""
+    return ["—" if np.isnan(a) else f"{a:g}–{c:g}" if a != c else f"{a:g}" for a, c in zip(lo, hi)]
+
+
+def _per_metric(V: pd.DataFrame, E: pd.DataFrame, better: dict, family: dict, power: dict, min_fraction: float,
+                **kw):
+    """Each metric's tied ranks and whether it separates: (board columns, metric table, {metric: ranks},
+    {label: [(metric, why unranked)]})."""
+    cols, info, ranks, why = {}, [], {}, {lab: [] for lab in V.index}
     for m, b in better.items():
         err = E[m] if m in E else None
-        tr = tied_ranks(V[m], err, b, k=k, rtol=rtol, atol=atol)
-        ok, frac = separates(V[m], err, b, min_fraction, k=k, rtol=rtol, atol=atol)
+        tr = tied_ranks(V[m], err, b, **kw)
+        ok, frac = separates(V[m], err, b, min_fraction, **kw)
         n_img, need = power.get(m, (np.nan, np.nan))
         info.append({"metric": m, "family": family[m], "better": b, "separates": ok, "separated_pairs": frac,
                      "has_error_bar": err is not None and bool(np.nan_to_num(err.to_numpy()).any()),
@@ -212,40 +204,74 @@ def board(values: pd.DataFrame, errors: pd.DataFrame | None, better: dict, power
         if err is not None:
             cols[f"{m}_err"] = err
         cols[f"rank_{m}"] = tr["rank"]
-        cols[f"rank_{m}_interval"] = ["—" if np.isnan(a) else f"{a:g}–{c:g}" if a != c else f"{a:g}"
-                                      for a, c in zip(tr.rank_lo, tr.rank_hi)]
+        cols[f"rank_{m}_interval"] = _interval_text(tr.rank_lo, tr.rank_hi)
     info = pd.DataFrame(info).set_index("metric")
-    used = [m for m in better if info.loc[m, "separates"] and not info.loc[m, "underpowered"]]
-    info["in_mean_rank"] = info.index.isin(used)
+    info["in_mean_rank"] = info.separates & ~info.underpowered
+    return cols, info, ranks, why
+
+
+def _per_family(info: pd.DataFrame, R: pd.DataFrame, better: dict, family: dict):
+    """(family table, ``family_rank_<f>`` columns, metric-index groups of the mean rank)."""
     fams = [f for f in FAMILIES if f in info.family.values] + list(dict.fromkeys(
         f for f in info.family if f not in FAMILIES))
-    R = pd.DataFrame(ranks)
-    fam_rows, fam_cols, groups = [], {}, []
+    rows, cols, groups = [], {}, []
     for f in fams:
         ms = [m for m in better if family[m] == f]
         sep = [m for m in ms if info.loc[m, "separates"]]
-        use = [m for m in ms if m in used]
+        use = [m for m in ms if info.loc[m, "in_mean_rank"]]
         reason = "" if use else "underpowered" if any(info.loc[m, "underpowered"] for m in sep) else \
             "no separating metric"
-        fam_rows.append({"family": f, "metrics": ", ".join(ms), "used": ", ".join(use), "in_mean_rank": bool(use),
-                         "reason": reason})
-        fam_cols[f"family_rank_{f}"] = R[use or sep or ms].mean(axis=1)
+        rows.append({"family": f, "metrics": ", ".join(ms), "used": ", ".join(use), "in_mean_rank": bool(use),
+                     "reason": reason})
+        cols[f"family_rank_{f}"] = R[use or sep or ms].mean(axis=1)
         if use:
             groups.append([list(better).index(m) for m in use])
-    families = pd.DataFrame(fam_rows).set_index("family")
-    point = pd.Series(_mean_rank(R.to_numpy(), groups) if groups else np.nan, index=labels)
+    return pd.DataFrame(rows).set_index("family"), cols, groups
+
+
+def _mean_rank_interval(V, E, better: dict, used, groups, point: pd.Series, n_draws: int, seed: int,
+                        rtol: float, atol: float):
+    """(lo, hi) of the mean rank: percentiles 2.5–97.5 of the parametric bootstrap (module docstring)."""
+    labels = list(V.index)
+    z = np.stack([np.stack([_draws(lab, m, seed, n_draws) for lab in labels], 1) for m in better], -1)
+    e = np.stack([E[m].to_numpy() if m in E else np.zeros(len(labels)) for m in better], -1)
+    d = V.to_numpy()[None] + z * e[None]  # (n_draws, n, n_metrics); NaN where unmeasured or unknown
+    dr = np.full_like(d, np.nan)
+    for j, m in enumerate(better):
+        if m in used:
+            dr[..., j] = _tol_ranks(d[..., j], better[m], rtol, atol)
+    M = _mean_rank(dr, groups)
+    return (pd.Series(np.fmin(np.nanpercentile(M, 2.5, axis=0), point), index=labels),
+            pd.Series(np.fmax(np.nanpercentile(M, 97.5, axis=0), point), index=labels))
+
+
+def board(values: pd.DataFrame, errors: pd.DataFrame | None, better: dict, power: dict | None = None,
+          family: dict | None = None, k: float = 2.0, rtol: float = 1e-3, atol: float = 1e-12,
+          min_fraction: float = 0.25, n_draws: int = 1000, seed: int = 0,
+          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Leaderboard from per-submission metric values and errors, matched by row and column label.
+
+    ``better`` {metric: "low" | "high"} (:func:`helpers.core.catalogue.directions`); ``errors``
+    has the values' rows (any order) and a column per metric with an error bar (none: exact up
+    to rtol); ``family`` {metric: family} (default :data:`helpers.core.catalogue.FAMILY`);
+    ``power`` {metric: (n_images, images_needed)}. Returns (board, metrics, families).
+    ``board``, sorted by ``mean_rank`` (ties by label): ``mean_rank``, ``mean_rank_lo``,
+    ``mean_rank_hi``, ``family_rank_<f>`` per family, then per metric its value, ``<m>_err``,
+    ``rank_<m>`` and ``rank_<m>_interval`` ("lo–hi", "—" unranked), then ``unranked`` (the
+    entering metrics it has no rank on, and why) and ``tied_with`` (overlapping intervals,
+    "; "-separated). ``metrics``: per metric its family, ``separates``, ``separated_pairs``,
+    ``has_error_bar``, ``unranked`` (count), ``n_images``, ``images_needed``, ``underpowered``,
+    ``in_mean_rank``. ``families``: per family its ``metrics``, ``used`` (those averaged),
+    ``in_mean_rank`` and ``reason`` when left out."""
+    family = FAMILY if family is None else family
+    labels, V, E = _checked(values, errors, better, family)
+    cols, info, ranks, why = _per_metric(V, E, better, family, power or {}, min_fraction, k=k, rtol=rtol, atol=atol)
+    used = list(info.index[info.in_mean_rank])
+    families, fam_cols, groups = _per_family(info, pd.DataFrame(ranks), better, family)
+    point = pd.Series(_mean_rank(pd.DataFrame(ranks).to_numpy(), groups) if groups else np.nan, index=labels)
     lo = hi = point
     if groups and n_draws:
-        z = np.stack([np.stack([_draws(lab, m, seed, n_draws) for lab in labels], 1) for m in better], -1)
-        e = np.stack([E[m].to_numpy() if m in E else np.zeros(len(labels)) for m in better], -1)
-        d = V.to_numpy()[None] + z * e[None]  # (n_draws, n, n_metrics); NaN where unmeasured or unknown
-        dr = np.full_like(d, np.nan)
-        for j, m in enumerate(better):
-            if m in used:
-                dr[..., j] = _tol_ranks(d[..., j], better[m], rtol, atol)
-        M = _mean_rank(dr, groups)
-        lo = pd.Series(np.fmin(np.nanpercentile(M, 2.5, axis=0), point), index=labels)
-        hi = pd.Series(np.fmax(np.nanpercentile(M, 97.5, axis=0), point), index=labels)
+        lo, hi = _mean_rank_interval(V, E, better, used, groups, point, n_draws, seed, rtol, atol)
     out = pd.DataFrame({"mean_rank": point, "mean_rank_lo": lo, "mean_rank_hi": hi, **fam_cols, **cols}, index=labels)
     out["unranked"] = ["; ".join(f"{m} ({w})" for m, w in why[lab] if m in used) for lab in labels]
     out = out.sort_values("mean_rank", kind="stable", na_position="last")
@@ -255,14 +281,14 @@ def board(values: pd.DataFrame, errors: pd.DataFrame | None, better: dict, power
     return out, info, families
 
 
-# Human-readable names of the leaderboard's metric columns (tables, widgets, figure titles).
-NAMES = {"mean_rank": "mean rank", "resolution_A": "resolution (Å)", "pw_coverage_A": "PW coverage (Å)",
-         "pcv_gt_captured": "GT captured (PCV %)", "pcv_set_in_gt": "set in GT (PCV %)",
-         "emd_submitted": "EMD submitted", "emd_optimised": "EMD optimised", "kl_submitted": "KL submitted",
-         "loglik_per_image": "log-lik. / image (nat)", "best_cc": "best CC"}
+def name(key) -> str:
+    """A leaderboard row's or column's readable name (tables, widgets, figure titles): "mean
+    rank", a metric's label with its unit from :mod:`helpers.core.catalogue`, any other key
+    (e.g. "all" in the defect checks) as it is."""
+    return "mean rank" if key == "mean_rank" else catalogue.label(key) if key in catalogue.METRICS else key
 
 
-# The demo's degraded mocks (helpers.datagen.simulate.build_mocks), each made from "Reconstructed" by one
+# The demo's degraded mocks (helpers.datagen.mocks.build_mocks), each made from "Reconstructed" by one
 # defect, and the metric meant to catch it: (mock, family, metric). "undone" rows are defects
 # that preprocessing must remove (the mock must then tie with its base on every map metric).
 DEMO_BASE = "Reconstructed"

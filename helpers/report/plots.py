@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from helpers.core import catalogue
+
 PALETTE = "colorblind"
 
 
@@ -40,6 +42,15 @@ def colors(labels) -> dict:
         out[lab] = base if k < len(SUBMISSION_COLOURS) else sns.desaturate(base, 0.5)
         k += 1
     return out
+
+
+def metric_axis(key: str, with_label: bool = False) -> str:
+    """A figure axis for a metric from :mod:`helpers.core.catalogue`: its unit and direction,
+    "Å; lower is better" (with ``with_label``: "resolution (Å; lower is better)")."""
+    m = catalogue.METRICS[key]
+    what = ("lower" if m.better == "low" else "higher") + " is better"
+    what = f"{m.unit}; {what}" if m.unit else what
+    return f"{m.label} ({what})" if with_label else what
 
 
 def readable(frame):

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.pipeline.robustness import DEGRADATIONS, METRIC_NAMES
+from helpers.core import catalogue
+from helpers.pipeline.robustness import DEGRADATIONS
 from helpers.report.story import BASE, and_list, controls_place, what
 
 DETECTED = ("detects", "saturates")  # the verdicts that see a defect (helpers.kernels.verdicts)
+
+
+def _name(m: str) -> str:
+    """A metric's name in a sentence (:mod:`helpers.core.catalogue`; units go with values, not names)."""
+    return catalogue.label(m, with_unit=False)
 
 
 def _worse(x: float, ref: float, nd: int) -> bool:
@@ -85,7 +91,7 @@ def metric_table(summary: pd.DataFrame, metrics) -> pd.DataFrame:
     rows = []
     for m in metrics:
         s_ = S[S.metric == m]
-        rows.append({"metric": METRIC_NAMES[m], "detects": int(s_.verdict.isin(DETECTED).sum()),
+        rows.append({"metric": _name(m), "detects": int(s_.verdict.isin(DETECTED).sum()),
                      **{col: ", ".join(DEGRADATIONS[d].title for d in s_[s_.verdict == v].degradation) or "—"
                         for col, v in (("blind to", "blind"), ("underpowered for", "underpowered"),
                                        ("wrong way", "wrong way"), ("not invariant to", "not invariant"))}})
@@ -102,25 +108,25 @@ def _defect_line(d, s_: pd.DataFrame) -> str:
         return (f"- **{dd.title}** (should change nothing): "
                 + ("every metric is invariant." if bad.empty else
                    f"{len(s_) - len(bad)} of {len(s_)} metrics are invariant; not: "
-                   + ", ".join(f"{METRIC_NAMES[m]} (from {dd.format(t)})" for m, t in zip(bad.metric, bad.threshold))
+                   + ", ".join(f"{_name(m)} (from {dd.format(t)})" for m, t in zip(bad.metric, bad.threshold))
                    + "."))
     det = s_[s_.verdict.isin(DETECTED)].sort_values("threshold_index")
     first = det[det.threshold_index == det.threshold_index.min()]
     txt = f"- **{dd.title}**: "
     txt += ((("seen by " if s_.n_levels.max() == 1 else f"first seen at {dd.format(first.threshold.iloc[0])} by ")
-             + ", ".join(METRIC_NAMES[m] for m in first.metric) + f"; {len(det)} of {len(s_)} metrics detect it")
+             + ", ".join(_name(m) for m in first.metric) + f"; {len(det)} of {len(s_)} metrics detect it")
             if len(det) else "no metric detects it")
     blind = s_[s_.verdict == "blind"].metric
     if len(blind):
-        txt += "; blind: " + ", ".join(METRIC_NAMES[m] for m in blind)
+        txt += "; blind: " + ", ".join(_name(m) for m in blind)
     under = s_[s_.verdict == "underpowered"]
     if len(under):
         txt += "; **underpowered** (too few images to tell): " + ", ".join(
-            f"{METRIC_NAMES[m]} (needs ~{n:,.0f} images, {k:.0f} scored)"
+            f"{_name(m)} (needs ~{n:,.0f} images, {k:.0f} scored)"
             for m, n, k in zip(under.metric, under.images_needed, under.n_images))
     wrong = s_[s_.verdict == "wrong way"].metric
     if len(wrong):
-        txt += "; **wrong way** (the defect looks like an improvement): " + ", ".join(METRIC_NAMES[m] for m in wrong)
+        txt += "; **wrong way** (the defect looks like an improvement): " + ", ".join(_name(m) for m in wrong)
     return txt + "."
 
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from helpers.report.leaderboard import NAMES, ends_text, overall_ties
-
-UNITS = {"resolution_A": " Å", "pw_coverage_A": " Å", "pcv_gt_captured": " %", "pcv_set_in_gt": " %",
-         "loglik_per_image": " nat"}
+from helpers.core import catalogue
+from helpers.report.leaderboard import ends_text, overall_ties
 
 
 def _name(m: str) -> str:
-    return NAMES.get(m, m)
+    """A metric's name in a sentence (:mod:`helpers.core.catalogue`; units go with values, not names)."""
+    return catalogue.label(m, with_unit=False)
+
+
+def _value(m: str, v: float) -> str:
+    """A metric's value with its unit: "3.2 Å", "0.9 nat", "0.584"."""
+    u = catalogue.unit(m)
+    return f"{v:.3g}" + (f" {u}" if u else "")
 
 
 def verdict(board: pd.DataFrame, families: pd.DataFrame, metric_info: pd.DataFrame, n_draws: int) -> str:
@@ -78,8 +83,7 @@ def _versus(m: pd.DataFrame, other: str) -> list[str]:
         ms = m.index[m.vs_compare == word]
         if len(ms):
             out.append(f"{word} than {other} on " + ", ".join(
-                f"{_name(k)} ({m.loc[k, 'value']:.3g}{UNITS.get(k, '')} vs {m.loc[k, 'compare_value']:.3g}"
-                f"{UNITS.get(k, '')})" for k in ms))
+                f"{_name(k)} ({_value(k, m.loc[k, 'value'])} vs {_value(k, m.loc[k, 'compare_value'])})" for k in ms))
     tied = m.index[m.vs_compare == "tied"]
     if len(tied):
         out.append(f"within the error bars of {other} on " + ", ".join(_name(k) for k in tied))
