@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
-from helpers.kernels import volume_metrics as vm  # noqa: E402
+from helpers.kernels import volume_input, volume_metrics as vm  # noqa: E402
 from helpers.core.backend import device  # noqa: E402
 from helpers.kernels.fourier import rfft_weights, shell_index  # noqa: E402
 from helpers.kernels.normalise import median_zscore  # noqa: E402
@@ -53,7 +53,7 @@ class FairLoop:
 
         def prep(maps):
             x = torch.as_tensor(maps, device=dev)
-            x = vm.subtract_background(x, w, dev) * w
+            x = volume_input.subtract_background(x, w, dev) * w
             F = torch.fft.rfftn(x, dim=(-3, -2, -1)).reshape(len(maps), -1)
             power = torch.stack([torch.bincount(self.shell, weights=(f.abs() ** 2 * self.mult).double(),
                                                 minlength=self.ns) for f in F])

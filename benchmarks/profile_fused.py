@@ -18,10 +18,11 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("HETBOOK_QUIET", "1")
 from bench_scale import make_data, size_args  # noqa: E402
-from helpers.kernels import volume_metrics as vm  # noqa: E402
+from helpers.kernels import fsc, volume_input, volume_metrics as vm  # noqa: E402
 from helpers.core.backend import device  # noqa: E402
 from helpers.kernels.fourier import as_tensor  # noqa: E402
-from helpers.kernels.volume_metrics import ShellLayout, subtract_background  # noqa: E402
+from helpers.kernels.fsc import ShellLayout  # noqa: E402
+from helpers.kernels.volume_input import subtract_background  # noqa: E402
 
 
 def main():
@@ -34,11 +35,11 @@ def main():
     n = a.box
     sel = torch.nonzero(as_tensor(mask, dev).flatten() > 0.5).flatten()  # as _one_gt_pass: index lists, made once
     weight = as_tensor(mask, dev).clamp(0, 1)
-    solvent = vm.solvent_index(weight, dev)
+    solvent = volume_input.solvent_index(weight, dev)
     layout = ShellLayout.make(n, dev)
     S = torch.cat([as_tensor(s, dev) for s in subs.values()])
     sub_st = vm._stats(S, sel, "median_zscore", "numpy", dev, torch.float64)
-    fs, ps = vm._spectra(subtract_background(S, weight, dev, solvent) * weight, None, layout, dev)
+    fs, ps = fsc._spectra(subtract_background(S, weight, dev, solvent) * weight, None, layout, dev)
     N = sel.numel()
     buf = torch.empty((a.chunk, n, n, n), dtype=torch.float32, pin_memory=dev.type == "cuda")
     times = defaultdict(float)
@@ -54,7 +55,7 @@ def main():
             sync()
             times["copy to device"] += time.perf_counter() - t
             t = time.perf_counter()
-            vm._check_finite(x, "GT", s0)
+            volume_input._check_finite(x, "GT", s0)
             sync()
             times["finite check"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -65,11 +66,11 @@ def main():
             vm._stat_scores(g, sub_st, N, {"l2", "corr", "bioem"})
             times["l2/corr/BioEM products (+ to host)"] += time.perf_counter() - t
             t = time.perf_counter()
-            fg, pg = vm._spectra(subtract_background(x, weight, dev, solvent) * weight, None, layout, dev)
+            fg, pg = fsc._spectra(subtract_background(x, weight, dev, solvent) * weight, None, layout, dev)
             sync()
             times["background, FFT, shell sort"] += time.perf_counter() - t
             t = time.perf_counter()
-            vm._fsc_block(fg, pg, fs, ps, layout)
+            fsc._fsc_block(fg, pg, fs, ps, layout)
             times["FSC products (+ to host)"] += time.perf_counter() - t
     tot = sum(times.values())
     print(f"device {dev}; GT {a.n_gt} × {n}³ in chunks of {a.chunk}; {S.shape[0]} submitted maps; "

@@ -19,10 +19,13 @@ computation: the notebook calls it, the tests call it without the notebook).
 
 **datagen** — ``simulate`` (the AdK demo data set), ``reconstruct`` (Wiener direct Fourier reconstruction).
 
-**kernels** — batched torch numerics, CUDA when present: ``volume_metrics`` (FSC, resolution, GT ×
-submission distance matrices in one GT pass), ``transport`` (sliced / Gromov / Procrustes
-Wasserstein), ``subspace`` (PCA, PCV), ``distribution`` (EMD, KL, optimised populations),
-``image_metrics`` (pose search, likelihood, best CC), ``verdicts`` (paired tests, Holm),
+**kernels** — batched torch numerics, CUDA when present: ``volume_metrics`` (GT × submission
+distance matrices: L2, correlation, BioEM, FSC distance, resolution, sliced Wasserstein), ``fsc``
+(FSC curves, mask correction, resolution), ``gt_pass`` (every submission in one GT pass),
+``gt_cache`` (GT cache, chunk sizes), ``volume_input`` (degenerate maps, solvent background),
+``transport`` (Gromov / Procrustes Wasserstein), ``subspace`` (PCA, PCV), ``distribution`` (EMD,
+KL, optimised populations), ``image_metrics`` (pose search, likelihood, best CC), ``verdicts``
+(paired tests, Holm),
 ``preprocess`` / ``align`` (onto the GT grid and frame); beneath them ``fourier``, ``geometry``,
 ``projection``, ``normalise``, ``nyquist``.
 

@@ -55,7 +55,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 # the chapter, measured in the run itself (for the demo, 400 GT × 80 maps at 64³ per submission:
 # every FSC as per-shell matrix products, the mask check, the GW/PW subsets).
 #
-# **One pass over the GT.** `vm.distance_matrices_many` reads each chunk of GT maps once and
+# **One pass over the GT.** `gt_pass.distance_matrices_many` reads each chunk of GT maps once and
 # scores it against every submission for every metric but the sliced Wasserstein distance
 # (whose GT projections are computed once and cached): a memory-mapped challenge-scale GT is
 # streamed once for all submissions (`make bench-scale` measures it: 3861 GT maps at 128³ against
@@ -91,7 +91,7 @@ from helpers import io
 from helpers.io import manifest
 from helpers.kernels import nyquist
 from helpers.report import plots, story, widgets
-from helpers.kernels import volume_metrics as vm
+from helpers.kernels import fsc, gt_pass, volume_input, volume_metrics as vm
 from helpers.io.mapset import MapSet, slug
 from helpers.core.paths import resolve, save_csv, save_npz
 
@@ -114,7 +114,7 @@ client = distributed.make_client(dask_scheduler, dask_workers)  # None: in-proce
 if not fused_metrics:
     fused, fused_failed = {}, {}
 elif client is None:
-    fused, fused_failed = vm.distance_matrices_many(gt.maps, {lab: s.maps for lab, s in subs.items()}, mask,
+    fused, fused_failed = gt_pass.distance_matrices_many(gt.maps, {lab: s.maps for lab, s in subs.items()}, mask,
                                                     fused_metrics, voxel_size=voxel_size,
                                                     sub_memory=int(memory_gib * 2 ** 30) if memory_gib else None)
 else:  # the workers read their GT rows from the file themselves
@@ -125,13 +125,13 @@ for label, s in subs.items():
     with failures.guard(label):
         if label in fused_failed:
             f = fused_failed[label]
-            raise f if isinstance(f, Exception) else vm.DegenerateMapError(None, f)
+            raise f if isinstance(f, Exception) else volume_input.DegenerateMapError(None, f)
         r = dict(fused.get(label, {}))
         if "sw" in metrics:  # the GT's projections are cached after the first submission
             r["sw"] = vm.sliced_wasserstein(gt.maps, s.maps, voxel_size, sw_directions, mask=mask, cache=gt_cache)
         # mask correction for each submitted map and its best GT match (largest FSC area)
-        best_gt = vm.best_match(r["fsc_curves"])
-        mc = vm.mask_corrected_fsc(gt.maps, s.maps, mask, a_index=best_gt)
+        best_gt = fsc.best_match(r["fsc_curves"])
+        mc = fsc.mask_corrected_fsc(gt.maps, s.maps, mask, a_index=best_gt)
         r.update(best_gt_index=best_gt, fsc_best_corrected=mc["corrected"], fsc_best_unmasked=mc["unmasked"],
                  fsc_best_randomised=mc["randomised"])
         # the Nyquist rule: no resolution finer than 2 × the submission's native voxel size
@@ -146,11 +146,11 @@ for label, s in subs.items():
         cols = nyquist.resolution_columns(r["res_raw"].min(0), nat, "best_res")  # each map vs its best GT match
         per_map.append(pd.DataFrame({"label": label, "map": np.arange(s.n_maps), **cols}))
         best, limited = cols["best_res_A"], cols["nyquist_limited"]
-        res_c, lim_c = nyquist.clip_resolution(vm.resolution(mc["corrected"], voxel_size), nat)
-        res_u, lim_u = nyquist.clip_resolution(vm.resolution(mc["unmasked"], voxel_size), nat)
+        res_c, lim_c = nyquist.clip_resolution(fsc.resolution(mc["corrected"], voxel_size), nat)
+        res_u, lim_u = nyquist.clip_resolution(fsc.resolution(mc["unmasked"], voxel_size), nat)
         rows.append({"label": label, "n_maps": s.n_maps, "best_res_median_A": np.median(best),
                      "best_res_p10_A": np.percentile(best, 10), "best_res_min_A": best.min(),
-                     "best_fsc_area_median": np.median(vm.fsc_area(r["fsc_curves"][best_gt, np.arange(s.n_maps)])),
+                     "best_fsc_area_median": np.median(fsc.fsc_area(r["fsc_curves"][best_gt, np.arange(s.n_maps)])),
                      "best_res_corrected_median_A": np.median(res_c), "best_res_unmasked_median_A": np.median(res_u),
                      "best_res_median_raw_A": np.median(cols["best_res_raw_A"]), "native_voxel_A": nat,
                      "native_nyquist_A": cols["native_nyquist_A"],
@@ -204,7 +204,7 @@ Markdown(story.resolution(summary, best_res, 2 * voxel_size,
 # post-processing): replace both maps' Fourier phases by independent random ones beyond the
 # shell where their *unmasked* FSC drops below 0.8, mask them again and measure the FSC that
 # the mask alone produces, FSC_n; the corrected FSC is (FSC_t − FSC_n)/(1 − FSC_n). Done here
-# for each submitted map and its best GT match (`helpers.kernels.volume_metrics.mask_corrected_fsc`).
+# for each submitted map and its best GT match (`helpers.kernels.fsc.mask_corrected_fsc`).
 # Where the corrected resolution equals the masked one, the soft mask adds no spurious
 # correlation; the unmasked resolution is the pessimistic bound (solvent noise included).
 #

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers.pipeline import distributed as hd
-from helpers.kernels import volume_metrics as vm
+from helpers.kernels import gt_pass
 
 pytest.importorskip("distributed")
 
@@ -47,7 +47,7 @@ def _same(got, ref):
 
 def test_dask_equals_in_process(client, data):
     path, g, subs, mask = data
-    ref, ref_failed = vm.distance_matrices_many(g, subs, mask, voxel_size=2.0)
+    ref, ref_failed = gt_pass.distance_matrices_many(g, subs, mask, voxel_size=2.0)
     got, failed = hd.distance_matrices_dask(client, path, subs, mask, voxel_size=2.0, rows_per_task=4)
     assert set(failed) == set(ref_failed) == {"flat"}
     _same(got, ref)
@@ -59,7 +59,7 @@ def test_a_killed_worker_loses_and_duplicates_nothing(client, data):
     matrices equal the in-process ones."""
     path, g, subs, mask = data
     subs = {k: v for k, v in subs.items() if k != "flat"}
-    ref, _ = vm.distance_matrices_many(g, subs, mask, voxel_size=2.0)
+    ref, _ = gt_pass.distance_matrices_many(g, subs, mask, voxel_size=2.0)
     pids = client.run(os.getpid)  # {worker address: pid}
     victim = sorted(pids.values())[0]
     import threading
@@ -79,7 +79,7 @@ def test_submissions_lost_with_a_dead_worker_are_scattered_again(client, data, m
 
     path, g, subs, mask = data
     subs = {k: v for k, v in subs.items() if k != "flat"}
-    ref, _ = vm.distance_matrices_many(g, subs, mask, voxel_size=2.0)
+    ref, _ = gt_pass.distance_matrices_many(g, subs, mask, voxel_size=2.0)
     pids = client.run(os.getpid)  # {worker address: pid}
     victim_addr, victim = sorted(pids.items())[0]
     orig, calls = client.scatter, []

@@ -287,7 +287,7 @@ def test_gt_from_a_folder_of_mrc_maps(tmp_path):
 def test_gt_folder_is_read_lazily_and_once_per_pass(tmp_path):
     """A GT folder of MRC maps (one a 2-map stack) reads like the stacked array, but only the
     files a chunk needs: one pass of the fused volume metrics reads every file once."""
-    from helpers.kernels import volume_metrics as vm
+    from helpers.kernels import gt_pass, volume_metrics as vm
 
     rng = np.random.default_rng(3)
     maps = rng.standard_normal((6, 8, 8, 8)).astype(np.float32)
@@ -304,7 +304,7 @@ def test_gt_folder_is_read_lazily_and_once_per_pass(tmp_path):
     np.testing.assert_array_equal(lazy[np.array([4, 0])], maps[[4, 0]])
     np.testing.assert_array_equal(np.asarray(lazy), maps)
     lazy.reads = 0
-    got, _ = vm.distance_matrices_many(lazy, {"s": maps[:2]}, None, ["l2", "fsc"], gt_chunk=2)
+    got, _ = gt_pass.distance_matrices_many(lazy, {"s": maps[:2]}, None, ["l2", "fsc"], gt_chunk=2)
     assert lazy.reads == 5  # files 1-2, 3-4, 5: five reads for three chunks (no file twice)
     ref = vm.distance_matrices(maps, maps[:2], None, ["l2", "fsc"])
     np.testing.assert_allclose(got["s"]["l2"], ref["l2"], rtol=1e-6, atol=1e-9 * ref["l2"].max())  # a map with itself: 0 or rounding

@@ -10,7 +10,7 @@ from helpers.pipeline import matched
 from helpers.datagen import reconstruct as rc, simulate
 from helpers.kernels.fourier import fourier_resample
 from helpers.kernels.geometry import euler_to_matrix
-from helpers.kernels import volume_metrics as vm
+from helpers.kernels import fsc
 from tests.test_reconstruct import _blob_map
 
 
@@ -29,7 +29,7 @@ def test_downsampled_images_reconstruct_the_downsampled_map():
     out = rc.reconstruct(small, 2.0, R, t[["hetbookShiftXPx", "hetbookShiftYPx"]].to_numpy(),
                          t.rlnDefocusU, t.rlnDefocusV, t.rlnDefocusAngle)
     ref = fourier_resample(vol[None], 12).numpy()
-    f = vm.fsc_matrix(ref, out["maps"], None, background=False)[0, 0]
+    f = fsc.fsc_matrix(ref, out["maps"], None, background=False)[0, 0]
     assert f[: int(0.8 * 6)].min() > 0.95, f.round(3)
     scale = float((out["maps"][0] * ref[0]).sum() / (ref[0] ** 2).sum())
     assert 0.7 < scale < 0.85, scale

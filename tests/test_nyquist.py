@@ -8,7 +8,7 @@ import pytest
 from conftest import blob_volume
 from helpers import io
 from helpers.kernels import nyquist, preprocess
-from helpers.kernels import volume_metrics as vm
+from helpers.kernels import fsc, volume_metrics as vm
 from helpers.kernels.fourier import fourier_resample
 from helpers.io.mapset import MapSet
 
@@ -76,7 +76,7 @@ def test_upsampled_coarse_maps_are_reported_at_their_own_nyquist():
     assert lim.diagonal().all()
     np.testing.assert_allclose(got, np.maximum(raw, 2 * pre.native_voxel_size))
     curves = vm.distance_matrices(gt, pre.maps, metrics=["fsc"], voxel_size=GT_VS)["fsc_curves"]
-    np.testing.assert_allclose(vm.resolution(curves, GT_VS, native_voxel_size=pre.native_voxel_size), got)
+    np.testing.assert_allclose(fsc.resolution(curves, GT_VS, native_voxel_size=pre.native_voxel_size), got)
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.02, 0.2])

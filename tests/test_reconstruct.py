@@ -5,7 +5,7 @@ import torch
 
 from helpers.datagen import reconstruct as rc
 from helpers.datagen import simulate
-from helpers.kernels import volume_metrics as vm
+from helpers.kernels import fsc
 from helpers.kernels.fourier import lowpass
 from helpers.kernels.geometry import euler_to_matrix
 
@@ -36,7 +36,7 @@ def test_noiseless_images_reconstruct_the_map():
     for corr, scale_range in ((False, (0.7, 0.85)), (True, (0.92, 1.05))):  # measured 0.765, 0.967
         out = rc.reconstruct(imgs, 1.0, R, shifts, tab.rlnDefocusU, tab.rlnDefocusV, tab.rlnDefocusAngle,
                              gridding_correction=corr)
-        f = vm.fsc_matrix(vol[None], out["maps"], None, background=False)[0, 0]
+        f = fsc.fsc_matrix(vol[None], out["maps"], None, background=False)[0, 0]
         assert f[0] > 0.9 and f[1: int(0.8 * 12)].min() > 0.97, f.round(3)  # measured ≥ 0.93, then ≥ 0.98
         scale = float((out["maps"][0] * vol).sum() / (vol * vol).sum())
         assert scale_range[0] < scale < scale_range[1], (corr, scale)
@@ -51,7 +51,7 @@ def test_half_set_fsc_predicts_the_fsc_against_the_truth():
     for n_img in (300, 1200):
         imgs, R, shifts, tab = _particles(vol, n_img, snr=0.05, seed=n_img)
         out = rc.reconstruct(imgs, 1.0, R, shifts, tab.rlnDefocusU, tab.rlnDefocusV, tab.rlnDefocusAngle)
-        f_true = vm.fsc_matrix(vol[None], out["maps"], None, background=False)[0, 0]
+        f_true = fsc.fsc_matrix(vol[None], out["maps"], None, background=False)[0, 0]
         half = out["fsc_half"][0]
         ok = (half > 0.15) & (half < 0.95)
         assert ok.sum() >= 3
@@ -69,7 +69,7 @@ def test_classes_are_reconstructed_separately():
     R = euler_to_matrix(tab.rlnAngleRot, tab.rlnAngleTilt, tab.rlnAnglePsi)
     out = rc.reconstruct(imgs, 1.0, R, tab[["hetbookShiftXPx", "hetbookShiftYPx"]].to_numpy(), tab.rlnDefocusU,
                          tab.rlnDefocusV, tab.rlnDefocusAngle, classes=tab.hetbookTrueMapIndex.to_numpy(), n_classes=2)
-    f = vm.fsc_matrix(np.stack([a, b]), out["maps"], None, background=False)
+    f = fsc.fsc_matrix(np.stack([a, b]), out["maps"], None, background=False)
     assert f[0, 0, :8].min() > 0.95 and f[1, 1, :8].min() > 0.95
     assert f[0, 1, 2:8].max() < 0.5 and f[1, 0, 2:8].max() < 0.5
     np.testing.assert_array_equal(out["n_images"], np.bincount(tab.hetbookTrueMapIndex, minlength=2))
@@ -85,7 +85,7 @@ def test_odd_boxes_reconstruct_like_even_ones(n):
     vol = _blob_map(n=n, seed=4)
     imgs, R, shifts, tab = _particles(vol, 1500, snr=1e12)
     out = rc.reconstruct(imgs, 1.0, R, shifts, tab.rlnDefocusU, tab.rlnDefocusV, tab.rlnDefocusAngle)
-    f = vm.fsc_matrix(vol[None], out["maps"], None, background=False)[0, 0]
+    f = fsc.fsc_matrix(vol[None], out["maps"], None, background=False)[0, 0]
     assert f[1: int(0.8 * (n // 2))].min() > 0.97, f.round(3)
     assert np.corrcoef(out["maps"][0].ravel(), vol.ravel())[0, 1] > 0.95
 

@@ -10,7 +10,7 @@ import torch
 from helpers.core import backend
 from helpers.kernels import fourier as Fo
 from helpers import io
-from helpers.kernels import volume_metrics as vm
+from helpers.kernels import fsc, gt_cache, gt_pass, volume_input, volume_metrics as vm
 from tests.conftest import blob_volume
 
 
@@ -44,29 +44,29 @@ def test_batched_fsc_equals_pairwise_numpy(n, one_at_a_time, monkeypatch):
     s = rng.standard_normal((3, n, n, n)).astype(np.float32)
     s[0] += 2 * g[2]
     mask = (rng.uniform(size=(n, n, n)) > 0.2).astype(np.float32)
-    got = vm.fsc_matrix(g, s, mask, gt_chunk=3)
+    got = fsc.fsc_matrix(g, s, mask, gt_chunk=3)
     ref = np.array([[fsc_numpy(masked_numpy(g[i], mask), masked_numpy(s[j], mask)) for j in range(3)] for i in range(4)])
     np.testing.assert_allclose(got, ref, atol=2e-6)
-    raw = vm.fsc_matrix(g, s, mask, gt_chunk=3, background=False)  # masking only
+    raw = fsc.fsc_matrix(g, s, mask, gt_chunk=3, background=False)  # masking only
     ref = np.array([[fsc_numpy(g[i].astype(float) * mask, s[j].astype(float) * mask) for j in range(3)] for i in range(4)])
     np.testing.assert_allclose(raw, ref, atol=2e-6)
 
 
 def test_identical_maps_give_fsc_one_and_nyquist():
     v = np.random.default_rng(0).standard_normal((2, 16, 16, 16)).astype(np.float32)
-    c = vm.fsc_matrix(v, v)
+    c = fsc.fsc_matrix(v, v)
     np.testing.assert_allclose(np.diagonal(c, axis1=0, axis2=1).T, 1.0, atol=1e-6)
-    res = vm.resolution(c, 2.0)
+    res = fsc.resolution(c, 2.0)
     assert res[0, 0] == pytest.approx(4.0) and res[1, 1] == pytest.approx(4.0)
     # the published rule returns the worst value for a curve that never fails
-    assert vm.resolution(c, 2.0, rule="published")[0, 0] == pytest.approx(32.0)
+    assert fsc.resolution(c, 2.0, rule="published")[0, 0] == pytest.approx(32.0)
 
 
 def test_low_pass_cutoff_recovered_within_one_shell():
     n, px, cut = 48, 1.0, 6.0
     v = np.random.default_rng(1).standard_normal((1, n, n, n)).astype(np.float32)
     lp = Fo.lowpass(v, cut, px).numpy()
-    res = vm.resolution(vm.fsc_matrix(v, lp), px)[0, 0]
+    res = fsc.resolution(fsc.fsc_matrix(v, lp), px)[0, 0]
     shell = 1 / (n * px)
     assert abs(1 / res - 1 / cut) <= shell
 
@@ -76,8 +76,8 @@ def test_interpolated_crossing_closed_form():
     curve = np.array([1.0, 0.8, 0.4, 0.2])
     f2, f3 = 2 / 8, 3 / 8
     expect = 1 / (f2 + (0.8 - 0.5) / (0.8 - 0.4) * (f3 - f2))
-    assert vm.resolution(curve, 1.0) == pytest.approx(expect)
-    assert vm.resolution(curve, 1.0, rule="published") == pytest.approx(8 / 3)
+    assert fsc.resolution(curve, 1.0) == pytest.approx(expect)
+    assert fsc.resolution(curve, 1.0, rule="published") == pytest.approx(8 / 3)
 
 
 def numpy_distances(g, s, N):
@@ -158,7 +158,7 @@ def test_demo_maps_pairwise(tiny_data):
     gt = io.read_gt(tiny_data / "gt/maps_gt.npy", tiny_data / "gt/metadata.csv", 5.7)
     mask = io.read_mask(tiny_data / "gt/mask.mrc", gt.box)
     g, s = np.asarray(gt.maps[:4]), np.asarray(gt.maps[10:13])
-    c = vm.fsc_matrix(g, s, mask)
+    c = fsc.fsc_matrix(g, s, mask)
     for i in range(4):
         for j in range(3):
             np.testing.assert_allclose(c[i, j], fsc_numpy(masked_numpy(g[i], mask), masked_numpy(s[j], mask)), atol=2e-6)
@@ -199,21 +199,21 @@ def _masked_noise_pairs(n=32, pairs=4, seed=0):
 
 def test_paired_fsc_is_the_diagonal_of_fsc_matrix():
     A, B, mask = _masked_noise_pairs(n=16, pairs=3)
-    diag = vm.fsc_matrix(A, B, mask)[[0, 1, 2], [0, 1, 2]]
-    np.testing.assert_allclose(vm.paired_fsc(A, B, mask), diag, atol=1e-5)
+    diag = fsc.fsc_matrix(A, B, mask)[[0, 1, 2], [0, 1, 2]]
+    np.testing.assert_allclose(fsc.paired_fsc(A, B, mask), diag, atol=1e-5)
 
 
 def test_phase_randomise_keeps_amplitudes_and_low_shells():
     import torch
     from helpers.kernels.fourier import rfftn3, shell_index
     v = np.random.default_rng(3).normal(size=(2, 16, 16, 16)).astype(np.float32)
-    out = vm.phase_randomise(v, [5, 0], seed=1, dev=torch.device("cpu"))
+    out = fsc.phase_randomise(v, [5, 0], seed=1, dev=torch.device("cpu"))
     f, g = rfftn3(torch.as_tensor(v)), rfftn3(out)
     np.testing.assert_allclose(g.abs().numpy(), f.abs().numpy(), rtol=1e-4, atol=1e-4)
     low = (shell_index(16) < 5).numpy()
     np.testing.assert_allclose(g[0].numpy()[low], f[0].numpy()[low], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out[1].numpy(), v[1], atol=1e-5)  # from_shell 0: unchanged
-    high = vm.paired_fsc(v[:1], out[:1])[0, 6:]  # random phases: uncorrelated with the original
+    high = fsc.paired_fsc(v[:1], out[:1])[0, 6:]  # random phases: uncorrelated with the original
     assert np.abs(high).mean() < 0.15
 
 
@@ -221,7 +221,7 @@ def test_mask_correction_removes_mask_induced_correlation():
     """Beyond the signal band the true FSC is 0: the unmasked FSC is ~0, the sharply masked FSC
     is inflated (> 0.4 on average) and the corrected FSC comes back to ~0."""
     A, B, mask = _masked_noise_pairs()
-    r = vm.mask_corrected_fsc(A, B, mask)
+    r = fsc.mask_corrected_fsc(A, B, mask)
     at = r["randomize_at"]
     assert np.all(at > 0)
     beyond = np.arange(1, 17)[None] >= at[:, None] + 2
@@ -236,7 +236,7 @@ def test_mask_correction_removes_mask_induced_correlation():
     assert rn.mean() > 0.3
     np.testing.assert_allclose(r["corrected"][beyond], np.where(rn > t, 0.0, (t - rn) / (1 - rn)), atol=1e-12)
     # identical maps never drop below 0.8: the unmasked curve is kept
-    same = vm.mask_corrected_fsc(A[:1], A[:1], mask)
+    same = fsc.mask_corrected_fsc(A[:1], A[:1], mask)
     assert same["randomize_at"][0] == -1
     np.testing.assert_allclose(same["corrected"][0], 1.0, atol=1e-5)
 
@@ -299,7 +299,7 @@ def test_reference_mode_matches_the_published_formulas_in_numpy(one_at_a_time, m
     mask = np.clip((7 - r) / 2, 0, 1).astype(np.float32)
     if one_at_a_time:  # submitted maps' statistics and spectra one map at a time, GT one map per chunk
         monkeypatch.setattr(backend, "SUB_CHUNK_BYTES", 1)
-        monkeypatch.setattr(vm, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(gt_cache, "CHUNK_BYTES", 1)
     got = vm.distance_matrices(g, s, mask, metrics=["l2", "corr", "bioem", "fsc", "res"], mode="reference",
                                voxel_size=px)
     ref = _published_numpy(g, s, mask, px)
@@ -313,10 +313,10 @@ def test_reference_mode_matches_the_published_formulas_in_numpy(one_at_a_time, m
 
 def test_mask_correction_in_chunks_and_by_index_equals_one_piece():
     A, B, mask = _masked_noise_pairs(n=16, pairs=4)
-    whole = vm.mask_corrected_fsc(A, B, mask)
-    chunked = vm.mask_corrected_fsc(A, B, mask, chunk=3)
+    whole = fsc.mask_corrected_fsc(A, B, mask)
+    chunked = fsc.mask_corrected_fsc(A, B, mask, chunk=3)
     order = np.array([2, 0, 3, 1])
-    by_index = vm.mask_corrected_fsc(A[order], B, mask, a_index=np.argsort(order))  # a[index] = A again
+    by_index = fsc.mask_corrected_fsc(A[order], B, mask, a_index=np.argsort(order))  # a[index] = A again
     for k in whole:
         np.testing.assert_allclose(chunked[k], whole[k], atol=1e-6)
         np.testing.assert_allclose(by_index[k], whole[k], atol=1e-6)
@@ -352,8 +352,8 @@ def test_fsc_and_resolution_invariant_to_affine_intensity(kind, a, b):
         np.testing.assert_allclose(r["fsc_curves"], base["fsc_curves"], atol=1e-5)
         np.testing.assert_allclose(r["fsc"], base["fsc"], atol=1e-5)
         np.testing.assert_allclose(r["res"], base["res"], rtol=1e-4)
-    mc0 = vm.mask_corrected_fsc(g, s, mask)
-    mc1 = vm.mask_corrected_fsc(g, (a * s + b).astype(np.float32), mask)
+    mc0 = fsc.mask_corrected_fsc(g, s, mask)
+    mc1 = fsc.mask_corrected_fsc(g, (a * s + b).astype(np.float32), mask)
     np.testing.assert_allclose(mc1["corrected"], mc0["corrected"], atol=1e-5)
 
 
@@ -363,11 +363,11 @@ def test_background_correction_leaves_an_offset_free_map_unchanged():
     mask = _soft_and_hard_masks(24)["soft"]
     support = (mask > 0.005).astype(np.float32)  # exactly zero where the mask is ≤ 0.005
     g, s = g * support, s * support
-    np.testing.assert_allclose(vm.background_level(s, mask).cpu().numpy(), 0.0, atol=1e-12)
-    np.testing.assert_allclose(vm.fsc_matrix(g, s, mask), vm.fsc_matrix(g, s, mask, background=False), atol=1e-6)
+    np.testing.assert_allclose(volume_input.background_level(s, mask).cpu().numpy(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(fsc.fsc_matrix(g, s, mask), fsc.fsc_matrix(g, s, mask, background=False), atol=1e-6)
     # a mask with no solvent falls back to the weighted mean, still exact for an offset
     full = np.full((24, 24, 24), 0.5, np.float32)
-    np.testing.assert_allclose(vm.background_level(s + 2.0, full).cpu().numpy(),
+    np.testing.assert_allclose(volume_input.background_level(s + 2.0, full).cpu().numpy(),
                                (s.reshape(2, -1).astype(np.float64).mean(1) + 2.0), rtol=1e-6)
 
 
@@ -380,16 +380,16 @@ def test_background_level_is_the_numpy_median_of_the_solvent_with_or_without_its
     maps = (rng.standard_normal((3, n, n, n)) * [[[[1.0]]], [[[5.0]]], [[[0.1]]]] + [[[[0.0]]], [[[2.0]]], [[[-7.0]]]])
     maps = maps.astype(np.float32)
     mask = _soft_and_hard_masks(n)["soft"]
-    out = mask.flatten() <= vm.BACKGROUND_WEIGHT
+    out = mask.flatten() <= volume_input.BACKGROUND_WEIGHT
     want = np.median(maps.reshape(3, -1)[:, out].astype(np.float64), axis=1)
-    idx = vm.solvent_index(mask, torch.device("cpu"))
+    idx = volume_input.solvent_index(mask, torch.device("cpu"))
     np.testing.assert_array_equal(idx.numpy(), np.flatnonzero(out))
     for solvent in (None, idx):
-        np.testing.assert_allclose(vm.background_level(maps, mask, torch.device("cpu"), solvent).numpy(), want,
+        np.testing.assert_allclose(volume_input.background_level(maps, mask, torch.device("cpu"), solvent).numpy(), want,
                                    rtol=1e-6)
-        np.testing.assert_allclose(vm.subtract_background(maps, mask, torch.device("cpu"), solvent).numpy(),
+        np.testing.assert_allclose(volume_input.subtract_background(maps, mask, torch.device("cpu"), solvent).numpy(),
                                    maps - want[:, None, None, None].astype(np.float32), atol=1e-5)
-    assert vm.solvent_index(np.full((n, n, n), 0.5, np.float32), torch.device("cpu")) is None
+    assert volume_input.solvent_index(np.full((n, n, n), 0.5, np.float32), torch.device("cpu")) is None
 
 
 def test_sliced_wasserstein_bins_submissions_in_chunks_with_the_same_numbers():
@@ -435,19 +435,19 @@ def test_gt_cache_owns_its_chunking_and_rebuilds_for_another_mask():
 def test_degenerate_map_raises_naming_the_set_and_map(where, one_at_a_time, monkeypatch):
     if one_at_a_time:  # the map's index is still the set's, not the chunk's
         monkeypatch.setattr(backend, "SUB_CHUNK_BYTES", 1)
-        monkeypatch.setattr(vm, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(gt_cache, "CHUNK_BYTES", 1)
     rng = np.random.default_rng(5)
     g = rng.standard_normal((4, 10, 10, 10)).astype(np.float32)
     s = rng.standard_normal((3, 10, 10, 10)).astype(np.float32)
     (s if where == "submission" else g)[2] = 7.0  # constant everywhere (so inside any mask)
-    with pytest.raises(vm.DegenerateMapError, match=r"map\(s\) \[2\].*constant"):
+    with pytest.raises(volume_input.DegenerateMapError, match=r"map\(s\) \[2\].*constant"):
         vm.distance_matrices(g, s, metrics=["l2", "corr", "bioem"], label="Flat mock")
-    with pytest.raises(vm.DegenerateMapError, match=r"map\(s\) \[2\]"):
+    with pytest.raises(volume_input.DegenerateMapError, match=r"map\(s\) \[2\]"):
         vm.distance_matrices(g, s, _soft_and_hard_masks(10)["hard"], metrics=["fsc", "res"])
     s2 = s.copy()
     s2[1, 3, 3, 3] = np.nan
     if where == "submission":
-        with pytest.raises(vm.DegenerateMapError, match=r"Flat mock.*\[1\].*NaN"):
+        with pytest.raises(volume_input.DegenerateMapError, match=r"Flat mock.*\[1\].*NaN"):
             vm.distance_matrices(g, s2, metrics=["l2"], label="Flat mock", normalise=None)
 
 
@@ -485,8 +485,8 @@ def test_maps_with_huge_values_score_like_the_same_maps_scaled_down():
     for m in ("corr", "fsc", "res", "fsc_curves"):
         assert np.isfinite(huge[m]).all(), m
         np.testing.assert_allclose(huge[m], base[m], rtol=1e-4, atol=1e-5, err_msg=m)
-    mc = vm.mask_corrected_fsc((g * big).astype(np.float32), (s * big).astype(np.float32), mask)
-    np.testing.assert_allclose(mc["corrected"], vm.mask_corrected_fsc(g, s, mask)["corrected"], atol=1e-5)
+    mc = fsc.mask_corrected_fsc((g * big).astype(np.float32), (s * big).astype(np.float32), mask)
+    np.testing.assert_allclose(mc["corrected"], fsc.mask_corrected_fsc(g, s, mask)["corrected"], atol=1e-5)
 
 
 def test_fsc_is_undefined_where_a_map_has_no_signal():
@@ -498,13 +498,13 @@ def test_fsc_is_undefined_where_a_map_has_no_signal():
     v = rng.standard_normal((1, n, n, n)).astype(np.float32)
     lp = Fo.lowpass(v, 4.0, 1.0).numpy()  # cutoff 1/4 Å⁻¹: shell 8 of 16
     noisy = (v + 0.3 * rng.standard_normal(v.shape)).astype(np.float32)
-    c = vm.fsc_matrix(noisy, lp)[0, 0]
+    c = fsc.fsc_matrix(noisy, lp)[0, 0]
     shells = np.arange(1, 17)
     assert np.all(np.isnan(c[shells > 8])) and np.all(np.isfinite(c[shells <= 8]))
-    assert vm.resolution(c, 1.0) == pytest.approx(vm.resolution(np.nan_to_num(c), 1.0))
+    assert fsc.resolution(c, 1.0) == pytest.approx(fsc.resolution(np.nan_to_num(c), 1.0))
     r = vm.distance_matrices(noisy, lp, metrics=["fsc"], normalise=None)
     assert r["fsc"][0, 0] == pytest.approx(1 - np.nansum(c) / 16, rel=1e-6)
-    np.testing.assert_allclose(vm.paired_fsc(noisy, lp)[0], c, atol=1e-5)  # same rule, paired kernel
+    np.testing.assert_allclose(fsc.paired_fsc(noisy, lp)[0], c, atol=1e-5)  # same rule, paired kernel
 
 
 def test_best_match_is_decided_by_the_curve_not_by_tied_resolutions():
@@ -516,10 +516,10 @@ def test_best_match_is_decided_by_the_curve_not_by_tied_resolutions():
     gt = np.stack([base + 0.3 * rng.standard_normal(base.shape) for _ in range(5)]).astype(np.float32)
     gt[3] = base
     sub = base[None].astype(np.float32)
-    c = vm.fsc_matrix(gt, sub)
-    res = vm.resolution(c, 1.0)[:, 0]
+    c = fsc.fsc_matrix(gt, sub)
+    res = fsc.resolution(c, 1.0)[:, 0]
     assert np.sum(res == res.min()) >= 2  # a tie at the best resolution
-    assert vm.best_match(c)[0] == 3
+    assert fsc.best_match(c)[0] == 3
 
 
 def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
@@ -546,7 +546,7 @@ def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
 
     for chunk, sub_chunk in ((2, 2), (4, None), (9, 1)):
         src = Counting(g)
-        got, failed = vm.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=chunk,
+        got, failed = gt_pass.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=chunk,
                                                 sub_chunk=sub_chunk)
         assert src.reads == -(-9 // chunk)  # one read per chunk, for all submissions and metrics
         assert set(failed) == {"flat"} and "flat" in str(failed["flat"])
@@ -555,11 +555,11 @@ def test_one_gt_pass_for_many_submissions_equals_per_submission_calls():
             for m in metrics + ["fsc_curves"]:
                 np.testing.assert_allclose(got[lab][m], ref[m], rtol=1e-6, atol=1e-6, err_msg=f"{lab} {m} chunk {chunk}")
     # statistics over a memory budget: one GT pass per group of submissions that fits, same numbers
-    per_map = vm.submission_bytes(n, int((mask > 0.5).sum()), metrics)
-    assert per_map == pytest.approx(int((mask > 0.5).sum()) * 8 + 2 * vm.ShellLayout.make(n).order.numel() * 4
+    per_map = gt_pass.submission_bytes(n, int((mask > 0.5).sum()), metrics)
+    assert per_map == pytest.approx(int((mask > 0.5).sum()) * 8 + 2 * fsc.ShellLayout.make(n).order.numel() * 4
                                     + (n // 2) * 8, rel=0.1)
     src = Counting(g)
-    grouped, failed = vm.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=3,
+    grouped, failed = gt_pass.distance_matrices_many(src, subs, mask, metrics, voxel_size=2.0, gt_chunk=3,
                                                 sub_memory=5 * per_map)  # {a, flat}, {b}: two groups
     assert src.reads == 2 * 3 and set(failed) == {"flat"}
     for lab in ("a", "b"):
@@ -575,8 +575,8 @@ def test_one_gt_pass_names_a_non_finite_gt_map_for_every_metric_set():
     g[3, 1, 1, 1] = np.nan
     sub = {"s": rng.standard_normal((2, 8, 8, 8)).astype(np.float32)}
     for metrics in (["l2"], ["fsc"], ["l2", "fsc"]):
-        with pytest.raises(vm.DegenerateMapError, match=r"GT: map\(s\) \[3\] contain NaN"):
-            vm.distance_matrices_many(g, sub, None, metrics, gt_chunk=2)
+        with pytest.raises(volume_input.DegenerateMapError, match=r"GT: map\(s\) \[3\] contain NaN"):
+            gt_pass.distance_matrices_many(g, sub, None, metrics, gt_chunk=2)
 
 
 def _sliced_w1_numpy(gt, sub, mask, voxel_size, n_directions, seed=0):
@@ -592,7 +592,7 @@ def _sliced_w1_numpy(gt, sub, mask, voxel_size, n_directions, seed=0):
     pos = np.stack([x.ravel(), y.ravel(), z.ravel()], 1)[inside].astype(np.float64)
     bins = np.rint(pos @ d.T).astype(int)  # (V, L)
     lo = bins.min()
-    solvent = mask.ravel() <= vm.BACKGROUND_WEIGHT
+    solvent = mask.ravel() <= volume_input.BACKGROUND_WEIGHT
 
     def cdf(m):
         m = m.astype(np.float64).ravel()

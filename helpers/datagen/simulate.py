@@ -489,7 +489,7 @@ def build_mocks(maps, pops, pc1, sup, mean, v, elements, lo, hi, p, rng) -> dict
     rec = reconstruct_groups(images, table, group_of_map(pc1, K), K, vs)
     rmaps, rpops = rec["maps"], rec["populations"]
     rpc1 = avg_pc1[rec["groups"]]
-    from helpers.kernels.volume_metrics import resolution
+    from helpers.kernels.fsc import resolution
     res_half = [float(x) for x in resolution(rec["fsc_half"], vs, 0.143)]
     recon_truth = {"n_images": int(n_img), "images_per_map": rec["n_images"].tolist(),
                    "groups_left_out_population": rec["left_out"],

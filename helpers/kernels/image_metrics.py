@@ -289,7 +289,7 @@ def maps_to_image_grid(maps, n_img: int, mask=None, chunk: int | None = None) ->
     ``chunk`` maps at a time (default: ~0.5 GiB of work, one map at 224³; 100 GT maps at 224³
     resampled at once took > 20 GB and killed the chapter-6 kernel)."""
     from helpers.kernels.fourier import resample_stack
-    from helpers.kernels.volume_metrics import solvent_index, subtract_background
+    from helpers.kernels.volume_input import solvent_index, subtract_background
 
     cpu = torch.device("cpu")
     prep = None

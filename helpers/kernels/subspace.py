@@ -40,7 +40,7 @@ class PCA:
 def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int | None = None, label: str = "maps",
                       background: bool = True) -> torch.Tensor:
     """maps (n, N, N, N) × mask, Fourier-resampled to ``box_ds``: (n, box_ds, box_ds, box_ds)
-    float32; each map's solvent background (:func:`helpers.kernels.volume_metrics.background_level`) is
+    float32; each map's solvent background (:func:`helpers.kernels.volume_input.background_level`) is
     subtracted before the mask is applied (``background=False``: already done), so an intensity
     offset changes nothing. A memory-mapped (or lazy MRC-folder) stack is streamed ``chunk_bytes`` at a time,
     so only the downsampled stack is ever held in memory (a 3861-map GT at 224³ is 174 GB; at
@@ -55,7 +55,7 @@ def masked_downsample(maps, mask, box_ds: int, chunk_bytes: int | None = None, l
     chunk_bytes = chunk_bytes or (2 ** 29 if dev.type == "cuda" else 2 ** 28)
     n, N = maps.shape[0], maps.shape[-1]
     step = max(1, chunk_bytes // (N ** 3 * 4 * 4))
-    from helpers.kernels.volume_metrics import _check_finite, solvent_index, subtract_background
+    from helpers.kernels.volume_input import _check_finite, solvent_index, subtract_background
 
     w = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=dev) if mask is not None else None
     solvent = solvent_index(w, dev) if (w is not None and background) else None  # once, not per chunk

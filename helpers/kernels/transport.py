@@ -69,7 +69,7 @@ def top_k_clouds(maps, k: int, voxel_size: float = 1.0, mask=None, centre: bool 
     """Top-``k`` voxel point clouds of a map stack.
 
     maps: (n, N, N, N). With a mask, each map's solvent background
-    (:func:`helpers.kernels.volume_metrics.background_level`) is subtracted before the mask weights are
+    (:func:`helpers.kernels.volume_input.background_level`) is subtracted before the mask weights are
     applied, so an intensity offset does not change the cloud. Returns positions (n, k, 3) float64 — Å relative to the weighted
     centroid (``centre``) or to the box centre N//2 — and weights (n, k) summing to 1. In
     reference mode: no mask, integer voxel indices (z, y, x), no centring.
@@ -80,7 +80,7 @@ def top_k_clouds(maps, k: int, voxel_size: float = 1.0, mask=None, centre: bool 
         raise ValueError(f"top_k={k} exceeds the {N ** 3} voxels of a {N}³ map; choose a smaller top_k")
     ref = mode == "reference"
     if mask is not None and not ref:
-        from helpers.kernels.volume_metrics import background_level  # solvent level → weight 0: offsets change nothing
+        from helpers.kernels.volume_input import background_level  # solvent level → weight 0: offsets change nothing
         m = as_tensor(mask, torch.device("cpu"), torch.float64).clamp(0, 1)
         x = (x - background_level(x, m, torch.device("cpu")).double().reshape(-1, 1, 1, 1)) * m
     vals, idx = torch.topk(x.reshape(n, -1), k, dim=1)
@@ -217,64 +217,79 @@ def transport_matrices(gt_maps, sub_maps, metrics=TRANSPORT_METRICS, top_k: int 
     vs = 1.0 if ref else (voxel_size * N / downsample if small else voxel_size)
     if small and mask is not None:
         mask = fourier_resample(as_tensor(mask, cpu, torch.float64)[None], downsample)[0].clamp(0, 1)
-
-    def clouds(maps, index, chunk=32):
-        """Clouds of maps[index], read (a memory map too) and downsampled a chunk at a time."""
-        X, p = [], []
-        for a in range(0, len(index), chunk):
-            i = index[a:a + chunk]
-            x = (torch.from_numpy(np.asarray(maps[i], np.float64)) if isinstance(maps, np.ndarray)
-                 else maps[torch.as_tensor(i, device=maps.device)].cpu().double())
-            if small:
-                x = fourier_resample(x, downsample)
-            Xc, pc = top_k_clouds(x, top_k, vs, mask, mode=mode)
-            X.append(Xc), p.append(pc)
-        return np.concatenate(X), np.concatenate(p)
-
+    box = downsample if small else None
     key = ("gt clouds", tuple(gt_index.tolist()), top_k, vs, small and downsample, mode, exponent)
     if cache is not None and key in cache:
         Xg, pg, Cg = cache[key]
     else:
-        Xg, pg = clouds(gt_maps, gt_index)
+        Xg, pg = _clouds(gt_maps, gt_index, top_k, vs, mask, mode, box)
         Cg = _intra_costs(Xg, exponent)
         if cache is not None:
             cache[key] = (Xg, pg, Cg)
-    Xs, ps = clouds(sub_maps, sub_index)
+    Xs, ps = _clouds(sub_maps, sub_index, top_k, vs, mask, mode, box)
     work = dict(Xg=Xg, pg=pg, Xs=Xs, ps=ps, metrics=tuple(metrics), mode=mode, starts=starts,
                 mirror_starts=mirror_starts, product_start=product_start)
     if "gw" in metrics:
         work.update(Cg=Cg, Cs=_intra_costs(Xs, exponent))
-    out = {m: np.empty((len(Xg), len(Xs))) for m in metrics}
-    n_jobs = min(n_jobs or available_cores(), len(Xg))
-    bar = progress(total=len(Xg) * len(Xs), desc="transport distances (pairs)")
+    out = _fill_rows(work, min(n_jobs or available_cores(), len(Xg)), client)
+    out["gt_index"], out["sub_index"] = gt_index, sub_index
+    return out
+
+
+def _clouds(maps, index, top_k: int, vs: float, mask, mode: str, downsample: int | None, chunk: int = 32):
+    """:func:`top_k_clouds` of maps[index] (positions in Å of voxels of ``vs`` Å), read (a memory
+    map too) and Fourier-resampled to a ``downsample`` box (None: as they are) a chunk at a time."""
+    X, p = [], []
+    for a in range(0, len(index), chunk):
+        i = index[a:a + chunk]
+        x = (torch.from_numpy(np.asarray(maps[i], np.float64)) if isinstance(maps, np.ndarray)
+             else maps[torch.as_tensor(i, device=maps.device)].cpu().double())
+        if downsample:
+            x = fourier_resample(x, downsample)
+        Xc, pc = top_k_clouds(x, top_k, vs, mask, mode=mode)
+        X.append(Xc), p.append(pc)
+    return np.concatenate(X), np.concatenate(p)
+
+
+def _row_source(work: dict, n_jobs: int, client):
+    """(iterator of (i, row) over the GT clouds of ``work``, process pool to shut down or None):
+    Dask tasks with a ``client``, this process with ``n_jobs`` ≤ 1, else worker processes."""
+    n_rows = len(work["Xg"])
     if client is not None:  # the work dict scattered as one object under a fresh key, rescattered on loss
         from helpers.core.dask_tasks import run_tasks
 
-        rows = (r for _, r in run_tasks(client, _row_of, work, [(i,) for i in range(len(Xg))],
-                                        "transport rows on Dask"))
-        n_jobs = 1
-    elif n_jobs <= 1:
+        return (r for _, r in run_tasks(client, _row_of, work, [(i,) for i in range(n_rows)],
+                                        "transport rows on Dask")), None
+    if n_jobs <= 1:
         _init_worker(work)
-        rows = map(_row, range(len(Xg)))
-    else:  # one GT map (a row of pairs) per task; the clouds are sent once per worker
-        # fork is quick and safe on Linux (the workers use only numpy and POT); elsewhere spawn
-        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        pool = ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(work, True))
-        rows = (f.result() for f in as_completed([pool.submit(_row, i) for i in range(len(Xg))]))
-    filled = np.zeros(len(Xg), dtype=int)
+        return map(_row, range(n_rows)), None
+    # one GT map (a row of pairs) per task; the clouds are sent once per worker
+    # fork is quick and safe on Linux (the workers use only numpy and POT); elsewhere spawn
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    pool = ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(work, True))
+    return (f.result() for f in as_completed([pool.submit(_row, i) for i in range(n_rows)])), pool
+
+
+def _fill_rows(work: dict, n_jobs: int, client) -> dict:
+    """{metric: (n_gt, n_sub)} from the rows of pairs (see :func:`_row_source`), each row written
+    exactly once (a lost or duplicated row raises)."""
+    n_rows, n_cols = len(work["Xg"]), len(work["Xs"])
+    out = {m: np.empty((n_rows, n_cols)) for m in work["metrics"]}
+    bar = progress(total=n_rows * n_cols, desc="transport distances (pairs)")
+    rows, pool = _row_source(work, n_jobs, client)
+    filled = np.zeros(n_rows, dtype=int)
     try:
         for i, row in rows:
-            for m in metrics:
+            for m in work["metrics"]:
                 out[m][i] = row[m]
             filled[i] += 1
-            bar.update(len(Xs))
+            bar.update(n_cols)
     finally:
         bar.close()
-        if n_jobs > 1:
+        if pool is not None:
             pool.shutdown(cancel_futures=True)
     if not (filled == 1).all():
         raise RuntimeError(f"transport rows computed {filled.min()}–{filled.max()} times: a row was lost or duplicated")
-    out["gt_index"], out["sub_index"] = gt_index, sub_index
     return out
 
 

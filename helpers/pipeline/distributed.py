@@ -5,7 +5,7 @@ and blocks of maps in the image pose search (chapter 6, :func:`image_search_dask
 The GT is cut into row ranges; each task opens the GT file itself (a memory-mapped ``.npy`` or
 ``.pt``, or a folder of MRC maps: no GT bytes pass through the scheduler), reads its rows once
 and scores them against every submission for every fused metric
-(:func:`helpers.kernels.volume_metrics.distance_matrices_many`); the submissions' maps are scattered to
+(:func:`helpers.kernels.gt_pass.distance_matrices_many`); the submissions' maps are scattered to
 the workers once, as one object under a fresh key (:mod:`helpers.core.dask_tasks`). Tasks are pure
 functions of their row range, so Dask simply reruns a task whose worker died, and the client
 writes each returned block into the rows it names: a chunk is never lost or counted twice
@@ -48,7 +48,7 @@ def _score_rows(payload: dict, gt_path, a: int, b: int, metrics, voxel_size: flo
     import time
 
     from helpers.io.gt import read_gt_maps
-    from helpers.kernels.volume_metrics import distance_matrices_many
+    from helpers.kernels.gt_pass import distance_matrices_many
 
     if delay:  # tests only: keep a task running long enough to kill its worker
         time.sleep(delay)
@@ -61,7 +61,7 @@ def _score_rows(payload: dict, gt_path, a: int, b: int, metrics, voxel_size: flo
 
 def distance_matrices_dask(client, gt_path, subs: dict, mask=None, metrics=("l2", "corr", "bioem", "fsc", "res"),
                            voxel_size: float = 1.0, rows_per_task: int = 64, _delay: float = 0.0):
-    """:func:`helpers.kernels.volume_metrics.distance_matrices_many` on a Dask cluster.
+    """:func:`helpers.kernels.gt_pass.distance_matrices_many` on a Dask cluster.
 
     gt_path: the GT stack file or MRC folder (read by the workers); subs {label: maps on the GT
     grid}. Returns (results {label: {metric: (n_gt, n_l) array, "fsc_curves", "n_voxels"}},

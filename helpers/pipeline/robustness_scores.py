@@ -63,29 +63,29 @@ class Scorer:
         self.gt_ds = subspace.masked_downsample(gt_maps, mask, box_ds, label="GT")
         # the GT with its solvent background subtracted, once (the sets are subtracted once each in
         # score): the fused pass then skips both
-        from helpers.kernels.volume_metrics import subtract_background
+        from helpers.kernels.volume_input import subtract_background
         self.G_bg = (subtract_background(gt_maps, mask, torch.device("cpu")).numpy() if mask is not None
                      else gt_maps)
 
     def score(self, sets: dict) -> dict:
         """{label: (maps, populations)} → {label: {metric: value}} (one GT pass for the batch)."""
         from helpers.kernels import distribution as dist
-        from helpers.kernels import volume_metrics as vm
+        from helpers.kernels import fsc, gt_pass, volume_input, volume_metrics as vm
         out = {lab: {} for lab in sets}
         cpu = torch.device("cpu")
-        flat = {k: vm.subtract_background(m, self.mask, cpu) if self.mask is not None else m for k, (m, _) in sets.items()}
+        flat = {k: volume_input.subtract_background(m, self.mask, cpu) if self.mask is not None else m for k, (m, _) in sets.items()}
         # background off once per set (and once for the GT, in __init__): the same numbers as the
         # chapters' calls, which subtract it inside (tested against them)
-        fused, failed = vm.distance_matrices_many(self.G_bg, flat, self.mask, ["l2", "corr", "bioem", "fsc", "res"],
+        fused, failed = gt_pass.distance_matrices_many(self.G_bg, flat, self.mask, ["l2", "corr", "bioem", "fsc", "res"],
                                                   voxel_size=self.vs, background=False)
         if failed:
             raise RuntimeError(f"degenerate degraded sets: {failed}")
         for lab, (_, q) in sets.items():
             r, o, maps = fused[lab], out[lab], flat[lab]
             l2 = dist.distance_cost(r["l2"], "l2", int(r["n_voxels"]))
-            best = vm.best_match(r["fsc_curves"])
+            best = fsc.best_match(r["fsc_curves"])
             o["resolution_A"] = float(np.median(r["res"].min(0)))
-            o["fsc_area"] = float(np.median(vm.fsc_area(r["fsc_curves"][best, np.arange(len(q))])))
+            o["fsc_area"] = float(np.median(fsc.fsc_area(r["fsc_curves"][best, np.arange(len(q))])))
             o["l2"] = float(np.median(l2.min(0)))
             o["corr"] = float(np.median(r["corr"].max(0)))
             o["bioem"] = float(np.median(r["bioem"].min(0)))
