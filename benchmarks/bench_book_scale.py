@@ -14,9 +14,10 @@ The data folder is laid out like the challenge's (``params/challenge.yml``): ``g
 submission (noisy maps at random places along the path; the 2nd, 5th … written mirrored with
 ``flip`` and ``align`` set, the 3rd, 6th … at ¾ of the box with a 4/3 voxel, so chapter 2 does
 all of its kinds of work) with ``submission_config.json``; and
-``particles/`` (images simulated from the GT maps by ``simulate.simulate_particles``, with its
-STAR file). Made once, reused. Each chapter runs as ``python -m helpers.pipeline.run --only NN`` with
-settings for a large GT (chapter 7 trimmed to four degradations without image metrics).
+``particles/`` (images simulated from the GT maps by
+``helpers.datagen.particles.simulate_particles``, with its STAR file). Made once, reused. Each
+chapter runs as ``python -m helpers.pipeline.run --only NN`` with settings for a large GT
+(chapter 7 trimmed to four degradations without image metrics).
 """
 import argparse
 import json
@@ -88,7 +89,7 @@ def build(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, n_images: int, 
     """The challenge-layout folder ``d/data`` (made once)."""
     import starfile
 
-    from helpers.datagen import simulate
+    from helpers.datagen.particles import simulate_particles, star_tables
     from helpers.kernels.fourier import fourier_resample
     from helpers.io import write_mrc
 
@@ -137,10 +138,10 @@ def build(d: Path, n_gt: int, box: int, n_sub: int, n_maps: int, n_images: int, 
     (data / "submissions/submission_config.json").write_text(json.dumps(cfg, indent=2))
     (data / "particles").mkdir(exist_ok=True)
     pick = np.linspace(0, n_gt - 1, min(n_gt, 100)).round().astype(int)  # images from 100 maps along the path
-    noisy, _, table, _ = simulate.simulate_particles(np.asarray(gt[pick]), pops[pick] / pops[pick].sum(), n_images,
-                                                     voxel_size, rng)
+    noisy, _, table, _ = simulate_particles(np.asarray(gt[pick]), pops[pick] / pops[pick].sum(), n_images,
+                                            voxel_size, rng)
     write_mrc(data / "particles/particles.mrcs", noisy, voxel_size)
-    optics, table = simulate.star_tables(table, voxel_size, box)
+    optics, table = star_tables(table, voxel_size, box)
     starfile.write({"optics": optics, "particles": table}, data / "particles/particles.star")
     (data / "done").write_text(LAYOUT)
     return data

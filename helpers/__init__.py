@@ -17,7 +17,9 @@ computation: the notebook calls it, the tests call it without the notebook).
 
 **methods** — ``adapters``: a method's native output (cryoDRGN, volume series + labels) → MapSet.
 
-**datagen** — ``simulate`` (the AdK demo data set), ``reconstruct`` (Wiener direct Fourier reconstruction).
+**datagen** — the AdK demo data set: ``simulate`` (``make_dataset``), ``ensemble`` (GT conformations,
+populations, maps), ``mocks`` (the mock submissions), ``particles`` (simulated images, STAR),
+``reconstruct`` (Wiener direct Fourier reconstruction).
 
 **kernels** — batched torch numerics, CUDA when present: ``volume_metrics`` (GT × submission
 distance matrices: L2, correlation, BioEM, FSC distance, resolution, sliced Wasserstein), ``fsc``

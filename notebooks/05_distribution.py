@@ -76,7 +76,7 @@ from helpers.kernels import distribution as dist
 from helpers import io
 from helpers.io import manifest
 from helpers.report import plots, story_scores
-from helpers.datagen import simulate
+from helpers.datagen import mocks
 from helpers.kernels import gt_pass
 from helpers.io.mapset import MapSet, slug
 from helpers.core.paths import resolve, save_csv, save_npz
@@ -188,8 +188,8 @@ study = []
 # the mocks for every k from one pass over the GT, then their L2 to the GT in one more pass; large
 # mocks (174 maps at 224³: 7.8 GB) are memory maps in a scratch folder removed afterwards
 with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out) as scratch:
-    mocks_k = simulate.averaged_gt_many(gt.maps, gt.populations, gt.pc1,
-                                        [k for k in n_volumes_study if k <= gt.n_maps // 2], scratch=scratch)
+    mocks_k = mocks.averaged_gt_many(gt.maps, gt.populations, gt.pc1,
+                                     [k for k in n_volumes_study if k <= gt.n_maps // 2], scratch=scratch)
     fused_k, _ = gt_pass.distance_matrices_many(gt.maps, {str(k): m for k, (m, _, _) in mocks_k.items()}, mask, ["l2"])
     mocks_k = {k: p_k for k, (_, p_k, _) in mocks_k.items()}  # (the maps are closed before the folder goes)
 for k, pops_k in mocks_k.items():

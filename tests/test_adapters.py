@@ -181,7 +181,7 @@ def test_cryodrgn_reads_our_images_in_our_conventions(tmp_path):
     import starfile
 
     from helpers.kernels import align
-    from helpers.datagen import simulate
+    from helpers.datagen.particles import simulate_particles, star_tables
     from helpers.kernels.geometry import rotation_angle
 
     try:
@@ -190,10 +190,10 @@ def test_cryodrgn_reads_our_images_in_our_conventions(tmp_path):
         pytest.skip("cryoDRGN is not installed (make cryodrgn installs it)")
     N, vs = 24, 5.0
     vol = blob_volume(N, [((4, 1, 0), 1.0), ((-3, 3, 2), 0.8), ((1, -3, 4), 0.6), ((0, 0, -4), 0.7)]).astype(np.float32)
-    _, clean, table, _ = simulate.simulate_particles(vol[None], np.array([1.0]), 1500, vs, np.random.default_rng(0),
-                                                     snr=1e8, max_shift=3.0)
+    _, clean, table, _ = simulate_particles(vol[None], np.array([1.0]), 1500, vs, np.random.default_rng(0),
+                                            snr=1e8, max_shift=3.0)
     io.write_mrc(tmp_path / "particles.mrcs", clean, vs)
-    optics, parts = simulate.star_tables(table, vs, N)
+    optics, parts = star_tables(table, vs, N)
     starfile.write({"optics": optics, "particles": parts}, tmp_path / "particles.star")
     star = tmp_path / "particles.star"
     adapters._run([exe, "parse_ctf_star", star, "-o", tmp_path / "ctf.pkl"], star)

@@ -104,7 +104,7 @@ def test_pose_grid_weights_and_spacing():
 # ----------------------------------------- accuracy of the default projector on the demo's maps
 def _adk_maps(box=32, voxel=4.292, frames=(0, 40)):
     """Two real AdK frames rendered as the demo renders them (sharp atoms: much power near Nyquist)."""
-    from helpers.datagen.simulate import load_adk, render_maps
+    from helpers.datagen.ensemble import load_adk, render_maps
 
     adk = load_adk(REPO / "data/adk/adk_paths.npz")
     el = adk.pop("elements")

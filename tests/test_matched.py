@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from helpers.pipeline import matched
-from helpers.datagen import reconstruct as rc, simulate
+from helpers.datagen import reconstruct as rc
+from helpers.datagen.particles import simulate_particles
 from helpers.kernels.fourier import fourier_resample
 from helpers.kernels.geometry import euler_to_matrix
 from helpers.kernels import fsc
@@ -21,8 +22,8 @@ def test_downsampled_images_reconstruct_the_downsampled_map():
     by box/n halves it; without rescaling the shifts the outer shells decorrelate."""
     vol = _blob_map(n=24, seed=5)
     rng = np.random.default_rng(2)
-    imgs, _, tab, _ = simulate.simulate_particles(vol[None], np.array([1.0]), 1500, 1.0, rng, snr=1e12,
-                                                  defocus_range=(8000.0, 20000.0))
+    imgs, _, tab, _ = simulate_particles(vol[None], np.array([1.0]), 1500, 1.0, rng, snr=1e12,
+                                         defocus_range=(8000.0, 20000.0))
     small, t, factor = matched.downsampled_stack(imgs, tab, 12)
     assert small.shape == (1500, 12, 12) and factor == 2.0
     R = euler_to_matrix(t.rlnAngleRot, t.rlnAngleTilt, t.rlnAnglePsi)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from helpers.datagen import reconstruct as rc
-from helpers.datagen import simulate
+from helpers.datagen.mocks import reconstruct_groups
+from helpers.datagen.particles import simulate_particles
 from helpers.kernels import fsc
 from helpers.kernels.fourier import lowpass
 from helpers.kernels.geometry import euler_to_matrix
@@ -20,8 +21,8 @@ def _blob_map(n=24, seed=0):
 
 def _particles(vol, n_images, snr, seed=1):
     rng = np.random.default_rng(seed)
-    noisy, clean, tab, _ = simulate.simulate_particles(vol[None], np.array([1.0]), n_images, 1.0, rng, snr=snr,
-                                                       defocus_range=(8000.0, 20000.0))
+    noisy, clean, tab, _ = simulate_particles(vol[None], np.array([1.0]), n_images, 1.0, rng, snr=snr,
+                                              defocus_range=(8000.0, 20000.0))
     R = euler_to_matrix(tab.rlnAngleRot, tab.rlnAngleTilt, tab.rlnAnglePsi)
     shifts = tab[["hetbookShiftXPx", "hetbookShiftYPx"]].to_numpy()
     return noisy, R, shifts, tab
@@ -65,7 +66,7 @@ def test_classes_are_reconstructed_separately():
     """Two different maps, images labelled by class: each class reconstructs its own map."""
     a, b = _blob_map(seed=5), _blob_map(seed=6)
     rng = np.random.default_rng(2)
-    imgs, _, tab, _ = simulate.simulate_particles(np.stack([a, b]), np.array([0.5, 0.5]), 1600, 1.0, rng, snr=1e12)
+    imgs, _, tab, _ = simulate_particles(np.stack([a, b]), np.array([0.5, 0.5]), 1600, 1.0, rng, snr=1e12)
     R = euler_to_matrix(tab.rlnAngleRot, tab.rlnAngleTilt, tab.rlnAnglePsi)
     out = rc.reconstruct(imgs, 1.0, R, tab[["hetbookShiftXPx", "hetbookShiftYPx"]].to_numpy(), tab.rlnDefocusU,
                          tab.rlnDefocusV, tab.rlnDefocusAngle, classes=tab.hetbookTrueMapIndex.to_numpy(), n_classes=2)
@@ -102,6 +103,6 @@ def test_a_class_too_small_is_left_out_with_a_warning_and_its_population():
                              classes=cls, n_classes=3)
     assert out["reconstructed"].tolist() == [True, False, False] and out["n_images"].tolist() == [40, 1, 0]
     tab = tab.assign(hetbookTrueMapIndex=np.r_[np.zeros(35, int), np.ones(6, int)])
-    g = simulate.reconstruct_groups(imgs, tab, np.array([0, 1]), 2, 1.0, min_images=10)
+    g = reconstruct_groups(imgs, tab, np.array([0, 1]), 2, 1.0, min_images=10)
     assert g["groups"].tolist() == [0] and g["populations"].tolist() == [1.0]
     assert g["left_out"] == {1: pytest.approx(6 / 41)}

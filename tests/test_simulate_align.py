@@ -10,31 +10,31 @@ import starfile
 
 from helpers.kernels import align, preprocess
 from helpers import io
-from helpers.datagen import simulate
+from helpers.datagen import ensemble, mocks, simulate
 from helpers.kernels.fourier import lowpass
 from helpers.kernels.geometry import rotate_volume, rotation_angle
 from helpers.core.paths import REPO_ROOT
 
 
 def test_adk_superposition_and_pc1():
-    adk = simulate.load_adk(REPO_ROOT / "data/adk/adk_paths.npz")
+    adk = ensemble.load_adk(REPO_ROOT / "data/adk/adk_paths.npz")
     adk.pop("elements")
     assert adk["dims"].shape == (98, 1656, 3) and adk["dims2"].shape == (102, 1656, 3)
-    sup = simulate.superpose(adk)
+    sup = ensemble.superpose(adk)
     # the superposition is a rigid motion: internal distances unchanged
     d0 = np.linalg.norm(adk["tmd"][5, 0] - adk["tmd"][5, 100])
     assert np.linalg.norm(sup["tmd"][5, 0] - sup["tmd"][5, 100]) == pytest.approx(d0, abs=1e-9)
     # closed (first frame) vs open (last frame) CA-free heavy-atom RMSD is several Å (6.9 Å CA in the reference)
     rmsd = np.sqrt(((sup["dims"][0] - sup["dims"][-1]) ** 2).sum(1).mean())
     assert 5.0 < rmsd < 9.0
-    mean, v, frac = simulate.motion_pca(np.concatenate([sup["dims"], sup["tmd"]]), sup["dims"][0])
-    p = simulate.project_pc1(sup["dims"], mean, v)
+    mean, v, frac = ensemble.motion_pca(np.concatenate([sup["dims"], sup["tmd"]]), sup["dims"][0])
+    p = ensemble.project_pc1(sup["dims"], mean, v)
     assert p[0] < 0 < p[-1] and frac > 0.5
 
 
 def test_population_histogram_follows_the_mixture():
     pc1 = np.linspace(-100, 100, 2001)
-    p = simulate.three_gaussian_populations(pc1, -100, 100)
+    p = ensemble.three_gaussian_populations(pc1, -100, 100)
     rng = np.random.default_rng(0)
     draws = rng.choice(pc1, size=200_000, p=p)
     hist, edges = np.histogram(draws, bins=20, range=(-100, 100))
@@ -51,7 +51,7 @@ def test_population_histogram_follows_the_mixture():
 
 
 def test_rendered_map_integrates_to_atomic_number():
-    m = simulate.render_maps(np.zeros((1, 1, 3)), ["O"], 32, 1.0)
+    m = ensemble.render_maps(np.zeros((1, 1, 3)), ["O"], 32, 1.0)
     assert m.sum() == pytest.approx(8.0, rel=1e-4)
     assert np.unravel_index(m[0].argmax(), m[0].shape) == (16, 16, 16)
 
@@ -138,7 +138,7 @@ def test_mocks_are_what_their_truth_says(tiny_data):
     cfg = json.loads((tiny_data / "submissions/submission_config.json").read_text())
     assert list(cfg)[0] == "gt"
     read = {e.label: e for e in io.read_config(tiny_data / "submissions/submission_config.json")[1]}
-    avg, p_avg, _ = simulate.averaged_gt(gt_maps, meta.populations.to_numpy(), meta.pc1.to_numpy(), 6)
+    avg, p_avg, _ = mocks.averaged_gt(gt_maps, meta.populations.to_numpy(), meta.pc1.to_numpy(), 6)
     np.testing.assert_allclose(read["Averaged GT"].read().maps, avg, atol=1e-6)
     rec_e = read["Reconstructed"]
     rec = rec_e.read()
@@ -290,9 +290,9 @@ def test_averaged_gt_for_many_counts_reads_the_gt_once(tmp_path, monkeypatch, ch
     x = rng.standard_normal((23, 6, 6, 6)).astype(np.float32) + 2.0
     pops, pc1 = rng.random(23), rng.standard_normal(23)
     if scratch:
-        monkeypatch.setattr(simulate, "SCRATCH_BYTES", 0)
+        monkeypatch.setattr(mocks, "SCRATCH_BYTES", 0)
     stack = _CountingStack(x)
-    got = simulate.averaged_gt_many(stack, pops, pc1, [2, 5, 11], scratch=tmp_path if scratch else None, chunk=chunk)
+    got = mocks.averaged_gt_many(stack, pops, pc1, [2, 5, 11], scratch=tmp_path if scratch else None, chunk=chunk)
     assert stack.read == 23  # every GT map read once for all three counts
     order = np.argsort(pc1, kind="stable")
     for k, (m, p, c) in got.items():
@@ -304,7 +304,7 @@ def test_averaged_gt_for_many_counts_reads_the_gt_once(tmp_path, monkeypatch, ch
     assert sorted(p.name for p in tmp_path.iterdir()) == (
         ["averaged_gt_11.npy", "averaged_gt_2.npy", "averaged_gt_5.npy"] if scratch else [])
     with pytest.raises(ValueError, match="1 … 23"):
-        simulate.averaged_gt_many(x, pops, pc1, [24])
+        mocks.averaged_gt_many(x, pops, pc1, [24])
 
 
 def test_inverted_contrast_is_named(tiny_data):

@@ -20,6 +20,8 @@ mean_shell(Σ c²) / SSNR, and no signal (F̂ = 0) in shells where FSC_half ≤ 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -68,6 +70,22 @@ def _shell_sum(x: torch.Tensor, shells: torch.Tensor, n_shells: int) -> torch.Te
     return torch.zeros(n_shells, dtype=x.dtype, device=x.device).index_add_(0, shells, x)
 
 
+@dataclasses.dataclass
+class _Images:
+    """Particle images (P, n, n) with, per image, the pose R (P, 3, 3) float64 on the device, the
+    shift (P, 2) px and defocus U, V (Å) and angle (°), and the optics shared by all."""
+    images: np.ndarray
+    R: torch.Tensor
+    shifts: np.ndarray
+    du: np.ndarray
+    dv: np.ndarray
+    ang: np.ndarray
+    pixel_size: float
+    voltage: float
+    cs: float
+    amplitude_contrast: float
+
+
 def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus_v, defocus_angle,
                 classes=None, n_classes: int | None = None, voltage: float = 300.0, cs: float = 2.7,
                 amplitude_contrast: float = 0.1, chunk: int = 256, gridding_correction: bool = False,
@@ -91,16 +109,30 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
     P, n = imgs.shape[0], imgs.shape[-1]
     cls = np.zeros(P, dtype=int) if classes is None else np.asarray(classes, dtype=int)
     K = int(n_classes if n_classes is not None else cls.max() + 1)
-    R = torch.as_tensor(np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3), device=dev)
-    shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
     du, dv, ang = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (defocus_u, defocus_v, defocus_angle))
+    stack = _Images(imgs, torch.as_tensor(np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3), device=dev),
+                    np.asarray(shifts, dtype=np.float64).reshape(-1, 2), du, dv, ang,
+                    pixel_size, voltage, cs, amplitude_contrast)
     shells = torch.fft.fftshift(shell_index(n, dev, half=False)).flatten()  # centred grid, as inserted
-    # trilinear insertion multiplies the map by the kernel's transform, sinc² per axis
-    s2 = torch.sinc((torch.arange(n, device=dev, dtype=torch.float64) - n // 2) / n) ** 2
     n_sh = int(shells.max()) + 1  # the cube's corners too
     maps = np.zeros((K, n, n, n), dtype=np.float32)
     fsc_half = np.full((K, n // 2), np.nan)
     counts = np.bincount(cls, minlength=K)
+    _warn_single_image_classes(counts, P)
+    for k in progress(range(K), desc="reconstruct"):
+        members = np.flatnonzero(cls == k)
+        if members.size < 2:
+            continue
+        num, wgt = _insert_half_sets(stack, members, chunk, dev)
+        vol, fsc_half[k] = _wiener_map(num, wgt, shells, n_sh, n)
+        if gridding_correction:
+            vol = _gridding_corrected(vol, n, dev)
+        maps[k] = vol.to(torch.float32).cpu().numpy()
+    return {"maps": maps, "fsc_half": fsc_half, "n_images": counts, "reconstructed": counts >= 2}
+
+
+def _warn_single_image_classes(counts: np.ndarray, P: int) -> None:
+    """Warn about classes holding one image: no half sets, so no map (left all-zero)."""
     few = np.flatnonzero((counts > 0) & (counts < 2))
     if len(few):
         import warnings
@@ -108,43 +140,55 @@ def reconstruct(images, pixel_size: float, rotations, shifts, defocus_u, defocus
         warnings.warn(f"reconstruct: class(es) {few.tolist()} hold a single image: no map can be reconstructed "
                       f"from it (no half-sets, no Wiener filter); left out (all-zero map, reconstructed=False): "
                       f"{int(counts[few].sum())} of {P} images, {counts[few].sum() / P:.2%} of the particles.",
-                      stacklevel=2)
-    for k in progress(range(K), desc="reconstruct"):
-        members = np.flatnonzero(cls == k)
-        if members.size < 2:
-            continue
-        num = torch.zeros((2, n ** 3), dtype=torch.complex64, device=dev)  # sums of ≤ 10⁴ images: float32 is enough
-        wgt = torch.zeros((2, n ** 3), dtype=torch.float32, device=dev)
-        for s in range(0, members.size, chunk):
-            b = members[s:s + chunk]
-            half = torch.as_tensor(np.searchsorted(members, b) % 2, device=dev)
-            Y = image_rfft(torch.as_tensor(imgs[b], dtype=torch.float64, device=dev))
-            Y = Y * shift_phase(n, shifts[b], dev).conj()
-            C = ctf(n, pixel_size, du[b], dv[b], ang[b], voltage, cs, amplitude_contrast, dev=dev)
-            q, flat = _slice_points(n, R[b], dev)
-            cy = (C * Y).reshape(len(b), -1)[:, flat].to(torch.complex64)
-            c2 = (C ** 2).reshape(len(b), -1)[:, flat].to(torch.float32)
-            for h in (0, 1):
-                sel = half == h
-                if sel.any():
-                    _insert(num[h], wgt[h], q[sel].reshape(-1, 3).float(), cy[sel].reshape(-1), c2[sel].reshape(-1), n)
-        num, wgt = _friedel(num, n, True).to(torch.complex128), _friedel(wgt, n, False).to(torch.float64)
-        # half-set FSC per shell, from half maps with a tiny regulariser (only their ratio matters)
-        eps = 1e-3 * wgt.mean(1, keepdim=True).clamp_min(1e-30)
-        Fh = num / (wgt + eps)
-        cross = _shell_sum((Fh[0] * Fh[1].conj()).real, shells, n_sh)
-        pa, pb = _shell_sum(Fh[0].abs() ** 2, shells, n_sh), _shell_sum(Fh[1].abs() ** 2, shells, n_sh)
-        fsc = cross / torch.sqrt(pa * pb).clamp_min(1e-300)
-        fsc_half[k] = np.where((pa * pb).cpu().numpy()[1:n // 2 + 1] > 0, fsc.cpu().numpy()[1:n // 2 + 1], np.nan)
-        ssnr = (2 * fsc / (1 - fsc).clamp_min(1e-6)).clamp_min(0)
-        W = wgt.sum(0)
-        nvox = _shell_sum(torch.ones_like(W), shells, n_sh)
-        w_mean = _shell_sum(W, shells, n_sh) / nvox.clamp_min(1)
-        reg = torch.where(ssnr > 0, w_mean / ssnr.clamp_min(1e-12), torch.full_like(ssnr, float("inf")))
-        F = num.sum(0) / (W + reg[shells])
-        F = torch.where(torch.isfinite(F.real), F, torch.zeros_like(F))
-        vol = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(F.reshape(n, n, n))).real)
-        if gridding_correction:
-            vol = vol / s2[:, None, None] / s2[None, :, None] / s2[None, None, :]
-        maps[k] = vol.to(torch.float32).cpu().numpy()
-    return {"maps": maps, "fsc_half": fsc_half, "n_images": counts, "reconstructed": counts >= 2}
+                      stacklevel=3)
+
+
+def _insert_half_sets(stack: _Images, members: np.ndarray, chunk: int, dev):
+    """Sums over the images ``members`` (split even/odd into two half sets) of c·Y (complex64) and
+    c² (float32) on the centred grid, (2, n³) each, Friedel mates not yet added."""
+    n = stack.images.shape[-1]
+    num = torch.zeros((2, n ** 3), dtype=torch.complex64, device=dev)  # sums of ≤ 10⁴ images: float32 is enough
+    wgt = torch.zeros((2, n ** 3), dtype=torch.float32, device=dev)
+    for s in range(0, members.size, chunk):
+        b = members[s:s + chunk]
+        half = torch.as_tensor(np.searchsorted(members, b) % 2, device=dev)
+        Y = image_rfft(torch.as_tensor(stack.images[b], dtype=torch.float64, device=dev))
+        Y = Y * shift_phase(n, stack.shifts[b], dev).conj()
+        C = ctf(n, stack.pixel_size, stack.du[b], stack.dv[b], stack.ang[b], stack.voltage, stack.cs,
+                stack.amplitude_contrast, dev=dev)
+        q, flat = _slice_points(n, stack.R[b], dev)
+        cy = (C * Y).reshape(len(b), -1)[:, flat].to(torch.complex64)
+        c2 = (C ** 2).reshape(len(b), -1)[:, flat].to(torch.float32)
+        for h in (0, 1):
+            sel = half == h
+            if sel.any():
+                _insert(num[h], wgt[h], q[sel].reshape(-1, 3).float(), cy[sel].reshape(-1), c2[sel].reshape(-1), n)
+    return num, wgt
+
+
+def _wiener_map(num: torch.Tensor, wgt: torch.Tensor, shells: torch.Tensor, n_sh: int, n: int):
+    """The map (n, n, n) float64 from the half-set sums (:func:`_insert_half_sets`), Wiener-filtered
+    with the SSNR from their FSC, and that FSC at shells 1..n//2 (NaN where a half map is empty)."""
+    num, wgt = _friedel(num, n, True).to(torch.complex128), _friedel(wgt, n, False).to(torch.float64)
+    # half-set FSC per shell, from half maps with a tiny regulariser (only their ratio matters)
+    eps = 1e-3 * wgt.mean(1, keepdim=True).clamp_min(1e-30)
+    Fh = num / (wgt + eps)
+    cross = _shell_sum((Fh[0] * Fh[1].conj()).real, shells, n_sh)
+    pa, pb = _shell_sum(Fh[0].abs() ** 2, shells, n_sh), _shell_sum(Fh[1].abs() ** 2, shells, n_sh)
+    fsc = cross / torch.sqrt(pa * pb).clamp_min(1e-300)
+    fsc_half = np.where((pa * pb).cpu().numpy()[1:n // 2 + 1] > 0, fsc.cpu().numpy()[1:n // 2 + 1], np.nan)
+    ssnr = (2 * fsc / (1 - fsc).clamp_min(1e-6)).clamp_min(0)
+    W = wgt.sum(0)
+    nvox = _shell_sum(torch.ones_like(W), shells, n_sh)
+    w_mean = _shell_sum(W, shells, n_sh) / nvox.clamp_min(1)
+    reg = torch.where(ssnr > 0, w_mean / ssnr.clamp_min(1e-12), torch.full_like(ssnr, float("inf")))
+    F = num.sum(0) / (W + reg[shells])
+    F = torch.where(torch.isfinite(F.real), F, torch.zeros_like(F))
+    vol = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(F.reshape(n, n, n))).real)
+    return vol, fsc_half
+
+
+def _gridding_corrected(vol: torch.Tensor, n: int, dev) -> torch.Tensor:
+    """``vol`` divided by the trilinear insertion's transform, sinc² per axis."""
+    s2 = torch.sinc((torch.arange(n, device=dev, dtype=torch.float64) - n // 2) / n) ** 2
+    return vol / s2[:, None, None] / s2[None, :, None] / s2[None, None, :]

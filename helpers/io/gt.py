@@ -171,9 +171,19 @@ def read_gt_metadata(path, n_maps: int | None = None, map_names: list[str] | Non
     challenge's ``index`` is a row id in a larger set) rows follow the stack order, as the
     challenge's code assumes (its own metadata lists rows by MD-PC1 with ids such as 3238, 3020, …).
     """
-    from helpers.io.schema import notice
-
     path = Path(path)
+    df = _read_metadata_csv(path)
+    if n_maps is not None and len(df) != n_maps:
+        raise InputError(path, f"{len(df)} rows for {n_maps} GT maps.", "Use the metadata of this GT stack.")
+    if map_names is not None and "volumes" in df.columns:
+        return _rows_by_volumes(path, df, map_names)
+    if "index" in df.columns and n_maps is not None:
+        return _rows_by_index(path, df, n_maps)
+    return df
+
+
+def _read_metadata_csv(path: Path) -> pd.DataFrame:
+    """The CSV with ``pc1`` and ``populations`` numeric, finite, populations ≥ 0; else one error naming all."""
     if not path.is_file():
         raise InputError(path, "GT metadata not found.", "Put metadata.csv next to the GT maps.")
     try:
@@ -196,31 +206,41 @@ def read_gt_metadata(path, n_maps: int | None = None, map_names: list[str] | Non
         problems.append(f"column 'populations' has {int((df['populations'] < 0).sum())} negative value(s)")
     if problems:
         raise InputError(path, "; ".join(problems) + ".", "Give every GT map a finite pc1 and a population ≥ 0.")
-    if n_maps is not None and len(df) != n_maps:
-        raise InputError(path, f"{len(df)} rows for {n_maps} GT maps.", "Use the metadata of this GT stack.")
-    if map_names is not None and "volumes" in df.columns:
-        names = df["volumes"].astype(str).map(lambda x: Path(x).name).tolist()
-        missing = sorted(set(map_names) - set(names))
-        if missing:
-            raise InputError(path, f"no row for GT map file(s) {missing[:5]} (column 'volumes').",
-                             "Give one row per GT map file, its name in 'volumes'.")
-        if len(set(names)) != len(names):
-            raise InputError(path, "column 'volumes' names a file twice.", "One row per GT map file.")
-        pos = {n: i for i, n in enumerate(names)}
-        order = [pos[n] for n in map_names]
-        if order != list(range(len(order))):
-            notice(path, "rows matched to the GT map files by the 'volumes' column (file order differs).")
-        return df.iloc[order].reset_index(drop=True)
-    if "index" in df.columns and n_maps is not None:
-        idx = pd.to_numeric(df["index"], errors="coerce").to_numpy()
-        whole = np.isfinite(idx).all() and (idx == np.round(idx)).all()
-        for base in (0, 1):  # index = the map's position in the stack, from 0 or from 1
-            if whole and sorted(idx.astype(int).tolist()) == list(range(base, n_maps + base)):
-                if not (idx == np.arange(base, n_maps + base)).all():
-                    notice(path, "rows are not in stack order; re-ordered by the 'index' column "
-                                 f"(index = position of the map in the GT stack, counted from {base}).")
-                    return df.sort_values("index", kind="stable").reset_index(drop=True)
-                return df
+    return df
+
+
+def _rows_by_volumes(path: Path, df: pd.DataFrame, map_names: list[str]) -> pd.DataFrame:
+    """Rows in the order of the GT map files ``map_names``, matched by file name in ``volumes``."""
+    from helpers.io.schema import notice
+
+    names = df["volumes"].astype(str).map(lambda x: Path(x).name).tolist()
+    missing = sorted(set(map_names) - set(names))
+    if missing:
+        raise InputError(path, f"no row for GT map file(s) {missing[:5]} (column 'volumes').",
+                         "Give one row per GT map file, its name in 'volumes'.")
+    if len(set(names)) != len(names):
+        raise InputError(path, "column 'volumes' names a file twice.", "One row per GT map file.")
+    pos = {n: i for i, n in enumerate(names)}
+    order = [pos[n] for n in map_names]
+    if order != list(range(len(order))):
+        notice(path, "rows matched to the GT map files by the 'volumes' column (file order differs).")
+    return df.iloc[order].reset_index(drop=True)
+
+
+def _rows_by_index(path: Path, df: pd.DataFrame, n_maps: int) -> pd.DataFrame:
+    """Rows sorted by ``index`` where it is the stack position (a permutation of 0…N−1 or 1…N);
+    otherwise (a row id in a larger set) as they are."""
+    from helpers.io.schema import notice
+
+    idx = pd.to_numeric(df["index"], errors="coerce").to_numpy()
+    whole = np.isfinite(idx).all() and (idx == np.round(idx)).all()
+    for base in (0, 1):  # index = the map's position in the stack, from 0 or from 1
+        if whole and sorted(idx.astype(int).tolist()) == list(range(base, n_maps + base)):
+            if not (idx == np.arange(base, n_maps + base)).all():
+                notice(path, "rows are not in stack order; re-ordered by the 'index' column "
+                             f"(index = position of the map in the GT stack, counted from {base}).")
+                return df.sort_values("index", kind="stable").reset_index(drop=True)
+            return df
     return df
 
 

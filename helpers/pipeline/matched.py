@@ -52,7 +52,7 @@ def matched_control(data_dir, box: int = 32, n_maps: int = 80, min_images: int =
     of its true map (``hetbookTrueMapIndex``), groups with fewer than ``min_images`` images left
     out. Returns a MapSet at the downsampled voxel size (its Nyquist is the method's)."""
     from helpers.io.particles import read_particles
-    from helpers.datagen.simulate import group_of_map, reconstruct_groups
+    from helpers.datagen.mocks import group_of_map, reconstruct_groups
 
     data = Path(data_dir)
     parts = read_particles(data / "particles" / "particles.star")

@@ -45,7 +45,8 @@ from helpers.kernels import verdicts
 from helpers.kernels.distribution import kl
 from helpers.kernels.fourier import as_tensor, fourier_resample_fast, irfftn3, rfftn3
 from helpers.kernels.geometry import axis_angle_to_matrix, rotate_volume
-from helpers.datagen.simulate import averaged_gt, three_gaussian_populations
+from helpers.datagen.ensemble import three_gaussian_populations
+from helpers.datagen.mocks import averaged_gt
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 chapter's tables. A sentence asserts nothing the tables do not hold: an ordering word (lowest,
 the most, worse) is printed only where the numbers, at the precision shown, bear it out; a
 comparison that fails is said as such (e.g. "not worse than Reconstructed") instead of being
-left out; and a mock is described by what it *is* (its recipe in :func:`helpers.datagen.simulate.build_mocks`),
+left out; and a mock is described by what it *is* (its recipe in :func:`helpers.datagen.mocks.build_mocks`),
 never by an explanation the tables cannot check. Chapters 5 and 7 are in
 :mod:`helpers.report.story_scores`.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 
 CONTROLS = ("Averaged GT", "Sampled GT")  # the demo's GT-derived, noise-free controls
 BASE = "Reconstructed"  # the demo's realistic submission, which the other mocks degrade
-WHAT = {  # what each demo mock is (helpers.datagen.simulate.build_mocks)
+WHAT = {  # what each demo mock is (helpers.datagen.mocks.build_mocks)
     "Averaged GT": "GT maps averaged in groups along MD-PC1",
     "Sampled GT": "the most populated GT map of each group along MD-PC1",
     "Reconstructed": "maps reconstructed from noisy particle images",
