@@ -7,7 +7,11 @@ script or image), and no horizontal scrollbar in the page or in any block of the
 (a table or figure wider than the text); save a full-page screenshot to
 ``<site>/../screens/<page>.png`` for a human to look through; then move every slider and
 dropdown of every ipywidget and require the picture to change (screenshot of the widget before
-vs after). Needs Debian's ``chromium`` and the ``playwright``
+vs after). Also, for every page: each code cell of a chapter is collapsed (the reader sees outputs,
+the code is one click away); every visible piece of text is ≥ 10 px with a contrast ≥ 4.5 : 1
+against its background (WCAG AA); every local link leads to a file and anchor that exist; and
+no page holds a leftover of the build machine (``tools/postbuild_html.leftovers``: a warning, a
+traceback, an absolute path). Needs Debian's ``chromium`` and the ``playwright``
 Python package (which drives the system browser; it never downloads one).
 
 Usage: python tests/site_check.py [book/_build/html]
@@ -41,6 +45,67 @@ WIDE_JS = """() => {
 }"""
 
 
+# Visible text smaller than 10 px, or with a contrast below 4.5 : 1 against the first opaque
+# background behind it (WCAG 2 relative luminance); one entry per offending element, capped.
+TEXT_JS = """() => {
+  const lum = c => { const m = c.match(/[\\d.]+/g); if (!m) return null;
+    const [r, g, b] = m.slice(0, 3).map(v => { v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const alpha = c => { const m = c.match(/[\\d.]+/g); return m && m.length > 3 ? parseFloat(m[3]) : 1; };
+  const bg = el => { for (let e = el; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
+    if (alpha(c) > 0.5) return c; } return 'rgb(255, 255, 255)'; };
+  const out = [];
+  const main = document.querySelector('main') || document.body;
+  for (const el of main.querySelectorAll('*')) {
+    if (el.offsetParent === null || el.closest('details:not([open]) > :not(summary)')) continue;
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim().length > 1);
+    if (!own) continue;
+    const st = getComputedStyle(el);
+    const size = parseFloat(st.fontSize);
+    const a = lum(st.color), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const text = el.textContent.trim().slice(0, 30);
+    if (size < 10) out.push(`${size}px text "${text}"`);
+    else if (alpha(st.color) > 0.5 && ratio < 4.5) out.push(`contrast ${ratio.toFixed(1)}:1 "${text}"`);
+    if (out.length >= 5) break;
+  }
+  return out;
+}"""
+
+# Code inputs a reader sees without opening them (chapters collapse every code cell).
+OPEN_CODE_JS = """() => [...document.querySelectorAll('.cell_input')].filter(e =>
+    e.offsetParent !== null && !e.closest('details:not([open])')).length"""
+
+
+def broken_links(root: Path) -> list[str]:
+    """``page: href`` for every local link whose file or anchor does not exist."""
+    import re
+    from urllib.parse import unquote, urlsplit
+
+    ids: dict = {}
+    out = []
+    for page in sorted(root.rglob("*.html")):
+        if "_static" in page.parts:
+            continue
+        html = page.read_text(encoding="utf-8")
+        for href in re.findall(r'<a\s[^>]*?href="([^"]+)"', html):
+            u = urlsplit(href)
+            if u.scheme or href.startswith(("mailto:", "javascript:")) or "_sources" in u.path:
+                continue
+            target = (page.parent / unquote(u.path)).resolve() if u.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                out.append(f"{page.relative_to(root)}: {href} (no such file)")
+                continue
+            if u.fragment and target.suffix == ".html":
+                if target not in ids:
+                    ids[target] = set(re.findall(r'\sid="([^"]+)"', target.read_text(encoding="utf-8")))
+                if unquote(u.fragment) not in ids[target]:
+                    out.append(f"{page.relative_to(root)}: {href} (no such anchor)")
+    return out
+
+
 def check_site(root: Path) -> list[str]:
     from playwright.sync_api import sync_playwright
 
@@ -52,6 +117,11 @@ def check_site(root: Path) -> list[str]:
     problems += [f"{p.relative_to(root)}: built from a hidden folder (add it to exclude_patterns in _config.yml)"
                  for p in stray[:5]] + ([f"… and {len(stray) - 5} more such pages"] if len(stray) > 5 else [])
     pages = [p for p in pages if p not in stray]
+    problems += broken_links(root)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from postbuild_html import leftovers
+
+    problems += leftovers(root, Path(__file__).resolve().parents[1])
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         for path in pages:
@@ -70,6 +140,11 @@ def check_site(root: Path) -> list[str]:
                 problems.append(f"{name}: JavaScript/console errors {errors[:3]}")
             if failed:
                 problems.append(f"{name}: local files that do not load {[u.rsplit('/', 1)[-1] for u in failed[:4]]}")
+            bad_text = page.evaluate(TEXT_JS)
+            if bad_text:
+                problems.append(f"{name}: text too small or too faint {bad_text}")
+            if "executed" in path.parts and page.evaluate(OPEN_CODE_JS):
+                problems.append(f"{name}: {page.evaluate(OPEN_CODE_JS)} code cells shown open (tag them hide-input)")
             wide = page.evaluate(WIDE_JS)
             if wide:
                 problems.append(f"{name}: horizontal scrollbar in {wide[:3]}")
