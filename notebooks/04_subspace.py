@@ -39,62 +39,23 @@ n_bootstrap = 25  # resamples of each submission's maps for the PCV error bars (
 # i's variance that set j's subspace captures.
 
 # %%
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import seaborn as sns
-import torch
-
-from helpers import io
-from helpers.io import manifest
-from helpers.kernels import normalise, subspace
+from helpers.core.paths import resolve
+from helpers.pipeline.chapters import subspace as ch4
+from helpers.report import figures_volume as figs
 from helpers.report import plots, story
-from helpers.io.mapset import MapSet, slug
-from helpers.core.paths import resolve, save_csv, save_npz
 
 plots.set_style()
 data, out = resolve(data_dir), resolve(results_dir)
-gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)  # streamed below
-mask = io.read_mask(gtf["mask"], gt.box)
-subs = manifest.load_submissions(out, mmap=True)  # this run's submissions (the manifest)
-failures = manifest.Failures(out, "04_subspace")
-for lab, s in list(subs.items()):
-    with failures.guard(lab):
-        if s.n_maps < 2:
-            from helpers.core.errors import InputError
-            raise InputError(lab, f"{s.n_maps} map: a subspace (PCA) needs at least 2 maps.",
-                             "Submit at least two maps to be scored in this chapter.")
-    if lab not in failures.ok:
-        del subs[lab]
-sets = {"GT": gt, **subs}
+gt, mask, subs = ch4.load_inputs(data, out, voxel_size)  # the GT streamed below; this run's submissions (the manifest)
 
 # %%
-# masked and downsampled chunk by chunk: a memory-mapped GT is streamed once, never loaded whole
-prepared = {lab: subspace.masked_downsample(s.maps, mask, box_ds, label=lab) for lab, s in sets.items()}
-if equalise:
-    prepared, common_ps = normalise.equalise_spectra(prepared)
-pcas = {lab: subspace.pca(subspace.prepare(x), rank, randomized=len(x) > randomized_above)
-        for lab, x in prepared.items()}
-var = pd.DataFrame({lab: pd.Series(p.variance_fraction[:rank]) for lab, p in pcas.items()}).T
-var.columns = [f"PC{i + 1}" for i in range(var.shape[1])]
-save_csv(out / "subspace" / "variance.csv", var.rename_axis("label"))
-M, labels = subspace.pcv_matrix(pcas)
-pcv = pd.DataFrame(100 * M, index=labels, columns=labels)
-save_csv(out / "subspace" / "pcv.csv", pcv.rename_axis("reference"))
-# error bars: resample each submission's maps with replacement, redo its PCA, recompute both PCVs
-boot = []
-for lab in subs:
-    X = subspace.prepare(prepared[lab])
-    v = []
-    rng_boot = np.random.default_rng(len(X))  # the same resamples for every set of this size: twins tie
-    for _ in range(n_bootstrap):
-        pb = subspace.pca(X[rng_boot.integers(0, len(X), len(X))], rank)
-        v.append((subspace.pcv(pcas["GT"], pb), subspace.pcv(pb, pcas["GT"])))
-    v = 100 * np.array(v)
-    boot.append({"label": lab, "gt_captured_std": v[:, 0].std(), "set_in_gt_std": v[:, 1].std()})
-save_csv(out / "subspace" / "pcv_bootstrap.csv", pd.DataFrame(boot))
-failed = failures.save()
-failed if len(failed) else None
+# sets with fewer than 2 maps are recorded as failures; every set masked and downsampled chunk by
+# chunk (a memory-mapped GT is streamed once, never loaded whole), equalised, PCA, PCV; error bars:
+# each submission's maps resampled with replacement, its PCA redone, both PCVs recomputed
+res = ch4.analyse(out, gt, mask, subs, box_ds=box_ds, rank=rank, equalise=equalise,
+                  randomized_above=randomized_above, n_bootstrap=n_bootstrap)
+subs, sets, pcas, pcv = (res[k] for k in ("subs", "sets", "pcas", "pcv"))
+res["failed"] if len(res["failed"]) else None
 
 # %% [markdown]
 # ## Percentage of captured variance (Fig. 2B)
@@ -103,23 +64,14 @@ failed if len(failed) else None
 # submission's variability is real motion.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 6.5))
-sns.heatmap(pcv, annot=True, fmt=".0f", cmap="mako", vmin=0, vmax=100, ax=ax, cbar_kws={"label": "PCV (%)"},
-            annot_kws={"fontsize": 9})
-ax.set_xlabel("capturing set j")
-ax.set_ylabel("reference set i")
-ax.set_title(f"PCV(i, j), rank {rank}")
-fig.tight_layout()
+fig = figs.pcv_heatmap(pcv, rank)
 
 # %% [markdown]
 # How much of the GT's **first component** each set captures (the Averaged/Sampled GT
 # controls should capture ≥ 90 %; units: % of the GT's PC1 variance):
 
 # %%
-v1 = pcas["GT"].V[:, :1] * pcas["GT"].S[:1]
-first = pd.Series({lab: float(((p.V.T @ v1) ** 2).sum() / (v1 ** 2).sum()) * 100 for lab, p in pcas.items()},
-                  name="% of GT PC1 variance captured").sort_values(ascending=False)
-save_csv(out / "subspace" / "gt_pc1_captured.csv", first.rename_axis("label").to_frame())
+first = ch4.gt_pc1_captured(out, pcas)
 first.round(1).to_frame()
 
 # %% tags=["remove-input"]
@@ -134,28 +86,8 @@ Markdown(story.subspace_first(first))
 # of all submissions underneath.
 
 # %%
-basis, _ = subspace.common_subspace({k: v for k, v in pcas.items() if k != "GT"}, 2)
-emb = {lab: subspace.embed(p, basis) for lab, p in pcas.items()}
-gtax = {lab: subspace.project_on(p, pcas["GT"], 2) for lab, p in pcas.items()}  # from the GT's mean, for every set
-pops = {lab: s.populations for lab, s in sets.items()}
-save_npz(out / "subspace" / "embeddings.npz",
-         **{f"common_{slug(k)}": v for k, v in emb.items()}, **{f"gtaxes_{slug(k)}": v for k, v in gtax.items()},
-         **{f"pop_{slug(k)}": v for k, v in pops.items()})
-allz = np.concatenate([emb[k] for k in subs])
-allw = np.concatenate([pops[k] for k in subs])
-col = plots.colors(list(sets))
-labs = list(sets)
-fig, panels, axes = plots.panel_grid(labs, panel=(3, 2.8), sharex=True, sharey=True)
-for lab, a in panels.items():
-    sns.kdeplot(x=allz[:, 0], y=allz[:, 1], weights=allw, ax=a, fill=True, cmap="Greys", levels=6, thresh=0.05)
-    a.scatter(emb[lab][:, 0], emb[lab][:, 1], s=4 + 800 * pops[lab], color=col[lab], edgecolor="k", lw=0.3)
-    a.set_title(lab, fontsize=9)
-for a in axes[-1]:
-    a.set_xlabel("Z1")
-for a in axes[:, 0]:
-    a.set_ylabel("Z2")
-fig.suptitle("Embeddings in the common subspace (size = population)")
-fig.tight_layout()
+emb = ch4.embeddings(out, pcas, sets)
+fig = figs.common_embeddings(emb["common"], emb["pops"], list(subs))
 
 # %% [markdown]
 # ## Population along the GT's first axis (Fig. S2)
@@ -165,19 +97,7 @@ fig.tight_layout()
 # recovers the distribution shows them too.
 
 # %%
-fig, panels, axes = plots.panel_grid(labs, panel=(3, 2.2), sharex=True)
-g = gtax["GT"][:, 0]
-go = np.argsort(g)
-for lab, a in panels.items():
-    a.plot(g[go], pops["GT"][go] / pops["GT"].max(), c="0.6", lw=1)
-    z = gtax[lab][:, 0]
-    o = np.argsort(z)
-    a.plot(z[o], pops[lab][o] / pops[lab].max(), ".-", color=col[lab], ms=3)
-    a.set_title(lab, fontsize=9)
-for a in axes[-1]:
-    a.set_xlabel("GT PC1 coordinate")
-fig.suptitle("Population (scaled) along the GT's first principal axis; grey = GT")
-fig.tight_layout()
+fig = figs.populations_on_gt_axis(emb["gtaxes"], emb["pops"])
 
 # %% [markdown]
 # ## Eigen-maps (Fig. 2A)
@@ -186,15 +106,7 @@ fig.tight_layout()
 # arbitrary.
 
 # %%
-fig, panels, _ = plots.panel_grid(labs, panel=(2.4, 2.4))
-for lab, a in panels.items():
-    v = pcas[lab].V[:, 0].reshape(box_ds, box_ds, box_ds).numpy()
-    lim = np.abs(v).max()
-    a.imshow(v[box_ds // 2], cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
-    a.set_title(lab, fontsize=9)
-    a.set_xticks([]), a.set_yticks([])
-fig.suptitle("First eigen-map of each set (central z-section)")
-fig.tight_layout()
+fig = figs.eigen_maps(pcas, box_ds)
 
 # %% [markdown]
 # **Reading the demo.** The table puts every set against the GT in both directions:
@@ -205,7 +117,7 @@ fig.tight_layout()
 # numbers of this run are stated under the table.
 
 # %%
-both = pd.DataFrame({"GT captured by set (%)": pcv.loc["GT"], "set captured by GT (%)": pcv["GT"]}).drop("GT")
+both = ch4.both_directions(pcv)
 both.round(1)
 
 # %% tags=["remove-input"]
