@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from helpers.report import leaderboard
+
 
 def spearman(x, y) -> float:
     """Spearman's rank correlation of two (n,) arrays (average ranks for ties); NaN when either
@@ -75,3 +77,39 @@ def calibrate(gt_rank: pd.Series, values: pd.Series, better: str = "high", n_boo
     return {"rho": spearman(g, v), "lo": lo, "hi": hi, "n": len(labs),
             "misordered": misordered(gt_rank, values, better),
             "misordered_significant": misordered(gt_rank, values, better, gt_sig, metric_sig)}
+
+
+def against_gt(board: pd.DataFrame, errors: pd.DataFrame, better: dict, metric_info: pd.DataFrame,
+               families: pd.DataFrame, metrics, n_boot: int = 2000, seed: int = 0):
+    """Chapter 8's calibration of the GT-free ``metrics`` (those of them on the board) against the
+    GT-based rank: the mean of the family ranks of the families in the overall rank other than
+    "image". A pair is GT-significant when more than half of the GT-based metrics in the mean
+    rank call it significant in that direction (:func:`helpers.report.leaderboard.significance`);
+    the metric side uses the metric's own error bar.
+
+    Returns (cal indexed by ``metric``: rho, lo, hi (Spearman and its bootstrap interval over
+    submissions), n submissions, misordered and misordered_significant pair counts, pairs;
+    mis indexed by ``metric``: the misordered pairs of :func:`misordered` and ``significant``;
+    gt_rank per label). Writes nothing."""
+    image_m = [m for m in metrics if m in better]
+    gt_m = [m for m in better if m not in image_m and metric_info.loc[m, "in_mean_rank"]]
+    labs = list(board.index)
+    fam_in = list(families.index[families.in_mean_rank])
+    gt_rank = board.loc[labs, [f"family_rank_{f}" for f in fam_in if f != "image"]].mean(axis=1)
+    votes = sum(leaderboard.significance(board.loc[labs, m], errors.loc[labs, m] if m in errors else None, better[m])
+                .astype(int) for m in gt_m)
+    gt_sig = votes > len(gt_m) / 2  # [i, j]: most GT-based metrics call i significantly better than j
+    cal_rows, mis_rows = [], []
+    for m in image_m:
+        c = calibrate(gt_rank, board.loc[labs, m], better[m], n_boot=n_boot, seed=seed, gt_sig=gt_sig,
+                      metric_sig=leaderboard.significance(board.loc[labs, m], errors.loc[labs, m], better[m]))
+        cal_rows.append({"metric": m, "rho": c["rho"], "lo": c["lo"], "hi": c["hi"], "n": c["n"],
+                         "misordered": len(c["misordered"]), "misordered_significant": len(c["misordered_significant"]),
+                         "pairs": c["n"] * (c["n"] - 1) // 2})
+        sig_pairs = set(zip(c["misordered_significant"].gt_better, c["misordered_significant"].gt_worse))
+        mis_rows.append(c["misordered"].assign(metric=m, significant=[(a, b) in sig_pairs for a, b in
+                                                                      zip(c["misordered"].gt_better,
+                                                                          c["misordered"].gt_worse)]))
+    cal = pd.DataFrame(cal_rows).set_index("metric")
+    mis = pd.concat(mis_rows, ignore_index=True).set_index("metric")
+    return cal, mis, gt_rank
