@@ -35,17 +35,41 @@ import numpy as np
 import pandas as pd
 
 from helpers import io
-from helpers.report import plots, story, widgets
+from helpers.report import figures_data, page, plots, story, widgets
 from helpers.io.labels import count_particles
 from helpers.core.paths import resolve, save_json
 
-plots.set_style()
+page.setup()
 data = resolve(data_dir)
 out = resolve(results_dir)
 gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size)
 mask = io.read_mask(gtf["mask"], gt.box)
 manifest = json.loads((data / "manifest.json").read_text()) if (data / "manifest.json").exists() else {}
 print(gt, "| mask voxels with weight > 0.5:", int((mask > 0.5).sum()))
+
+# %%
+parts = io.read_particles(data / "particles/particles.star")
+# the demo also ships the noise-free images and its simulation settings; real data has neither
+cfile, sfile = data / "particles/clean_examples.mrcs", data / "particles/simulation.json"
+clean = io.read_mrc(cfile, allow_2d=True)[0] if cfile.is_file() else None
+sim = json.loads(sfile.read_text()) if sfile.is_file() else {}
+
+tab = parts.table
+summary = {
+    "n_gt_maps": gt.n_maps, "box": gt.box, "voxel_size_A": gt.voxel_size,
+    "pc1_range_A": [float(gt.pc1.min()), float(gt.pc1.max())],
+    "n_particles": int(len(tab)), "snr": sim.get("snr"),
+    "n_heldout": count_particles(data / "particles/heldout.star") if (data / "particles/heldout.star").is_file() else None,
+    "defocus_range_A": [float(tab.rlnDefocusU.min()), float(tab.rlnDefocusU.max())],
+    "md_pc1_variance_fraction": manifest.get("md_pc1_variance_fraction"),
+}
+save_json(out / "data_summary.json", summary)
+pd.Series(summary)
+
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+Markdown(story.data_summary(summary, gt.pc1, gt.populations))
 
 # %% [markdown]
 # ## The motion along MD-PC1
@@ -90,36 +114,5 @@ fig.tight_layout()
 # sign) and white noise at the stated SNR.
 
 # %%
-parts = io.read_particles(data / "particles/particles.star")
-# the demo also ships the noise-free images and its simulation settings; real data has neither
-cfile, sfile = data / "particles/clean_examples.mrcs", data / "particles/simulation.json"
-clean = io.read_mrc(cfile, allow_2d=True)[0] if cfile.is_file() else None
-sim = json.loads(sfile.read_text()) if sfile.is_file() else {}
-rows_shown = [("clean", clean)] if clean is not None else []
-rows_shown.append((f"SNR {sim['snr']}" if "snr" in sim else "particles", parts.images))
-k = min(6, len(parts.images), *(len(x) for _, x in rows_shown))
-fig, axes = plt.subplots(len(rows_shown), k, figsize=(1.6 * k, 1.7 * len(rows_shown) + 0.2), squeeze=False)
-for i, (name, stack) in enumerate(rows_shown):
-    for j in range(k):
-        axes[i, j].imshow(stack[j], cmap="gray")
-        axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
-    axes[i, 0].set_ylabel(name)
-fig.suptitle(f"{len(parts.images)} particle images, {parts.images.shape[-1]}² px at {parts.pixel_size} Å");
-
-# %%
-tab = parts.table
-summary = {
-    "n_gt_maps": gt.n_maps, "box": gt.box, "voxel_size_A": gt.voxel_size,
-    "pc1_range_A": [float(gt.pc1.min()), float(gt.pc1.max())],
-    "n_particles": int(len(tab)), "snr": sim.get("snr"),
-    "n_heldout": count_particles(data / "particles/heldout.star") if (data / "particles/heldout.star").is_file() else None,
-    "defocus_range_A": [float(tab.rlnDefocusU.min()), float(tab.rlnDefocusU.max())],
-    "md_pc1_variance_fraction": manifest.get("md_pc1_variance_fraction"),
-}
-save_json(out / "data_summary.json", summary)
-pd.Series(summary)
-
-# %% tags=["remove-input"]
-from IPython.display import Markdown
-
-Markdown(story.data_summary(summary, gt.pc1, gt.populations))
+shown = ([("clean", clean)] if clean is not None else []) + [(f"SNR {sim['snr']}" if "snr" in sim else "particles", parts.images)]
+figures_data.particle_rows(shown, len(parts.images), parts.images.shape[-1], parts.pixel_size);

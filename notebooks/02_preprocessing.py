@@ -39,70 +39,27 @@ align_inplane = 24  # in-plane angles of the coarse grid
 # coarse-to-fine SO(3) search.
 
 # %%
-import time
-import warnings
-from types import SimpleNamespace
+from IPython.display import Markdown
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+from helpers.pipeline.chapters import preprocessing as ch
+from helpers.report import figures_data, page, plots, story
+from helpers.core.paths import resolve
 
-from helpers import io
-from helpers.io import manifest
-from helpers.report import plots, story
-from helpers.kernels import preprocess
-from helpers.kernels.geometry import rotation_angle
-from helpers.io.mapset import slug
-from helpers.core.paths import resolve, save_csv
-
-plots.set_style()
-data, out = resolve(data_dir), resolve(results_dir)
-gt_entry, entries = io.read_config(data / config)
-gt_box, gt_voxel = int(gt_entry["box_size"]), float(gt_entry["voxel_size"])
-gt_folder = io.locate(gt_entry.get("path") or ".", (data / config).parent, "GT folder", data / config)
-io.check_gt_box(data / config, gt_box, io.find_gt(data)["maps"])  # a wrong box_size stops here, not in chapter 3
-reference = None
-if gt_entry.get("ref_align_fname"):
-    reference, _ = io.read_mrc(io.locate(gt_entry["ref_align_fname"], gt_folder, "alignment reference", data / config))
+page.setup()
+entries, gt_box, gt_voxel, reference = ch.load_config(resolve(data_dir), config)
 print(f"GT grid: {gt_box}³ at {gt_voxel} Å; {len(entries)} submissions")
 
 # %%
-rows, sets, raw = [], {}, {}
-failures = manifest.Failures(out, "02_preprocessing")  # a bad submission is listed, the others go on
-# only a summary of each set is kept (box, voxel size, the first map's central section): a
-# dozen 80-map submissions at 224³ are 43 GB of maps; each is saved and let go before the next
-for e in entries:
-    with failures.guard(e.label):
-        ms = e.read()
-        raw[e.label] = SimpleNamespace(box=ms.box, voxel_size=ms.voxel_size, section=np.array(ms.maps[0][ms.box // 2]))
-        t = time.time()
-        with warnings.catch_warnings(record=True) as notes:  # printed as notes, without the module's path
-            warnings.simplefilter("always")
-            pre, rep = preprocess.preprocess_submission(
-                ms, gt_box, gt_voxel, flip=e.flip, align=e.align, reference=reference,
-                align_kwargs=dict(box_ds=align_box, n_directions=align_directions, n_inplane=align_inplane))
-        for w in notes:
-            print(f"note: {w.message}")
-        rep["seconds"] = time.time() - t
-        truth = e.extra.get("hetbook_truth", {})
-        if "rotation_matrix" in truth and "rotation_matrix" in rep:
-            rep["rotation_error_deg"] = float(rotation_angle(np.array(rep["rotation_matrix"]) @ np.array(truth["rotation_matrix"])))
-        pre.provenance["truth"] = truth
-        method = e.extra.get("hetbook_provenance", {}).get("method")  # a real method's entry (helpers.methods.adapters)
-        if method:
-            pre.provenance["method"] = method
-            rep["method"] = method
-        pre.save(out / "preprocessed" / f"{slug(e.label)}.npz")
-        sets[e.label] = SimpleNamespace(provenance=pre.provenance, section=np.array(pre.maps[0][gt_box // 2]))
-        rows.append(rep)
-        del ms, pre
-manifest.update(out, submissions={lab: f"preprocessed/{slug(lab)}.npz" for lab in sets})
-failed = failures.save()
-report = pd.DataFrame(rows).drop(columns=["rotation_matrix"], errors="ignore")
-save_csv(out / "preprocessing_report.csv", report)
+report, raw, sets, failed = ch.preprocess_all(entries, gt_box, gt_voxel, reference, resolve(results_dir),
+                                              dict(box_ds=align_box, n_directions=align_directions, n_inplane=align_inplane))
 if len(failed):
     display(failed)  # noqa: F821 (IPython)
 print(f"{len(sets)} of {len(entries)} submissions preprocessed" + (f"; {len(failed)} failed (listed above)" if len(failed) else ""))
+
+# %% tags=["remove-input"]
+Markdown(story.preprocessing(report, len(entries), gt_box, gt_voxel, len(failed), ch.rotation_angles(sets)))
+
+# %%
 plots.readable(report.drop(columns=["shift_in", "shift_out", "corr_with_reference"], errors="ignore").round(3))  # shifts: in the CSV
 
 # %% [markdown]
@@ -114,28 +71,11 @@ plots.readable(report.drop(columns=["shift_in", "shift_out", "corr_with_referenc
 # true one should be close to the identity (`rotation_error_deg` above).
 
 # %%
-show = [lab for lab in sets if raw[lab].box != gt_box or raw[lab].voxel_size != gt_voxel
-        or "flip" in " ".join(sets[lab].provenance.get("steps", [])) or "alignment" in " ".join(sets[lab].provenance.get("steps", []))]
-fig, axes = plt.subplots(2, max(1, len(show)), figsize=(3 * max(1, len(show)), 6), squeeze=False)
-for j, lab in enumerate(show):
-    axes[0, j].imshow(raw[lab].section, cmap="gray", origin="lower")
-    axes[0, j].set_title(f"{lab}: raw {raw[lab].box}³ @ {raw[lab].voxel_size:.3f} Å", fontsize=9)
-    axes[1, j].imshow(sets[lab].section, cmap="gray", origin="lower")
-    axes[1, j].set_title("on the GT grid and frame", fontsize=9)
-    for a in axes[:, j]:
-        a.set_xticks([]), a.set_yticks([])
-fig.tight_layout()
+figures_data.before_after(ch.changed(sets, raw, gt_box, gt_voxel), raw, sets);
 
 # %% [markdown]
-# Alignment accuracy on the rotated mock (the issue's requirement: within 3° of the truth) and
+# Alignment accuracy on the rotated mock (it must come within 3° of the recorded rotation) and
 # its cost on this machine:
 
 # %%
 report[report["align"]][["label", "score", "rotation_error_deg", "seconds"]].round(3) if "rotation_error_deg" in report else report[report["align"]]
-
-# %% tags=["remove-input"]
-from IPython.display import Markdown
-
-angles = {lab: float(rotation_angle(v.provenance["rotation_matrix"])) for lab, v in sets.items()
-          if "rotation_matrix" in v.provenance}  # each aligned set's rotation, degrees from the identity
-Markdown(story.preprocessing(report, len(entries), gt_box, gt_voxel, len(failed), angles))
