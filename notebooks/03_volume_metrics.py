@@ -88,9 +88,9 @@ from helpers.kernels import volume_metrics as vm
 from helpers.pipeline import distributed
 from helpers.pipeline.chapters import volume
 from helpers.report import figures_volume as figs
-from helpers.report import plots, story
+from helpers.report import page, plots, story
 
-plots.set_style()
+page.setup()
 data, out = resolve(data_dir), resolve(results_dir)
 # this run's submissions (the manifest), never a folder glob; maps read where used
 gt, gtf, mask, subs = volume.load_inputs(data, out, voxel_size)
@@ -111,6 +111,12 @@ if len(scores["failed"]):
 plots.readable(summary.set_index("label").drop(columns=["best_res_median_raw_A", "native_voxel_A",
                                                  "n_maps_nyquist_limited"], errors="ignore").round(2))  # all in summary.csv
 
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+Markdown(story.resolution(summary, scores["best_res"], 2 * voxel_size,
+                          subs["Reconstructed"].populations if "Reconstructed" in subs else None))
+
 # %% [markdown]
 # ## Resolution of each submitted map against its best GT match (Fig. 2E)
 # Lower is better. Each point is one submitted map against the GT map it matches best. A
@@ -119,12 +125,6 @@ plots.readable(summary.set_index("label").drop(columns=["best_res_median_raw_A",
 
 # %%
 fig = figs.best_resolution(results, summary, voxel_size)
-
-# %% tags=["remove-input"]
-from IPython.display import Markdown
-
-Markdown(story.resolution(summary, scores["best_res"], 2 * voxel_size,
-                          subs["Reconstructed"].populations if "Reconstructed" in subs else None))
 
 # %% [markdown]
 # ## Does the mask inflate the FSC?

@@ -63,11 +63,11 @@ from IPython.display import Markdown
 
 from helpers.core.paths import resolve
 from helpers.pipeline.chapters import summary
-from helpers.report import calibration, headline, leaderboard, plots
+from helpers.report import calibration, headline, leaderboard, page, plots
 from helpers.report import figures_summary as figs
 from helpers.report import story_summary as story
 
-plots.set_style()
+page.setup()
 data, out = resolve(data_dir), resolve(results_dir)
 # this run's submissions (the manifest), those every chapter 3–6 scored, and their result tables
 inp = summary.load_inputs(out, distance_metric)
@@ -100,19 +100,6 @@ summary.write_headline(out, headline.front_page(board, checks, methods, matched=
 Markdown(story.verdict(board, families, metric_info, n_rank_draws))
 
 # %% [markdown]
-# ## Submissions that could not be scored
-# A submission that fails in a chapter (unreadable maps, a degenerate map, too few maps for a
-# subspace, …) is listed here with the reason; every other submission is still scored.
-
-# %%
-fails = summary.failures(out)
-if len(fails):
-    display(fails.style.set_properties(subset=["message"], **{"white-space": "pre-wrap", "text-align": "left"}))
-print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderboard"
-      + (f"; left out: {', '.join(f'{k} (failed in {v})' for k, v in inp.missing.items())}" if inp.missing else "")
-      + (f"; {fails.label.nunique()} submission(s) failed somewhere (table above)" if len(fails) else ""))
-
-# %% [markdown]
 # ## The leaderboard by family
 # Each family of questions — is each map right (volume), is the motion covered (transport), is
 # the subspace right (subspace), are the populations right (distribution), do the maps explain
@@ -132,6 +119,19 @@ if ctrl:
     degraded = list(dict.fromkeys([d[0] for d in leaderboard.DEMO_DEFECTS] + [u[0] for u in leaderboard.DEMO_UNDONE]))
     display(Markdown(story.sanity(board, ctrl, degraded, metric_info.loc["resolution_A", "separated_pairs"],
                                   ranks["resolution_A"].nunique(), methods)))
+
+# %% [markdown]
+# ## Submissions that could not be scored
+# A submission that fails in a chapter (unreadable maps, a degenerate map, too few maps for a
+# subspace, …) is listed here with the reason; every other submission is still scored.
+
+# %%
+fails = summary.failures(out)
+if len(fails):
+    display(fails.style.set_properties(subset=["message"], **{"white-space": "pre-wrap", "text-align": "left"}))
+print(f"{len(labels)} of {len(subs)} preprocessed submissions are on the leaderboard"
+      + (f"; left out: {', '.join(f'{k} (failed in {v})' for k, v in inp.missing.items())}" if inp.missing else "")
+      + (f"; {fails.label.nunique()} submission(s) failed somewhere (table above)" if len(fails) else ""))
 
 # %% [markdown]
 # ## Every metric's rank
