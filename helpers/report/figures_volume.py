@@ -92,7 +92,7 @@ def fsc_curves(results: dict, subs: dict, box: int, voxel_size: float):
         j = r["res"].shape[1] // 2
         i = int(r["best_gt_index"][j])  # chosen by the whole curve (FSC area), not by tied resolutions
         ax.plot(freqs, r["fsc_curves"][i, j], label=plots.nyquist_label(lab, bool(r["res_nyquist_limited"][i, j])),
-                lw=1.2, color=col[lab])
+                lw=1.2, **plots.line_style(lab))
         if nyquist.coarser_grid(subs[lab].native_voxel_size, voxel_size):
             plots.mark_nyquist(ax, nyquist.native_nyquist(subs[lab].native_voxel_size), color=col[lab])
     ax.axhline(0.5, c="k", lw=0.8, ls="--")
@@ -154,7 +154,7 @@ def transport_coverage(tr: dict, gt_pc1, metrics):
     x, col = np.asarray(gt_pc1)[tr["gt_sel"]], plots.colors(list(tr["results"]))
     for ax, m in zip(axes[0], metrics):
         for k, (lab, r) in enumerate(tr["results"].items()):
-            ax.plot(x, r[m].min(1), marker="osD^v<>pXh*"[k % 11], ms=3, lw=1.2, color=col[lab], label=lab)
+            ax.plot(x, r[m].min(1), marker="osD^v<>pXh*"[k % 11], ms=3, lw=1.2, label=lab, **plots.line_style(lab))
         d = tr["gt_self"][m] + np.diag(np.full(len(tr["gt_sel"]), np.inf))
         ax.plot(x, d.min(1), "k--", lw=1.5, label="GT neighbour spacing")
         ax.set_xlabel("GT map: MD-PC1 coordinate")

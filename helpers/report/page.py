@@ -43,9 +43,10 @@ def _show(message, category, filename, lineno, file=None, line=None) -> None:
 
 def setup() -> None:
     """Figure style + warnings as notes (call once at the top of a chapter)."""
-    from helpers.report.plots import set_style
+    from helpers.report import plots
 
-    set_style()
+    plots.set_style()
+    plots._SEEN.clear()
     NOTES.clear()
     warnings.showwarning = _show
     warnings.simplefilter("default")  # each distinct warning once per location, not once per loop iteration

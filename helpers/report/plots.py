@@ -22,26 +22,34 @@ def set_style() -> None:
                          "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9})
 
 
-# Paul Tol's muted scheme (9) + vibrant orange, blue, magenta, cyan and grey: 14 colours that stay
-# distinct for common colour-vision deficiencies within each scheme
+# Paul Tol's muted scheme (9) + six of his vibrant colours: 15 colours that stay distinct for
+# common colour-vision deficiencies; no grey (grey and black are the GT's)
 SUBMISSION_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677",
-                      "#882255", "#AA4499", "#EE7733", "#0077BB", "#EE3377", "#33BBEE", "#BBBBBB")
+                      "#882255", "#AA4499", "#EE7733", "#0077BB", "#EE3377", "#CC3311", "#009988", "#33BBEE")
+LINESTYLES = ("-", "--", ":", "-.")  # beyond 15 submissions the colours repeat with the next line style
 GT_NAMES = ("GT", "GT ensemble")
+_SEEN: list = []  # submissions in the order this kernel first drew them (the run's manifest order)
+
+
+def line_style(label) -> dict:
+    """Colour and line style of one submission, the same in every figure of the book: the i-th
+    submission of the run (in the order of the first :func:`colors` call of the chapter, which
+    every chapter makes with the manifest's full list) gets colour i mod 15 and line style
+    i div 15, so no two submissions share both; the GT is black and solid."""
+    if label in GT_NAMES:
+        return {"color": "#000000", "linestyle": "-"}
+    if label not in _SEEN:
+        _SEEN.append(label)
+    i = _SEEN.index(label)
+    return {"color": SUBMISSION_COLOURS[i % len(SUBMISSION_COLOURS)],
+            "linestyle": LINESTYLES[(i // len(SUBMISSION_COLOURS)) % len(LINESTYLES)]}
 
 
 def colors(labels) -> dict:
-    """One colour per submission label: pass every chapter the submissions in the run's manifest
-    order (``manifest.load_submissions``) and a submission has the same colour everywhere. GT
-    names are black; beyond 14 submissions the colours repeat with a different shade."""
-    out, k = {}, 0
-    for lab in labels:
-        if lab in GT_NAMES:
-            out[lab] = "#000000"
-            continue
-        base = SUBMISSION_COLOURS[k % len(SUBMISSION_COLOURS)]
-        out[lab] = base if k < len(SUBMISSION_COLOURS) else sns.desaturate(base, 0.5)
-        k += 1
-    return out
+    """{label: colour} (:func:`line_style`): pass every chapter's first call the submissions in
+    the run's manifest order (``manifest.load_submissions``) and a submission has the same colour
+    everywhere."""
+    return {lab: line_style(lab)["color"] for lab in labels}
 
 
 def metric_axis(key: str, with_label: bool = False) -> str:
