@@ -120,3 +120,140 @@ def mark_nyquist(ax, native_nyquist_A: float, color="k", axis: str = "frequency"
     Å (``axis="resolution"``); beyond it the submission's maps hold no information."""
     x = 1.0 / native_nyquist_A if axis == "frequency" else native_nyquist_A
     ax.axvline(x, color=color, ls=":", lw=1.2)
+
+
+# ------------------------------------------------------------------ chapter 5: distributions
+def emd_bars(rep):
+    """Fig. 3C: mean EMD per submission (L2 cost), submitted and optimised populations, error
+    bars the sd over replicates and window sizes. ``rep``: chapter 5's replicates table."""
+    m = rep[rep.metric == "l2"].melt(id_vars=["label"], value_vars=["EMD_submitted", "EMD_opt"],
+                                     var_name="populations", value_name="EMD")
+    m["populations"] = m["populations"].map({"EMD_submitted": "submitted", "EMD_opt": "optimised"})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.barplot(data=m, y="label", x="EMD", hue="populations", errorbar="sd", ax=ax, palette=PALETTE)
+    ax.set_xlabel("EMD (L2 per masked voxel that the GT mass travels)")
+    ax.set_ylabel("")
+    ax.set_title("EMD between GT and submission distributions")
+    fig.tight_layout()
+    return fig
+
+
+def emd_heatmap(rep):
+    """Mean EMD with submitted populations per submission (rows) and cost metric (columns),
+    coloured relative to the largest of its column, annotated in the metric's units."""
+    piv = rep.groupby(["label", "metric"])["EMD_submitted"].mean().unstack()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sns.heatmap(piv.div(piv.max(axis=0), axis=1), annot=piv.round(2).values, fmt="", cmap="rocket_r", ax=ax,
+                cbar_kws={"label": "EMD (submitted) / largest in its column"})
+    ax.set_xlabel("cost metric (EMD in its units)")
+    ax.set_ylabel("")
+    ax.set_title("EMD with submitted populations, per cost metric")
+    fig.tight_layout()
+    return fig
+
+
+def optimised_populations(subs: dict, mats: dict, qopt: dict, pc1, metric: str = "l2"):
+    """Fig. 3B: per submission, submitted and EMD-optimised populations (``qopt``
+    ``<slug>__<metric>``) of each map against the MD-PC1 (Å) of its best GT match (``mats``:
+    chapter 3's matrices, lowest cost = best)."""
+    from helpers.io.mapset import slug
+
+    fig, panels, axes = panel_grid(list(subs), panel=(3, 2.3), sharex=True)
+    for lab, a in panels.items():
+        where = pc1[np.argmin(mats[lab][metric], axis=0)]
+        o = np.argsort(where)
+        a.plot(where[o], subs[lab].populations[o], ".-", ms=3, label="submitted")
+        a.plot(where[o], qopt[f"{slug(lab)}__{metric}"][o], ".-", ms=3, label="optimised (EMD)")
+        a.set_title(lab, fontsize=9)
+    axes.flat[0].legend(fontsize=9)
+    for a in axes[-1]:
+        a.set_xlabel("MD-PC1 of best GT match (Å)")
+    for a in axes[:, 0]:
+        a.set_ylabel("population (fraction)")
+    fig.suptitle(f"Submitted vs optimised populations ({metric.upper()} cost)")
+    fig.tight_layout()
+    return fig
+
+
+def n_volumes_study(study):
+    """Fig. S5: EMD with submitted populations against the number of maps of the Averaged-GT
+    mocks, one panel per cost scale (L2 per voxel; mean rank), error bars the sd over replicates."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    for a, cs, unit in zip(axes, ("distance", "rank"), ("L2 per voxel", "mean rank")):
+        sns.pointplot(data=study[study.cost_scale == cs], x="n_maps", y="EMD_submitted", errorbar="sd", ax=a)
+        a.set_xlabel("number of maps in the Averaged-GT mock")
+        a.set_ylabel(f"EMD submitted ({unit})")
+        a.set_title(f"cost scale: {cs}", fontsize=10)
+    fig.suptitle("EMD vs number of maps (same maps, two cost scales)")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ chapter 6: image metrics
+def loglik_bars(summary, labels):
+    """Fig. 3D: ensemble log-likelihood per image relative to the GT ensemble (nats, symlog axis:
+    linear within ±0.1 nat), one bar per set in its colour (``labels``: the run's sets in order)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    d = summary["delta_per_image_vs_gt"].sort_values()
+    ax.barh(d.index, d.values, color=[colors(list(labels))[k] for k in d.index])
+    ax.axvline(0, c="k", lw=0.8)
+    ax.set_xscale("symlog", linthresh=0.1)  # linear within ±0.1 nat, logarithmic beyond
+    for y, v in enumerate(d.values):
+        ax.text(v, y, f" {v:+.3f} ", va="center", ha="right" if v < 0 else "left", fontsize=9)
+    ax.set_xlim(min(d.min() * 8, -1), 0.3)
+    ax.set_xlabel("ensemble log-likelihood per image, relative to the GT ensemble (nats, symlog)")
+    ax.set_title("Image likelihood (submitted populations)")
+    fig.tight_layout()
+    return fig
+
+
+def best_cc_violins(res: dict):
+    """Fig. 2C/2F: per set, the distribution over images of the best normalised
+    cross-correlation over all maps and poses (``res``: chapter 6's search results)."""
+    import pandas as pd
+
+    long = pd.concat([pd.DataFrame({"set": lab, "best CC": r["best_cc"].max(1)}) for lab, r in res.items()])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.violinplot(data=long, y="set", x="best CC", ax=ax, color="0.85", inner="quartile", cut=0)
+    ax.set_xlabel("best normalised cross-correlation (unitless)")
+    ax.set_ylabel("")
+    ax.set_title("Best cross-correlation of each particle image")
+    fig.tight_layout()
+    return fig
+
+
+def power_z(power, n_images: int):
+    """Paired z (mean Δ / standard error, GT ensemble − submission; unitless, symlog) of the
+    log-likelihood and the best CC per submission, ±2 dashed (``power``: chapter 6's power table)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    zt = power.z.unstack("metric").reindex(columns=["loglik", "best_cc"])
+    y = np.arange(len(zt))
+    for j, (metric, name) in enumerate((("loglik", "log-likelihood"), ("best_cc", "best CC"))):
+        ax.barh(y + (j - 0.5) * 0.4, zt[metric].clip(-1e3, 1e3), height=0.4, label=name)
+    for x in (-2, 2):
+        ax.axvline(x, c="k", ls="--", lw=0.8)
+    ax.set_yticks(y, zt.index)
+    ax.set_xscale("symlog", linthresh=5)
+    ax.set_xlabel("z = mean Δ / standard error (GT ensemble − submission; symlog, ±2 dashed)")
+    ax.set_title(f"Does the GT ensemble beat each submission on {n_images} images?", fontsize=10)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def likelihood_populations(sets: dict, res: dict):
+    """Fig. S6: per set, submitted and likelihood-optimised (``res[label]["w_opt"]``) populations
+    (fraction) against the map index, maps in their submitted order."""
+    fig, panels, axes = panel_grid(list(sets), panel=(3, 2.2))
+    for lab, a in panels.items():
+        a.plot(sets[lab].populations, ".-", ms=3, label="submitted")
+        a.plot(res[lab]["w_opt"], ".-", ms=3, label="likelihood-optimised")
+        a.set_title(lab, fontsize=9)
+    for a in axes[-1]:
+        a.set_xlabel("map index")
+    for a in axes[:, 0]:
+        a.set_ylabel("population (fraction)")
+    axes.flat[0].legend(fontsize=9)
+    fig.suptitle("Populations: submitted vs optimised on the images")
+    fig.tight_layout()
+    return fig

@@ -48,3 +48,10 @@ def power_verdicts(power: pd.DataFrame, n_images: int, n_stack: int, reused: dic
             + (f" and the same populations (preprocessing undid its defect), so its verdicts are {v}'s" if k in same
                else ", so its pose search was reused; only its populations differ") for k, v in reused.items()) + "."
     return text
+
+
+def gt_rank_line(gt_rank: int, above: dict, n_sets: int) -> str:
+    """One line: the GT ensemble's rank among ``n_sets`` and the sets ranked above it
+    ({label: log-likelihood per image relative to the GT ensemble, nats})."""
+    return f"GT ensemble: rank {gt_rank} of {n_sets}" + (
+        "; above it: " + ", ".join(f"{k} ({d:+.3f} nat)" for k, d in above.items()) if above else "")
