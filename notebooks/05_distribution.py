@@ -67,9 +67,9 @@ mode = "default"  # "reference": the published pipeline (ranks from 1, summed wi
 # %%
 from helpers.core.paths import resolve
 from helpers.pipeline.chapters import distribution as chapter
-from helpers.report import plots, story_scores
+from helpers.report import page, plots, story_scores
 
-plots.set_style()
+page.setup()
 data, out = resolve(data_dir), resolve(results_dir)
 gt, gtf, subs, mats = chapter.load_inputs(data, out, voxel_size)  # subs: the submissions chapter 3 scored
 p_gt, pc1 = gt.populations, gt.pc1

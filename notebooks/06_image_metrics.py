@@ -66,9 +66,9 @@ dask_workers = 0  # worker processes of a local Dask cluster for the pose search
 # %%
 from helpers.core.paths import resolve
 from helpers.pipeline.chapters import images as chapter
-from helpers.report import plots, story_images
+from helpers.report import page, plots, story_images
 
-plots.set_style()
+page.setup()
 data, out = resolve(data_dir), resolve(results_dir)
 st = chapter.particle_stack(data, out, particles, n_images, box_ds, n_directions=n_directions, n_inplane=n_inplane,
                             max_shift=max_shift, shift_step=shift_step, refine_levels=refine_levels,
@@ -84,6 +84,11 @@ if len(failed):
     display(failed)
 plots.readable(summary.round(3))
 
+# %% tags=["remove-input"]
+from IPython.display import Markdown
+
+Markdown(story_images.likelihood(summary, search.M))
+
 # %% [markdown]
 # ## Ranking by ensemble log-likelihood (Fig. 3D)
 # Per image, relative to the true GT ensemble (0); higher is better. The GT ensemble should
@@ -94,17 +99,13 @@ plots.readable(summary.round(3))
 # made of GT maps (80 of them, with their groups' populations), so it should come close to the
 # full GT ensemble; the Reconstructed mock and the mocks made from it (other grid, flipped
 # hand: identical after preprocessing) should trail the controls. The numbers of this run are
-# stated under the figure.
+# stated above.
 
 # %%
 print(f"image Nyquist after downsampling: {2 * st.pixel_size:.1f} Å")
 print(story_images.gt_rank_line(*chapter.above_gt(summary), len(summary)))
 fig = plots.loglik_bars(summary, sets)
 
-# %% tags=["remove-input"]
-from IPython.display import Markdown
-
-Markdown(story_images.likelihood(summary, search.M))
 
 # %% [markdown]
 # ## Best cross-correlation per image (Fig. 2C/2F)
