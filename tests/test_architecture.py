@@ -85,3 +85,25 @@ def test_results_comparison_catches_a_change(tmp_path):
     assert r.returncode == 1 and "differs" in r.stdout and "sub/m.npz" in r.stdout
     (tmp_path / "b/s.csv").unlink()
     assert "missing" in run().stdout
+
+
+def test_rooms_a_newcomer_can_hold():
+    """No module of helpers/ over 400 lines, no function over 60 (def to last line), and each
+    chapter's code cells ≤ 120 non-blank, non-comment lines: computations live in
+    helpers.pipeline.chapters, figures in helpers.report."""
+    import jupytext
+
+    big = [f"{p.relative_to(REPO)}: {n} lines" for p in (REPO / "helpers").rglob("*.py")
+           if (n := len(p.read_text().splitlines())) > 400]
+    long = []
+    for p in (REPO / "helpers").rglob("*.py"):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60:
+                long.append(f"{p.relative_to(REPO)}:{n.name} {n.end_lineno - n.lineno + 1} lines")
+    heavy = []
+    for p in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+        cells = [c for c in jupytext.read(p).cells if c.cell_type == "code"]
+        n = sum(1 for c in cells for line in c.source.splitlines() if line.strip() and not line.strip().startswith("#"))
+        if n > 120:
+            heavy.append(f"{p.name}: {n} code lines")
+    assert not (big or long or heavy), big + long + heavy
