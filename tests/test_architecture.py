@@ -85,6 +85,15 @@ def test_results_comparison_catches_a_change(tmp_path):
     assert r.returncode == 1 and "differs" in r.stdout and "sub/m.npz" in r.stdout
     (tmp_path / "b/s.csv").unlink()
     assert "missing" in run().stdout
+    # two checkouts: a provenance path differs only by the checkout's location (--moved)
+    np.savez(tmp_path / "b/sub/m.npz", fsc=np.linspace(0, 1, 5))
+    for d, root in (("a", "/old/repo"), ("b", "/new/repo")):
+        np.savez(tmp_path / d / "p.npz", provenance=np.array(f'{{"source": "{root}/data/x"}}'))
+    (tmp_path / "a/s.csv").unlink()
+    assert "p.npz  provenance" in run().stdout
+    r = subprocess.run([sys.executable, str(REPO / "tools/compare_results.py"), str(tmp_path / "a"), str(tmp_path / "b"),
+                        "--moved", "/old/repo", "/new/repo"], capture_output=True, text=True)
+    assert r.returncode == 0 and "2 files: 2 bit-identical" in r.stdout, r.stdout
 
 
 def test_rooms_a_newcomer_can_hold():

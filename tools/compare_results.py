@@ -1,10 +1,12 @@
 """Compare two results folders (e.g. results/demo before and after a refactor), file by file.
 
-    python tools/compare_results.py BEFORE AFTER [--rtol 1e-12]
+    python tools/compare_results.py BEFORE AFTER [--rtol 1e-12] [--moved OLD NEW]
 
 Every CSV and NPZ under BEFORE is compared with the same file under AFTER: numeric columns and
 arrays to ``rtol`` (bit-identical counted apart), everything else exactly. Timing fields (names
 containing "seconds", ending in "_s", or "time") are skipped: they differ from run to run.
+``--moved OLD NEW``: the two runs were made in different checkouts, so text values (a
+provenance's source path) hold OLD in BEFORE where AFTER holds NEW; OLD is read as NEW.
 Prints one line per differing file and a summary; exits 1 if any file differs or is missing.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 TIMING = re.compile(r"seconds|_s$|(^|_)time")
+MOVED: list = []  # (old, new) checkout paths, set by --moved
 
 
 def _same(a, b, rtol):
@@ -26,7 +29,10 @@ def _same(a, b, rtol):
     if a.shape != b.shape:
         return False, False, np.inf
     if a.dtype.kind not in "fciub" or b.dtype.kind not in "fciub":
-        eq = bool(np.array_equal(a.astype(str), b.astype(str)))
+        sa = a.astype(str)
+        for old, new in MOVED:
+            sa = np.char.replace(sa, old, new)
+        eq = bool(np.array_equal(sa, b.astype(str)))
         return eq, eq, 0.0 if eq else np.inf
     if np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
         return True, True, 0.0
@@ -75,7 +81,10 @@ def main(argv=None) -> int:
     ap.add_argument("before")
     ap.add_argument("after")
     ap.add_argument("--rtol", type=float, default=1e-12)
+    ap.add_argument("--moved", nargs=2, action="append", default=[], metavar=("OLD", "NEW"),
+                    help="checkout path OLD in BEFORE's text values is NEW in AFTER's")
     args = ap.parse_args(argv)
+    MOVED[:] = [tuple(m) for m in args.moved]
     a, b = Path(args.before), Path(args.after)
     files = sorted(p for p in a.rglob("*") if p.suffix in (".csv", ".npz") and ".staging" not in p.parts
                    and ".failed" not in p.parts)
