@@ -88,53 +88,25 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # `params/robustness_full.yml` (finer levels, five replicates, every GT map).
 
 # %% tags=["hide-input"]
-import tempfile
 import time
-from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+from IPython.display import Markdown, display
 
-from helpers.kernels import fourier
-from helpers.kernels import image_metrics as im
-from helpers import io
-from helpers.report import plots, story_scores, widgets
-from helpers.pipeline import robustness as rb
-from helpers.pipeline import robustness_scores as rs
 from helpers.core import catalogue
-from helpers.core.paths import load_json, resolve, save_csv
+from helpers.core.paths import resolve
+from helpers.pipeline.chapters import robustness_study as rstudy
+from helpers.report import figures_robustness as figs, plots, story_scores, widgets
 
 plots.set_style()
 t_chapter = time.perf_counter()
 data, out = resolve(data_dir), resolve(results_dir)
-gt = io.read_gt((gtf := io.find_gt(data))["maps"], gtf["metadata"], voxel_size, check_finite=False)
-mask = io.read_mask(gtf["mask"], gt.box)
-G = gt.maps  # may be memory-mapped: read group by group for the base, and the scored subset once
-scratch = None  # a folder for the resampled GT, removed at the end of the chapter
-if 0 < study_box < gt.box:  # the metrics' responses need no fine grid: a challenge-size study at 224³ held > 20 GB
-    scratch = tempfile.TemporaryDirectory(prefix=".scratch-", dir=out)
-    # the GT resampled once, chunk by chunk, into a memory map (read again for each base and n_maps level)
-    G = fourier.resample_stack(gt.maps, study_box, Path(scratch.name) / "gt.npy")
-    mask = np.clip(fourier.resample_stack(mask[None], study_box)[0], 0, 1)
-    voxel_size = voxel_size * gt.box / study_box
-    print(f"study at {study_box}³ ({voxel_size:.3f} Å voxels, Nyquist {2 * voxel_size:.1f} Å) instead of {gt.box}³")
-info = data / "manifest.json"  # the demo's own record of the MD-PC1 range (three population modes)
-pc1_range = tuple(load_json(info)["pc1_range"]) if info.is_file() and "pc1_range" in load_json(info) else None
-study = rb.Study(G, gt.populations, gt.pc1, mask, voxel_size, n_maps=n_maps, base_snr=base_snr, seed=seed,
-                 pc1_range=pc1_range)
-scored = np.sort(np.argsort(gt.pc1)[::gt_stride])  # the GT maps scored against
-scorer = rs.Scorer(G[scored], gt.populations[scored] / gt.populations[scored].sum(), gt.pc1[scored], mask,
-                   voxel_size, sw_directions=sw_directions, transport_gt_maps=transport_gt_maps,
-                   transport_sub_maps=transport_sub_maps, transport_top_k=transport_top_k, box_ds=box_ds,
-                   rank=rank, n_pool=n_pool)
-names = degradations or list(rb.DEGRADATIONS)
-batch = batch if batch > 0 else rs.batch_for(n_maps, G.shape[-1])
-unknown = sorted(set(names) - set(rb.DEGRADATIONS))
-assert not unknown, f"unknown degradation(s) {unknown}; choose from {list(rb.DEGRADATIONS)}"
-sweep = {n: tuple(levels.get(n, rb.DEGRADATIONS[n].levels)) for n in names}
-print(f"base: {n_maps} maps, SNR {base_snr}; scored against {len(scored)} of {gt.n_maps} GT maps; "
-      f"the base and {sum(len(v) for v in sweep.values())} degraded sets × {n_replicates} replicates")
+setup = rstudy.prepare(data, out, voxel_size, n_maps=n_maps, base_snr=base_snr, seed=seed, gt_stride=gt_stride,
+                       study_box=study_box, batch=batch, degradations=degradations, levels=levels,
+                       sw_directions=sw_directions, transport_gt_maps=transport_gt_maps,
+                       transport_sub_maps=transport_sub_maps, transport_top_k=transport_top_k, box_ds=box_ds,
+                       rank=rank, n_pool=n_pool)
+names = setup.names
+print(rstudy.describe(setup, n_replicates))
 
 # %% [markdown]
 # ## Scoring every degraded set
@@ -143,40 +115,7 @@ print(f"base: {n_maps} maps, SNR {base_snr}; scored against {len(scored)} of {gt
 # (copied, not recomputed: the maps are the same array) and only the distribution metrics change.
 
 # %% tags=["hide-input"]
-from helpers.core.backend import progress  # noqa: E402
-
-
-def key(name, lv):
-    return "none" if name == "none" else f"{name}|{lv:g}"
-
-
-jobs = [("none", np.nan)] + [(n, lv) for n, lvs in sweep.items() for lv in lvs]
-map_jobs = [(n, lv) for n, lv in jobs if n == "none" or rb.DEGRADATIONS[n].stage != "populations"]
-pop_jobs = [(n, lv) for n, lv in jobs if n != "none" and rb.DEGRADATIONS[n].stage == "populations"]
-rows, kl_true, image_sets = [], {}, {}
-bar = progress(total=n_replicates * len(map_jobs), desc="degraded sets scored")
-for r in range(n_replicates):
-    scores = {}
-    for a in range(0, len(map_jobs), batch):
-        part = {}
-        for name, lv in map_jobs[a:a + batch]:
-            maps, q, _pc, _extra = (*study.base(r), {}) if name == "none" else study.make(name, lv, r)
-            part[key(name, lv)] = (maps, q)
-            if r == 0 and image_metrics:  # kept on the images' grid only (MB, not GB)
-                image_sets[key(name, lv)] = (im.maps_to_image_grid(maps, image_box, mask), q)
-        scores.update(scorer.score(part))
-        bar.update(len(part))
-    base_maps, p0, _ = study.base(r)
-    for name, lv in pop_jobs:  # the base's maps (the same array), other populations
-        _, q, _, extra = study.make(name, lv, r)
-        kl_true[key(name, lv)] = extra["kl_true"]
-        scores[key(name, lv)] = {**scores["none"], **scorer.distribution(scorer.l2["none"], q)}
-        if r == 0 and image_metrics:
-            image_sets[key(name, lv)] = ("none", q)  # the base's pose search, other populations
-    for name, lv in jobs:
-        rows += [{"degradation": name, "level": lv, "replicate": r, "metric": m, "value": v,
-                  "kl_true": kl_true.get(key(name, lv), np.nan)} for m, v in scores[key(name, lv)].items()]
-bar.close()
+scores = rstudy.score_sets(setup, n_replicates, image_metrics=image_metrics, image_box=image_box)
 t_maps = time.perf_counter() - t_chapter
 
 # %% [markdown]
@@ -189,44 +128,9 @@ t_maps = time.perf_counter() - t_chapter
 # likelihoods of the maps do not depend on the populations.
 
 # %% tags=["hide-input"]
-img_rows, deltas = [], {}
-if image_metrics:
-    parts = io.read_particles(data / "particles/particles.star")
-    tab = parts.table.iloc[:n_images]
-    px = parts.pixel_size * parts.images.shape[-1] / image_box
-    ctf_params = dict(defocus_u=tab.rlnDefocusU.to_numpy(), defocus_v=tab.rlnDefocusV.to_numpy(),
-                      defocus_angle=tab.rlnDefocusAngle.to_numpy(), **parts.optics)
-    search = im.ImageSearch(im.downsample_images(parts.images[:n_images], image_box), px, ctf_params,
-                            n_directions=n_directions, n_inplane=n_inplane, refine_levels=0)
-    boot = np.random.default_rng([seed, 4]).integers(0, search.M, (200, search.M))
-    found = {}
-    for k in progress(list(image_sets), desc="pose search of the degraded sets"):
-        maps, q = image_sets[k]
-        if isinstance(maps, str):
-            continue
-        found[k] = search.search(maps)
-    base_ll = im.per_image_loglik(found["none"]["logp_integrated"], image_sets["none"][1])
-    base_cc = found["none"]["best_cc"].max(1)
-    for name, lv in jobs:
-        k = key(name, lv)
-        maps, q = image_sets[k]
-        f = found[maps if isinstance(maps, str) else k]
-        s_ = rs.image_scores(f["logp_integrated"], f["best_cc"], q, base_ll, boot, base_cc)
-        deltas[k] = s_.pop("per_image_delta")
-        for m in ("loglik_per_image", "best_cc"):
-            img_rows.append({"degradation": name, "level": lv, "replicate": 0, "metric": m, "value": s_[m],
-                             "err": s_[f"{m}_err"], "se_diff": s_[f"{m}_se_diff"], "n_images": s_["n_images"],
-                             "images_needed": s_[f"{m}_images_needed"] if name != "none" else np.nan,
-                             "kl_true": kl_true.get(k, np.nan)})
-responses = pd.concat([pd.DataFrame(rows), pd.DataFrame(img_rows)], ignore_index=True)
-if "err" not in responses:  # no image metrics: no bootstrap errors anywhere
-    responses["err"] = np.nan
-save_csv(out / "robustness" / "responses.csv", responses)
-levels_tested = rb.level_tests(responses, catalogue.directions())
-save_csv(out / "robustness" / "levels.csv", levels_tested)
-summary = rb.classify(responses, catalogue.directions())
-summary["family"] = summary.metric.map(catalogue.FAMILY)
-save_csv(out / "robustness" / "summary.csv", summary)
+img_rows, deltas = rstudy.image_responses(data, scores, n_images=n_images, image_box=image_box,
+                                          n_directions=n_directions, n_inplane=n_inplane, seed=seed)
+responses, levels_tested, summary = rstudy.write_responses(out, scores.rows, img_rows)
 print(f"{len(responses)} responses; chapter so far {time.perf_counter() - t_chapter:.0f} s")
 
 # %% [markdown]
@@ -236,30 +140,8 @@ print(f"{len(responses)} responses; chapter so far {time.perf_counter() - t_chap
 # right answer is *invariant*.
 
 # %% tags=["hide-input"]
-VERDICT_COLOURS = {"detects": "#117733", "saturates": "#44AA99", "wrong way": "#EE7733", "blind": "#BBBBBB",
-                   "underpowered": "#DDCC77", "invariant": "#88CCEE", "not invariant": "#CC3311",
-                   "not measured": "#FFFFFF"}
-metrics_shown = [m for m in catalogue.METRICS if m in set(summary.metric[summary.verdict != "not measured"])]
-mat = summary.pivot(index="degradation", columns="metric", values="verdict").reindex(index=names, columns=metrics_shown)
-thr = summary.pivot(index="degradation", columns="metric", values="threshold").reindex(index=names, columns=metrics_shown)
-codes = {v: i for i, v in enumerate(VERDICT_COLOURS)}
-from matplotlib.colors import ListedColormap  # noqa: E402
-
-fig, ax = plt.subplots(figsize=(11, 0.42 * len(names) + 2.2))
-ax.imshow(mat.replace(codes).astype(float).to_numpy(), cmap=ListedColormap(list(VERDICT_COLOURS.values())),
-          vmin=-0.5, vmax=len(codes) - 0.5, aspect="auto")
-for i, d in enumerate(names):
-    for j, m in enumerate(metrics_shown):
-        t = thr.loc[d, m]
-        if t == t and mat.loc[d, m] in ("detects", "saturates", "wrong way"):
-            ax.text(j, i, f"{t:g}", ha="center", va="center", fontsize=9,
-                    color="white" if mat.loc[d, m] == "detects" else "black")
-ax.set_xticks(range(len(metrics_shown)), [catalogue.label(m) for m in metrics_shown], rotation=45, ha="right")
-ax.set_yticks(range(len(names)), [f"{rb.DEGRADATIONS[d].title} ({rb.DEGRADATIONS[d].unit})" for d in names])
-handles = [plt.Rectangle((0, 0), 1, 1, fc=c, ec="0.5") for c in VERDICT_COLOURS.values()]
-ax.legend(handles, list(VERDICT_COLOURS), ncol=4, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.38))
-ax.set_title("Verdict per degradation and metric (number: detection threshold)")
-fig.tight_layout()
+metrics_shown = rstudy.shown_metrics(summary)
+_ = figs.verdict_matrix(*rstudy.verdict_grid(summary, names, metrics_shown), names, metrics_shown)
 
 # %% [markdown]
 # ## Response curves
@@ -270,43 +152,10 @@ fig.tight_layout()
 # its Holm step: a filled marker outside its bar (and a change above 0.1 % of the base) is a
 # detection — the same rule as the verdicts. Pick a metric to see all its curves.
 
-# %% tags=["hide-input"]
-def draw_metric(metric):
-    lt = levels_tested[levels_tested.metric == metric]
-    sign = 1 if catalogue.better(metric) == "low" else -1
-    ncol = 4
-    nrow = (len(names) + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(9, 2.1 * nrow), sharey=True, squeeze=False)
-    for a, d in zip(axes.flat, names):
-        s_ = lt[lt.degradation == d].sort_values("severity_rank")
-        x = np.arange(len(s_))
-        z = np.clip(sign * s_.stat.to_numpy(float), -1e4, 1e4)   # a change with no spread: off the scale
-        a.bar(x, 2 * s_.crit, bottom=-s_.crit, width=0.5, color="0.85", zorder=0)
-        a.plot(x, z, "-", color="#332288", lw=1, zorder=1)
-        det = s_.detected.to_numpy(bool)
-        a.plot(x[det], z[det], "o", ms=5, color="#332288", zorder=2)
-        a.plot(x[~det], z[~det], "o", ms=5, mfc="white", mec="#332288", zorder=2)
-        a.set_yscale("symlog", linthresh=5)
-        a.set_yticks([-1e4, -100, 0, 100, 1e4], ["≤−10⁴", "−10²", "0", "10²", "≥10⁴"])
-        a.set_ylim(-3e4, 3e4)
-        a.set_xticks(x, [rb.DEGRADATIONS[d].format(v) if rb.DEGRADATIONS[d].unit in ("flipped", "shuffled")
-                         else f"{v:g}" for v in s_.level], fontsize=9)
-        a.set_xlim(-0.5, max(len(s_) - 0.5, 0.5))
-        a.set_title(f"{rb.DEGRADATIONS[d].title} ({rb.DEGRADATIONS[d].unit})", fontsize=9)
-        a.tick_params(axis="y", labelsize=9)
-    for a in axes.flat[len(names):]:
-        a.set_visible(False)
-    for a in axes[:, 0]:
-        a.set_ylabel("change / its std. error\n(worse ↑)", fontsize=9)
-    fig.suptitle(f"{catalogue.label(metric)}: paired test of each level against the base "
-                 "(grey: ±Holm critical value; filled: detected)", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 # %% tags=["remove-input"]
 widgets.dropdown_browser([catalogue.label(m) for m in metrics_shown],
-                         widgets.render_frames(len(metrics_shown), lambda i: draw_metric(metrics_shown[i])),
+                         widgets.render_frames(len(metrics_shown),
+                                               lambda i: figs.response_curves(levels_tested, metrics_shown[i], names)),
                          description="metric")
 
 # %% [markdown]
@@ -321,29 +170,10 @@ widgets.dropdown_browser([catalogue.label(m) for m in metrics_shown],
 # *underpowered*, not *blind* (`summary.csv`: `n_images`, `images_needed`).
 
 # %% tags=["hide-input"]
-if deltas:
-    ic = pd.DataFrame([{"set": k, "degradation": k.split("|")[0], "level": float(k.split("|")[1]),
-                        "mean_loss_per_image": -float(np.mean(v)), "sd": float(np.std(v, ddof=1)),
-                        "images_needed": rs.images_to_separate(v)}
-                       for k, v in deltas.items() if k != "none"])
-    M = len(deltas["none"])
-    ic["check_fraction"] = [rs.separation_curve(deltas[k], [int(min(max(n, 2), M))], seed=seed)[0]
-                            if np.isfinite(n) else np.nan for k, n in zip(ic.set, ic.images_needed)]
-    save_csv(out / "robustness" / "image_count.csv", ic)
-    worst = ic.groupby("degradation", sort=False).tail(1).set_index("degradation")  # most severe level
-    worst = worst[worst.index.isin([d for d in names if rb.DEGRADATIONS[d].expect == "detect"])]
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    loss = worst.mean_loss_per_image > 0
-    yl = [f"{rb.DEGRADATIONS[d].title} ({rb.DEGRADATIONS[d].format(lv)})" for d, lv in zip(worst.index, worst.level)]
-    ax.barh(yl, np.where(loss, worst.images_needed, np.nan), color="#44AA99")
-    ax.axvline(M, color="k", ls="--", lw=1, label=f"{M} images in this run")
-    ax.legend(fontsize=9, loc="lower right")
-    ax.set_xscale("log")
-    ax.set_xlabel("particle images needed to see the loss at 2 standard errors")
-    ax.tick_params(labelsize=9)
-    ax.invert_yaxis()
-    ax.set_title("How many images the likelihood needs (most severe level)", fontsize=10)
-    fig.tight_layout()
+ic = rstudy.image_count(out, deltas, seed=seed)  # None without image metrics
+if ic is not None:
+    worst = rstudy.worst_levels(ic, names)
+    _ = figs.images_needed(worst, len(deltas["none"]))
     display(plots.readable(worst[["level", "mean_loss_per_image", "images_needed", "check_fraction"]].round(3)))
 
 # %% [markdown]
@@ -351,8 +181,6 @@ if deltas:
 # Written from this run's verdicts (`robustness/summary.csv`).
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown  # noqa: E402
-
 S = summary[summary.verdict != "not measured"]
 per_metric = story_scores.metric_table(S, metrics_shown)
 Markdown(story_scores.robustness(S, names, per_metric))
@@ -361,25 +189,11 @@ Markdown(story_scores.robustness(S, names, per_metric))
 per_metric.set_index("metric").style.set_properties(**{"text-align": "left"})
 
 # %% tags=["remove-input"]
-if scratch is not None:
-    del G, study, scorer  # (their memory maps of the resampled GT)
-    scratch.cleanup()
+setup.close()  # removes the resampled GT's scratch folder, if any
 elapsed = time.perf_counter() - t_chapter
-Markdown(f"**Run time.** {elapsed:.0f} s on this machine for the base and {len(jobs) - 1} degraded sets × {n_replicates} replicates "
+Markdown(f"**Run time.** {elapsed:.0f} s on this machine for the base and {len(scores.jobs) - 1} degraded sets × {n_replicates} replicates "
          f"({t_maps:.0f} s for the map, subspace and distribution metrics; the rest the pose searches and figures).")
 
 # %% tags=["remove-input"]
-# one sentence for the book's front page (book/intro.md includes it)
-from helpers.core.paths import atomic_write  # noqa: E402
-
-n_detect = sum(rb.DEGRADATIONS[d].expect == "detect" for d in names)
-broad = per_metric[per_metric.detects == per_metric.detects.max()].metric.tolist()
-narrow = per_metric[per_metric.detects == per_metric.detects.min()].metric.tolist()
-inv_bad = S[(S.expect == "invariant") & (S.verdict != "invariant")]
-with atomic_write(out / "robustness" / "headline.md", "w") as fh:
-    fh.write(f"Damaging one GT-derived submission in {len(names)} controlled ways (chapter 7): "
-             f"{' and '.join(broad)} {'detects' if len(broad) == 1 else 'detect'} the most defects "
-             f"({per_metric.detects.max()} of {n_detect}), {' and '.join(narrow)} the fewest ({per_metric.detects.min()}); "
-             + ("every metric ignores the intensity scale, offset and map order"
-                if inv_bad.empty else f"{len(inv_bad)} metric × change pairs respond to a change that should not matter")
-             + ".\n")
+# one sentence for the book's front page (book/intro.md includes it): robustness/headline.md
+_ = rstudy.write_headline(out, S, per_metric, names)
