@@ -7,8 +7,9 @@ import cycle anywhere). Where to find things, top to bottom:
 **report** — what the book shows: ``story``, ``story_scores``, ``story_images``, ``story_summary``
 (each chapter's result sentences, from its tables), ``headline`` (the front page), ``leaderboard``
 (ranks that respect error bars, family ranks, defect checks), ``calibration`` (GT-free scores
-against the GT ranking), ``plots``, ``widgets`` (kernel-free browsers), ``figures_summary``
-(chapter 8's figures, styled tables and browsers).
+against the GT ranking), ``plots``, ``widgets`` (kernel-free browsers), ``figures_data``,
+``figures_volume``, ``figures_robustness``, ``figures_summary`` (each chapter's figures), ``page``
+(a chapter's set-up: figure style, warnings as notes).
 
 **pipeline** — running chapters: ``run`` (the papermill runner: make-like reruns, ``--status``),
 ``cli`` (the ``hetbook`` command), ``params`` (the run parameters' model), ``fingerprint`` (which

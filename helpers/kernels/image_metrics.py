@@ -42,9 +42,13 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from helpers.core.backend import device, progress
 from helpers.kernels.fourier import as_tensor

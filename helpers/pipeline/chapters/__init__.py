@@ -1,4 +1,4 @@
-"""chapters — one module per chapter's computation (``volume`` for chapter 3, ``subspace`` for
+"""chapters — one module per chapter's computation (``preprocessing`` for chapter 2, ``volume`` for chapter 3, ``subspace`` for
 chapter 4, ``distribution`` for chapter 5, ``images`` for chapter 6,
 ``robustness_study`` for chapter 7,
 ``summary`` for chapter 8, …): a notebook narrates and calls one function per computation (the loops over
