@@ -28,8 +28,7 @@ def family_table(board: pd.DataFrame, families: pd.DataFrame):
         "unranked": board["unranked"], TIED: board["tied_with"].str.replace("; ", ", ")}, index=board.index)
     if not board["unranked"].fillna("").astype(bool).any():
         show = show.drop(columns="unranked")  # every submission has every metric
-    return show.style.background_gradient(cmap="cividis", subset=[c for c in show if c not in
-                                                                   ("interval", "unranked", TIED)]) \
+    return show.style.apply(plots.gradient_css, subset=[c for c in show if c not in ("interval", "unranked", TIED)]) \
         .format(precision=2, na_rep="—").set_properties(subset=[TIED], **{"text-align": "left"})
 
 
@@ -44,8 +43,7 @@ def rank_table(board: pd.DataFrame, ranks: pd.DataFrame, better: dict, metric_in
 
     def by_rank(col):
         r = ranks.loc[col.index, back[col.name]]
-        return ["" if np.isnan(k) else f"background-color: {pal[int(k) - 1]}; color: "
-                f"{'white' if k <= len(board) / 2 else 'black'}" for k in r]
+        return ["" if np.isnan(k) else plots.cell_css(pal[int(k) - 1]) for k in r]
 
     limited = board.index[board.get("nyquist_limited", pd.Series(False, index=board.index)).fillna(False).astype(bool)]
     res_col = shown["resolution_A"]
@@ -55,9 +53,10 @@ def rank_table(board: pd.DataFrame, ranks: pd.DataFrame, better: dict, metric_in
         note = ("‡ Resolution reported as *Nyquist-limited*: its FSC crossed finer than twice the voxel size "
                 "the maps were made at, which resampling cannot improve; the value shown is that limit ("
                 + ", ".join(f"{k}: {board.loc[k, 'native_nyquist_A']:.2f} Å" for k in limited) + ").")
-    styled = show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).background_gradient(
-        cmap="cividis", subset=["mean rank"]).format(precision=2, na_rep="—").set_table_styles(
-        [{"selector": "th.row_heading", "props": "white-space: normal; max-width: 7.5em;"}])  # long labels wrap
+    styled = show.style.apply(by_rank, subset=[c for c in show.columns if c != "mean rank"]).apply(
+        plots.gradient_css, subset=["mean rank"]).format(precision=2, na_rep="—").set_table_styles(
+        [{"selector": "th.row_heading", "props": "white-space: normal; max-width: 7.5em;"},  # long labels wrap
+         {"selector": "th.col_heading", "props": "white-space: normal; max-width: 6.5em;"}])
     return styled, note
 
 

@@ -192,9 +192,9 @@ def common_embeddings(emb: dict, pops: dict, submissions):
         a.scatter(emb[lab][:, 0], emb[lab][:, 1], s=4 + 800 * pops[lab], color=col[lab], edgecolor="k", lw=0.3)
         a.set_title(lab, fontsize=9)
     for a in axes[-1]:
-        a.set_xlabel("Z1")
+        a.set_xlabel("Z1 (arbitrary units)")
     for a in axes[:, 0]:
-        a.set_ylabel("Z2")
+        a.set_ylabel("Z2 (arbitrary units)")
     fig.suptitle("Embeddings in the common subspace (size = population)")
     fig.tight_layout()
     return fig
@@ -215,7 +215,9 @@ def populations_on_gt_axis(gtax: dict, pops: dict):
         a.plot(z[o], pops[lab][o] / pops[lab].max(), ".-", color=col[lab], ms=3)
         a.set_title(lab, fontsize=9)
     for a in axes[-1]:
-        a.set_xlabel("GT PC1 coordinate")
+        a.set_xlabel("GT PC1 (arbitrary units)")
+    for a in axes[:, 0]:
+        a.set_ylabel("population / its max")
     fig.suptitle("Population (scaled) along the GT's first principal axis; grey = GT")
     fig.tight_layout()
     return fig

@@ -41,11 +41,44 @@ def _show(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"Note. {text}", file=sys.stderr)
 
 
+def _legible_inline_figures() -> None:
+    """Pass every figure the kernel shows inline through :func:`helpers.report.plots.legible`
+    (text ≥ 10 px once the page shrinks a wide figure): wraps the PNG formatter that the inline
+    backend registered for ``Figure``. Nothing happens outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from helpers.report import plots
+
+    plt.switch_backend(matplotlib.get_backend())  # load the backend now: it registers its formatter first
+    fmt = ip.display_formatter.formatters["image/png"]
+    try:
+        old = fmt.lookup_by_type(Figure)
+    except KeyError:
+        return
+    if getattr(old, "legible", False):
+        return
+
+    def png(fig):
+        return old(plots.legible(fig))
+    png.legible = True
+    fmt.for_type(Figure, png)
+
+
 def setup() -> None:
     """Figure style + warnings as notes (call once at the top of a chapter)."""
     from helpers.report import plots
 
     plots.set_style()
+    _legible_inline_figures()
     plots._SEEN.clear()
     NOTES.clear()
     warnings.showwarning = _show

@@ -13,12 +13,15 @@ import seaborn as sns
 from helpers.core import catalogue
 
 PALETTE = "colorblind"
+DPI = 90  # inline figures; the book's text column is 688 px wide at a 1280-px window (measured)
+CONTENT_WIDTH_PX = 688
+MIN_TEXT_PX = 10.5  # every label, tick and title at least this tall on the page (issue 34: ≥ 10 px)
 
 
 def set_style() -> None:
     """The book's figure style (call once per notebook)."""
     sns.set_theme(context="notebook", style="ticks", palette=PALETTE)
-    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": "medium",
+    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "axes.titlesize": "medium",
                          "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9})
 
 
@@ -45,11 +48,74 @@ def line_style(label) -> dict:
             "linestyle": LINESTYLES[(i // len(SUBMISSION_COLOURS)) % len(LINESTYLES)]}
 
 
+def shown_px(fig, points: float, dpi: float = DPI) -> float:
+    """Height in page pixels of ``points``-pt text in ``fig`` rendered at ``dpi`` and shown in the
+    book's text column (a figure wider than :data:`CONTENT_WIDTH_PX` is shrunk to fit)."""
+    width_px = fig.get_size_inches()[0] * dpi
+    return points * dpi / 72 * min(1.0, CONTENT_WIDTH_PX / width_px)
+
+
+def legible(fig, dpi: float = DPI):
+    """Raise every text of ``fig`` (titles, labels, tick labels, legends, annotations) that would
+    show smaller than :data:`MIN_TEXT_PX` on the page to that size, then redo a tight layout
+    if anything grew. Larger text is left alone. Every figure of the book passes here
+    (:func:`helpers.report.page.setup` hooks it into the inline PNG output, and
+    :func:`helpers.report.widgets.fig_to_png` calls it). Returns ``fig``."""
+    from matplotlib.text import Text
+
+    need = MIN_TEXT_PX / shown_px(fig, 1.0, dpi)  # points
+    grew = False
+    for ax in fig.axes:
+        for axis, which in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+            labels = [t for t in axis.get_ticklabels(which="both") if t.get_text()]
+            if labels and min(t.get_fontsize() for t in labels) < need:
+                ax.tick_params(axis=which, which="both", labelsize=need)
+                grew = True
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < need:
+            t.set_fontsize(need)
+            grew = True
+    if grew and fig.get_layout_engine() is None:
+        import warnings
+
+        with warnings.catch_warnings():  # a layout that cannot be tightened stays as it was
+            warnings.simplefilter("ignore")
+            fig.tight_layout()
+    return fig
+
+
 def colors(labels) -> dict:
     """{label: colour} (:func:`line_style`): pass every chapter's first call the submissions in
     the run's manifest order (``manifest.load_submissions``) and a submission has the same colour
     everywhere."""
     return {lab: line_style(lab)["color"] for lab in labels}
+
+
+def _luminance(colour) -> float:
+    """WCAG 2 relative luminance of a matplotlib colour."""
+    from matplotlib.colors import to_rgb
+
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(colour)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def cell_css(colour) -> str:
+    """CSS for a table cell filled with ``colour``: black or white text, whichever contrasts
+    more (always ≥ 4.58 : 1, WCAG's 4.5 : 1 for body text)."""
+    from matplotlib.colors import to_hex
+
+    ink = "#000000" if _luminance(colour) > 0.1791 else "#ffffff"
+    return f"background-color: {to_hex(colour)}; color: {ink}"
+
+
+def gradient_css(col, cmap: str = "cividis") -> list:
+    """Styler.apply function: each cell of the column ``col`` filled by its value on ``cmap``
+    (min to max of the column; NaN cells unstyled), text by :func:`cell_css`. Replaces pandas'
+    ``background_gradient``, whose light text (#f1f1f1) cannot reach 4.5 : 1 on mid tones."""
+    v = col.astype(float)
+    lo, hi = np.nanmin(v), np.nanmax(v)
+    cm = plt.get_cmap(cmap)
+    return ["" if x != x else cell_css(cm(0.5 if hi == lo else (x - lo) / (hi - lo))) for x in v]
 
 
 def metric_axis(key: str, with_label: bool = False) -> str:
@@ -96,13 +162,16 @@ def show_map(vol: np.ndarray, voxel_size: float, title: str = "", axes=None, vma
     return axes
 
 
-def panel_grid(labels, ncols: int = 4, panel=(3.0, 2.5), **subplot_kw):
-    """One panel per label on a grid of ``ncols`` columns; unused panels hidden.
+def panel_grid(labels, ncols: int = 3, panel=(3.0, 2.5), **subplot_kw):
+    """One panel per label on a grid of ``ncols`` columns; unused panels hidden. Panels are
+    narrowed (aspect kept) so that the figure fits the book's text column unshrunk.
 
     Returns (fig, {label: axis}, axes (rows, cols) array)."""
     n = len(labels)
     nr = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nr, ncols, figsize=(panel[0] * ncols, panel[1] * nr), squeeze=False, **subplot_kw)
+    w = min(panel[0], CONTENT_WIDTH_PX / DPI / ncols)
+    h = panel[1] * w / panel[0]
+    fig, axes = plt.subplots(nr, ncols, figsize=(w * ncols, h * nr), squeeze=False, **subplot_kw)
     for a in axes.flat[n:]:
         a.axis("off")
     return fig, dict(zip(labels, axes.flat)), axes

@@ -14,7 +14,11 @@ import matplotlib.pyplot as plt
 
 
 def fig_to_png(fig, dpi: int = 80) -> bytes:
-    """Render a matplotlib figure to PNG bytes and close it."""
+    """Render a matplotlib figure to PNG bytes (small text enlarged to ≥ 10 px on the page,
+    :func:`helpers.report.plots.legible`) and close it."""
+    from helpers.report.plots import legible
+
+    legible(fig, dpi)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
