@@ -23,9 +23,21 @@ n_browse = 24  # number of GT maps in the slice browser
 # **Question.** What does the ground truth (GT) look like — the motion, its population, the
 # particle images — that every later chapter scores submissions against?
 #
+# **What you will learn.**
+#
+# - what the GT motion looks like: how adenylate kinase's maps change from the closed to the open
+#   end along MD-PC1
+# - how the GT population is spread along the motion — the distribution that the distribution
+#   metrics (chapter 5) ask submissions to reproduce
+# - what the particle images look like at the simulated signal-to-noise ratio: the data the image
+#   metrics (chapter 6) score submissions against
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **Inputs.** `gt/maps_gt.npy`, `gt/metadata.csv`, `gt/mask.mrc`, `particles/particles.star`
 # (made by `helpers.datagen.simulate` from real AdK transition paths; see {doc}`../data`).
 # **Outputs.** `results/…/data_summary.json`. **Run time.** Seconds.
+# ```
 
 # %%
 import json

@@ -22,6 +22,16 @@ align_inplane = 24  # in-plane angles of the coarse grid
 # **Question.** Are all submissions on the same grid, hand and orientation as the GT, so that
 # map-to-map metrics compare like with like?
 #
+# **What you will learn.**
+#
+# - whether every submission ends up on the GT's box, voxel size, hand and orientation before any
+#   metric compares maps
+# - how accurately the global alignment recovers a known rotation, and which alignments are flagged
+#   as doubtful
+# - which submissions, if any, could not be preprocessed, and why
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **Inputs.** The challenge config (`gt` entry first, then one entry per submission: folder of
 # MRC maps, `populations.txt`, box, pixel size, optional `native_pixel_size`, `flip`, `align`). **Outputs.**
 # `preprocessed/<label>.npz` (a {class}`MapSet <helpers.io.mapset.MapSet>` per submission: maps on
@@ -37,6 +47,7 @@ align_inplane = 24  # in-plane angles of the coarse grid
 # voxel), flip the hand where the config says so, and align globally: one rotation for the whole
 # series (found on the mean map, thresholded at the 93rd percentile, downsampled) by a
 # coarse-to-fine SO(3) search.
+# ```
 
 # %%
 from IPython.display import Markdown

@@ -31,6 +31,18 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 # map-to-map distance — and which GT maps does each submission cover? (The paper's Fig. 2E,
 # 3A and S4.)
 #
+# **What you will learn.**
+#
+# - which submissions reach which resolution against their best GT match, and where a submission's
+#   own coarser grid (its native Nyquist) limits it
+# - whether the mask inflates the FSC: the mask-corrected and unmasked resolutions beside the
+#   masked one
+# - which GT states each submission covers, from the GT × submission distance matrices and the
+#   point-cloud (GW, PW) coverage curves
+# - where the published code's conventions would change the numbers
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `volume_metrics/<label>.npz` with one (n_gt, n_sub) matrix per metric (`l2`, `corr`,
 # `bioem`, `fsc`, `res` in Å — no finer than the submission's native Nyquist, see below —,
@@ -76,6 +88,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 # measured values stay in `res_raw`, `best_res_raw_A`. `corr` is a similarity (cost = 1 − corr).
 # The **reference-compatible mode** (`mode="reference"`) reproduces the published code's
 # numbers; where it differs is shown at the end.
+# ```
 
 # %%
 import os

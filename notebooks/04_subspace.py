@@ -24,6 +24,16 @@ n_bootstrap = 25  # resamples of each submission's maps for the PCV error bars (
 # **Question.** Does each submission vary along the same directions as the GT and as each
 # other? (The paper's Fig. 2A, 2B, 2D, 2G, S2, S3.)
 #
+# **What you will learn.**
+#
+# - whether each submission spans the GT's motion, and whether its own variability is real motion
+#   (captured variance in both directions)
+# - whether the submissions find the same directions of motion as each other
+# - where each submission's maps and populations lie in a common subspace and along the GT's first
+#   axis
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **Inputs.** this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT stack, metadata and mask. **Outputs.**
 # `subspace/pcv.csv` (PCV matrix in %: row = reference set, column = capturing set),
 # `subspace/pcv_bootstrap.csv` (per submission: std of "GT captured" and "set in GT" PCV over
@@ -37,6 +47,7 @@ n_bootstrap = 25  # resamples of each submission's maps for the PCV error bars (
 # the common (minimum) spectrum — so a blurrier submission is not penalised for its blur — and
 # centred; PCA keeps `rank` components. PCV(i, j) = ‖V_jᵀ V_i S_i‖² / ‖S_i‖²: the share of set
 # i's variance that set j's subspace captures.
+# ```
 
 # %%
 from helpers.core.paths import resolve

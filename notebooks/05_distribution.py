@@ -27,6 +27,17 @@ mode = "default"  # "reference": the published pipeline (ranks from 1, summed wi
 # **Question.** Do a submission's maps *and populations* reproduce the GT distribution along
 # the motion? And what would its best possible populations be? (The paper's Fig. 3B, 3C, S5.)
 #
+# **What you will learn.**
+#
+# - how far each submission's maps *and populations* are from the GT distribution along the motion
+#   (EMD, KL), with error bars over GT subsamples and window sizes
+# - how much a submission would gain with its best possible populations, and where those
+#   populations would put the mass
+# - whether the ranking depends on the cost metric, and how many maps a submission needs
+# - whether the published pipeline's conventions change the order of the submissions
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **Inputs.** `volume_metrics/<label>.npz`, preprocessed populations, GT metadata. **Outputs.**
 # `distribution/replicates.csv` (one row per submission × metric × window size × replicate:
 # EMD_submitted, EMD_opt, KL_pq/qp_submitted, KL_pq/qp_opt, em_iterations),
@@ -63,6 +74,7 @@ mode = "default"  # "reference": the published pipeline (ranks from 1, summed wi
 # drawn by numpy's legacy RNG seeded with the replicate index, the published KL assignment and
 # its stopping rule. It is tested against an independent transcription of that code on the challenge's own
 # pickle. The last section compares both modes on the demo.
+# ```
 
 # %%
 from helpers.core.paths import resolve

@@ -31,6 +31,16 @@ dask_workers = 0  # worker processes of a local Dask cluster for the pose search
 # **Question.** Without any ground truth, how well does a submission's ensemble (maps + populations)
 # explain the particle images? (The paper's Fig. 2C/2F, 3D, S6.)
 #
+# **What you will learn.**
+#
+# - how well each submission's ensemble (maps + populations) explains the particle images, relative
+#   to the GT ensemble that generated them
+# - whether enough images were scored to separate each submission from the GT ensemble, or the
+#   comparison is underpowered
+# - where likelihood-optimised populations put the mass, and what a search at full size would cost
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **Inputs.** the particle stack `particles` (STAR + `.mrcs`; the demo scores `particles/heldout.star`, images
 # that no submission was made from and no method trained on), this run's `preprocessed/<label>.npz` (listed in `manifest.json`), the GT. **Outputs.**
 # `image_metrics/<label>.npz` (`logp_integrated`, `logp_best`, `best_cc` — each (n_images, n_maps)),
@@ -62,6 +72,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the pose search
 # The demo uses a subset of the images and a coarse, downsampled grid to fit the book's
 # time budget; the benchmark (`benchmarks/bench_image_search.py`) reports the search rate, from
 # which the cost of the full setting follows (see the end).
+# ```
 
 # %%
 from helpers.core.paths import resolve

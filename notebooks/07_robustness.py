@@ -42,6 +42,16 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # from the GT, damaged in one known way at a time, swept over a range, and scored by every
 # metric of chapters 3–6.
 #
+# **What you will learn.**
+#
+# - which metric detects which known defect, and from which severity on
+# - which metrics are blind to a defect, respond to it the wrong way, or stay correctly invariant
+#   to changes that should not matter (intensity scale and offset, map order)
+# - how many particle images the likelihood needs to see each defect
+# - which metric to trust for which question about a submission
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **The base submission** is the Averaged GT (each of `n_maps` groups of GT maps along MD-PC1
 # averaged, with the group's summed population: the leaderboard's best entry) plus white noise
 # at `base_snr`, the noise every reconstruction carries. The noise matters: a noise-free map has
@@ -86,6 +96,7 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # images needed to see it at 2 standard errors). **Run time** stated at the end of the chapter;
 # the book runs a trimmed sweep chosen by measurement, the full one is the parameter file
 # `params/robustness_full.yml` (finer levels, five replicates, every GT map).
+# ```
 
 # %% tags=["hide-input"]
 import time
@@ -95,9 +106,9 @@ from IPython.display import Markdown, display
 from helpers.core import catalogue
 from helpers.core.paths import resolve
 from helpers.pipeline.chapters import robustness_study as rstudy
-from helpers.report import figures_robustness as figs, plots, story_scores, widgets
+from helpers.report import figures_robustness as figs, page, plots, story_scores, widgets
 
-plots.set_style()
+page.setup()
 t_chapter = time.perf_counter()
 data, out = resolve(data_dir), resolve(results_dir)
 setup = rstudy.prepare(data, out, voxel_size, n_maps=n_maps, base_snr=base_snr, seed=seed, gt_stride=gt_stride,
@@ -134,13 +145,25 @@ responses, levels_tested, summary = rstudy.write_responses(out, scores.rows, img
 print(f"{len(responses)} responses; chapter so far {time.perf_counter() - t_chapter:.0f} s")
 
 # %% [markdown]
+# ## What the demo shows: which metric to trust for what
+# Written from this run's verdicts (`robustness/summary.csv`).
+
+# %% tags=["remove-input"]
+metrics_shown = rstudy.shown_metrics(summary)
+S = summary[summary.verdict != "not measured"]
+per_metric = story_scores.metric_table(S, metrics_shown)
+Markdown(story_scores.robustness(S, names, per_metric))
+
+# %% tags=["remove-input"]
+per_metric.set_index("metric").style.set_properties(**{"text-align": "left"})
+
+# %% [markdown]
 # ## What each metric detects (the summary matrix)
 # One row per degradation, one column per metric. Colour: the verdict; number: the threshold
 # (the mildest level the metric detects, in the row's unit). For scale, offset and shuffling the
 # right answer is *invariant*.
 
 # %% tags=["hide-input"]
-metrics_shown = rstudy.shown_metrics(summary)
 _ = figs.verdict_matrix(*rstudy.verdict_grid(summary, names, metrics_shown), names, metrics_shown)
 
 # %% [markdown]
@@ -175,18 +198,6 @@ if ic is not None:
     worst = rstudy.worst_levels(ic, names)
     _ = figs.images_needed(worst, len(deltas["none"]))
     display(plots.readable(worst[["level", "mean_loss_per_image", "images_needed", "check_fraction"]].round(3)))
-
-# %% [markdown]
-# ## Which metric to trust for what
-# Written from this run's verdicts (`robustness/summary.csv`).
-
-# %% tags=["remove-input"]
-S = summary[summary.verdict != "not measured"]
-per_metric = story_scores.metric_table(S, metrics_shown)
-Markdown(story_scores.robustness(S, names, per_metric))
-
-# %% tags=["remove-input"]
-per_metric.set_index("metric").style.set_properties(**{"text-align": "left"})
 
 # %% tags=["remove-input"]
 setup.close()  # removes the resampled GT's scratch folder, if any

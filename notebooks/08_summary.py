@@ -24,6 +24,17 @@ n_rank_draws = 1000  # parametric bootstrap draws for the overall rank's interva
 # **Question.** How does each submission fare on every metric family at once, and do the
 # metrics agree?
 #
+# **What you will learn.**
+#
+# - how each submission ranks on each metric family and overall, and which submissions are tied
+#   within their error bars
+# - whether the metrics agree, and whether the GT-free image metrics reproduce the GT-based ranking
+# - whether each degraded mock is caught by the metric aimed at it, and where a real method lands
+#   among the mocks
+# - how far to trust each metric, given what chapter 7 found it blind to
+#
+# ```{admonition} Method, inputs and outputs
+# :class: dropdown
 # **Inputs.** The result files of chapters 3–6. **Outputs.** `summary/leaderboard.csv`, one row
 # per submission (`label`), sorted by overall rank: `mean_rank` (the mean of the family ranks,
 # 1 = best), `mean_rank_lo`, `mean_rank_hi` (its 95 % interval, a parametric bootstrap over the
@@ -57,6 +68,7 @@ n_rank_draws = 1000  # parametric bootstrap draws for the overall rank's interva
 # | `kl_submitted` — KL(P‖A q_sub) | 5 | lower | std over replicates |
 # | `loglik_per_image` — ensemble log-likelihood per image relative to the GT ensemble (nats) | 6 | higher | std over bootstrap resamples of the images |
 # | `best_cc` — median best cross-correlation of the images | 6 | higher | — |
+# ```
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown
