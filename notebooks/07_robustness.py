@@ -103,10 +103,9 @@ import time
 
 from IPython.display import Markdown, display
 
-from helpers.core import catalogue
 from helpers.core.paths import resolve
 from helpers.pipeline.chapters import robustness_study as rstudy
-from helpers.report import figures_robustness as figs, page, plots, story_scores, widgets
+from helpers.report import figures_robustness as figs, page, plots, story_scores
 
 page.setup()
 t_chapter = time.perf_counter()
@@ -176,10 +175,7 @@ _ = figs.verdict_matrix(*rstudy.verdict_grid(summary, names, metrics_shown), nam
 # detection — the same rule as the verdicts. Pick a metric to see all its curves.
 
 # %% tags=["remove-input"]
-widgets.dropdown_browser([catalogue.label(m) for m in metrics_shown],
-                         widgets.render_frames(len(metrics_shown),
-                                               lambda i: figs.response_curves(levels_tested, metrics_shown[i], names)),
-                         description="metric")
+figs.response_browser(levels_tested, metrics_shown, names)
 
 # %% [markdown]
 # ## How many particle images does the likelihood need?

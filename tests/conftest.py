@@ -10,7 +10,22 @@ os.environ.setdefault("HETBOOK_QUIET", "1")
 os.environ.setdefault("HETBOOK_DEVICE", "cpu")
 
 REPO = Path(__file__).resolve().parent.parent
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two test workers on two cores: one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
 FIXTURES = REPO.parent / "shared" / "fixtures" / "challenge-format"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """``make test`` runs two xdist workers (``--dist loadgroup``): every test that reads the
+    tiny book run (the ``executed`` fixture, ~2 min) goes to the same worker, so the run is made
+    once; the other tests are spread over both workers."""
+    for item in items:
+        if "executed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +55,33 @@ def blob_volume(n, centers, sigma=2.0):
     for (x, y, z), w in centers:
         v += w * np.exp(-((X - x) ** 2 + (Y - y) ** 2 + (Z - z) ** 2) / (2 * sigma ** 2))
     return v
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory):
+    """Every chapter run once through the runner on the tiny parameters (``params/tiny.yml``), with
+    one adapter-made submission added: the run folder (data/, results/, executed/, p.yml). Shared by
+    the chapter tests and the Dask runs (xdist group "tiny_run": one worker, one run)."""
+    import yaml
+
+    from helpers.core.paths import REPO_ROOT
+    from helpers.methods import adapters
+    from helpers.pipeline import run
+
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = yaml.safe_load((REPO_ROOT / "params/tiny.yml").read_text())
+    cfg["dataset"]["out_dir"] = str(tmp / "data")
+    cfg["common"] = {"data_dir": str(tmp / "data"), "results_dir": str(tmp / "results")}
+    cfg["executed_dir"] = str(tmp / "executed")
+    (tmp / "p.yml").write_text(yaml.safe_dump(cfg))
+    run.ensure_data(cfg)
+    # a method output through an adapter (a volume series + per-particle labels, the way a
+    # cryoSPARC/RECOVAR export comes): its provenance must reach chapter 8's "real method" text
+    subs = tmp / "data" / "submissions"
+    labels = np.random.default_rng(5).integers(0, 8, 500)
+    np.save(tmp / "labels.npy", labels)
+    ms = adapters.volume_series(subs / "lowpass", labels=tmp / "labels.npy", label="Series entry", method="volume series")
+    adapters.write_submission(ms, subs, name="series_entry", align=False)
+    rc = run.main(["--params", str(tmp / "p.yml")])
+    assert rc == 0
+    return tmp

@@ -225,3 +225,24 @@ def test_power_table_against_a_paired_difference_written_out(searched):
     dcc = res["GT ensemble"]["best_cc"].max(1) - res["Four"]["best_cc"].max(1)
     assert power.loc[("Four", "best_cc"), "mean"] == pytest.approx(dcc.mean(), rel=1e-6)
     assert (power["n_stack"] == 24).all() and (power["n_images"] == 8).all()
+
+
+def test_thin_gt_keeps_the_distribution_along_the_motion():
+    """Chapter 6's GT ensemble on fewer maps (``n_gt_maps``): 10 maps with shuffled MD-PC1 cut
+    into 3 runs (4, 3, 3 maps in PC1 order); each run's middle map carries the run's summed
+    population (written out here by hand), so the populations' mean PC1 moves by less than one
+    map spacing; 0 or ≥ 10 maps: the GT itself."""
+    rng = np.random.default_rng(0)
+    pc1 = rng.permutation(10).astype(float)  # map i sits at PC1 = pc1[i]
+    pops = rng.random(10)
+    gt = MapSet(maps=np.stack([np.full((4, 4, 4), v, np.float32) for v in pc1]), populations=pops / pops.sum(),
+                voxel_size=1.0, label="GT", pc1=pc1)
+    thin = ch6.thin_gt(gt, 3)
+    order = np.argsort(pc1)
+    runs = [order[:4], order[4:7], order[7:]]
+    assert list(thin.pc1) == [pc1[order[2]], pc1[order[5]], pc1[order[8]]]
+    np.testing.assert_allclose(thin.maps[:, 0, 0, 0], thin.pc1)  # the maps travel with their PC1
+    want = np.array([gt.populations[r].sum() for r in runs])
+    np.testing.assert_allclose(thin.populations, want / want.sum(), rtol=1e-12)
+    assert abs(thin.populations @ thin.pc1 - gt.populations @ gt.pc1) < 1.0
+    assert ch6.thin_gt(gt, 0) is gt and ch6.thin_gt(gt, 10) is gt

@@ -1,7 +1,7 @@
 """Every Dask path run end to end through the runner (issue 36): chapter 3's GT rows and GW/PW
 transport pairs and chapter 6's pose search, on a 2-process LocalCluster and on a separately
 started `dask scheduler` + two `dask worker` processes, each equal to the in-process run (the
-`executed` tiny run of tests/test_notebooks.py) to 1e-6; a worker killed mid-chapter ends in a
+`executed` tiny run of tests/conftest.py) to 1e-5 relative; a worker killed mid-chapter ends in a
 completed, correct result."""
 import os
 import shutil
@@ -18,14 +18,13 @@ import pytest
 import yaml
 
 from helpers.pipeline import run
-from test_notebooks import executed  # noqa: F401 (the in-process tiny run, a module fixture there)
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def _copy_run(executed, tmp_path):  # noqa: F811
+def _copy_run(executed, tmp_path):
     shutil.copytree(executed / "results", tmp_path / "results")
     cfg = yaml.safe_load((executed / "p.yml").read_text())
     cfg["common"]["results_dir"] = str(tmp_path / "results")
@@ -39,7 +38,9 @@ def _same_npz(a: Path, b: Path):
     assert set(za.files) == set(zb.files), a.name
     for k in za.files:
         if za[k].dtype.kind in "fc":
-            np.testing.assert_allclose(za[k], zb[k], rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=f"{a.name}:{k}")
+            # float32 sums in another order: resolutions (an interpolated FSC crossing) move by
+            # up to 2e-6 relative (seen: 13.368126 vs 13.368102 Å)
+            np.testing.assert_allclose(za[k], zb[k], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=f"{a.name}:{k}")
         elif k != "seconds":
             assert np.array_equal(za[k], zb[k]), f"{a.name}:{k}"
 
@@ -60,7 +61,7 @@ def _run(p, *sets):
     assert run.main(args) == 0
 
 
-def test_chapters_3_and_6_on_a_local_cluster_equal_in_process(executed, tmp_path):  # noqa: F811
+def test_chapters_3_and_6_on_a_local_cluster_equal_in_process(executed, tmp_path):
     """dask_workers: 2 in both chapters (GT rows, transport pairs after them on the same client,
     pose search): the same matrices as in-process (issue 36: the transport pass failed with
     'lost dependencies' after the GT-row pass)."""
@@ -75,7 +76,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_chapters_on_a_separately_started_scheduler_with_a_worker_killed(executed, tmp_path):  # noqa: F811
+def test_chapters_on_a_separately_started_scheduler_with_a_worker_killed(executed, tmp_path):
     """`dask scheduler` and two `dask worker` processes started by hand on localhost (the README's
     recipe), passed as dask_scheduler: tcp://…; one worker process is killed (SIGKILL) while
     chapter 3 runs: the chapters complete with the in-process numbers."""

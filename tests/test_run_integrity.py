@@ -173,6 +173,14 @@ def test_stale_chapters_after_partial_reruns(data, tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(run, "list_notebooks", lambda: nbs)  # chapters 1–4 only (5–8 take minutes)
     assert "4 of 4 notebooks run" in make_like()  # 01 was missing, 02–04 stale: all four, nothing skipped
+    # the front page's run-time table: each chapter's last run, summed (issue 34 item 1)
+    import re
+
+    rt = (tmp_path / "results/run_time.md").read_text()
+    secs = {k: float(v) for k, v in re.findall(r"^\| (\d\d_\w+) \| (\d+) \|$", rt, re.M)}
+    assert set(secs) == {"01_data", "02_preprocessing", "03_volume_metrics", "04_subspace"} and min(secs.values()) >= 1
+    total = float(re.search(r"took (\d+) s in all", rt).group(1))
+    assert abs(total - sum(secs.values())) <= len(secs)  # rounding of each row
     s = states()
     assert all(s[k][0] == "done" for k in ("01_data", "02_preprocessing", "03_volume_metrics", "04_subspace"))
     out = make_like()

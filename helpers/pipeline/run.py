@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -287,6 +287,8 @@ def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Pa
     if results is not None:
         manifest.commit_stage(env[manifest.STAGE_ENV], results)
         m = manifest.merge_update(results, path.stem, fingerprint=fp)
+        m["chapters"][path.stem]["seconds"] = round(time.time() - t, 1)
+        manifest.write(results, m)
         _report(env[NOTICES_ENV], [f for f in m.get("failures", []) if f["chapter"] == path.stem])
     return "ran"
 
@@ -311,10 +313,23 @@ def _finish(cfg: dict, out_dir: Path, results: Path, again: str) -> None:
 
     shutil.rmtree(results / ".staging", ignore_errors=True)
     m = manifest.read(results)
+    write_run_time(results, m)
     states = fingerprint.status([p.stem for p in list_notebooks()], cfg, m["inputs"], m["chapters"])
     stale = fingerprint.mark_executed(out_dir, states, again)
     if stale:
         print(f"not current (marked in the book): {', '.join(f'{k} ({states[k][1]})' for k in stale)}")
+
+
+def write_run_time(results: Path, m: dict) -> Path:
+    """``<results>/run_time.md`` for the book's front page: each chapter's last run time (s, from
+    the manifest), their sum and the machine's CPU count."""
+    rows = [(k, v.get("seconds")) for k, v in sorted(m.get("chapters", {}).items())]
+    known = [s for _, s in rows if s is not None]
+    lines = ["| chapter | seconds |", "|---|---:|"] + [f"| {k} | {'—' if s is None else f'{s:.0f}'} |" for k, s in rows]
+    text = (f"The chapters' last runs took {sum(known):.0f} s in all on {os.cpu_count()} CPU cores "
+            f"({len(known)} of {len(rows)} timed):\n\n" + "\n".join(lines) + "\n")
+    (results / "run_time.md").write_text(text)
+    return results / "run_time.md"
 
 
 def _blocked(nbs: list[Path], states: dict) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from matplotlib.colors import ListedColormap
 
 from helpers.core import catalogue
 from helpers.pipeline.robustness import DEGRADATIONS
+from helpers.report import widgets
 
 VERDICT_COLOURS = {"detects": "#117733", "saturates": "#44AA99", "wrong way": "#EE7733", "blind": "#BBBBBB",
                    "underpowered": "#DDCC77", "invariant": "#88CCEE", "not invariant": "#CC3311",
@@ -51,7 +52,7 @@ def response_curves(levels_tested, metric: str, names):
     sign = 1 if catalogue.better(metric) == "low" else -1
     ncol = 4
     nrow = (len(names) + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(9, 2.1 * nrow), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(8.5, 2.1 * nrow), sharey=True, squeeze=False)  # 680 px at 80 dpi
     for a, d in zip(axes.flat, names):
         s_ = lt[lt.degradation == d].sort_values("severity_rank")
         x = np.arange(len(s_))
@@ -77,6 +78,14 @@ def response_curves(levels_tested, metric: str, names):
                  "(grey: ±Holm critical value; filled: detected)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def response_browser(levels_tested, metrics, names):
+    """A dropdown over ``metrics``: each page is :func:`response_curves` for that metric (frames
+    drawn once each, laid out by ``tight_layout``: no second draw for a bounding box)."""
+    return widgets.dropdown_browser([catalogue.label(m) for m in metrics],
+                                    widgets.render_frames(len(metrics), lambda i: response_curves(levels_tested, metrics[i], names),
+                                                          tight=False), description="metric")
 
 
 def images_needed(worst, n_run: int):

@@ -13,14 +13,16 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 
 
-def fig_to_png(fig, dpi: int = 80) -> bytes:
+def fig_to_png(fig, dpi: int = 80, tight: bool = True) -> bytes:
     """Render a matplotlib figure to PNG bytes (small text enlarged to ≥ 10 px on the page,
-    :func:`helpers.report.plots.legible`) and close it."""
+    :func:`helpers.report.plots.legible`) and close it. ``tight``: crop to the drawn content
+    (``bbox_inches="tight"``, which draws the figure twice); pass False for a figure whose
+    layout is already set (tight_layout or explicit margins): one draw, ~40 % faster."""
     from helpers.report.plots import legible
 
     legible(fig, dpi)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return buf.getvalue()
 
@@ -49,16 +51,18 @@ def dropdown_browser(options: Sequence[str], frames: Sequence[bytes], descriptio
     return W.VBox([dd, stack])
 
 
-def render_frames(n: int, draw: Callable[[int], "plt.Figure"], dpi: int = 80) -> list[bytes]:
-    """PNG frames from a function ``draw(i) -> Figure`` for i in range(n)."""
-    return [fig_to_png(draw(i), dpi) for i in range(n)]
+def render_frames(n: int, draw: Callable[[int], "plt.Figure"], dpi: int = 80, tight: bool = True) -> list[bytes]:
+    """PNG frames from a function ``draw(i) -> Figure`` for i in range(n) (``tight``: see
+    :func:`fig_to_png`)."""
+    return [fig_to_png(draw(i), dpi, tight) for i in range(n)]
 
 
 def map_frames(maps, voxel_size: float, index, title: Callable[[int], str], figsize=(6, 3), dpi: int = 80,
                small: bool = False) -> list[bytes]:
     """One PNG per map ``index[k]`` of ``maps`` (n, N, N, N): its central z-section and
     z-projection (axes in Å, :func:`helpers.report.plots.show_map`), titled ``title(k)``; ``small``:
-    9-pt ticks and 7-pt panel titles for a compact browser. The one map browser of the book."""
+    9-pt ticks and panel titles (10 px at 80 dpi) for a compact browser. Fixed margins instead of
+    a tight bounding box: one draw per frame. The one map browser of the book."""
     import numpy as np
 
     from helpers.report.plots import show_map
@@ -70,9 +74,12 @@ def map_frames(maps, voxel_size: float, index, title: Callable[[int], str], figs
         if small:
             for a in ax:
                 a.tick_params(labelsize=9)
-                a.title.set_fontsize(7)
+                a.title.set_fontsize(9)
+                a.xaxis.label.set_fontsize(9)
+                a.yaxis.label.set_fontsize(9)
+        fig.subplots_adjust(left=0.14, right=0.98, bottom=0.2, top=0.8, wspace=0.45)
         return fig
-    return render_frames(len(index), draw, dpi=dpi)
+    return render_frames(len(index), draw, dpi=dpi, tight=False)
 
 
 def two_level_browser(outer: Sequence[str], inner: Sequence[str], frame: Callable[[int, int], bytes],

@@ -60,15 +60,29 @@ def particle_stack(data_dir, results_dir, particles: str, n_images: int, box_ds:
     return st
 
 
+def thin_gt(gt, n_maps: int):
+    """The GT ensemble on ``n_maps`` of its maps: the maps in MD-PC1 order cut into ``n_maps``
+    runs of consecutive maps; each run is represented by its middle map, which carries the run's
+    summed population (so the ensemble keeps the GT's distribution along the motion). Returns a
+    MapSet (``gt`` itself when ``n_maps`` is 0 or not smaller)."""
+    if not 0 < n_maps < gt.n_maps:
+        return gt
+    runs = np.array_split(np.argsort(gt.pc1, kind="stable"), n_maps)
+    keep = np.array([r[len(r) // 2] for r in runs])
+    thin = gt.subset(keep)
+    pops = np.array([gt.populations[r].sum() for r in runs])
+    return dataclasses.replace(thin, populations=pops / pops.sum())
+
+
 def load_sets(data_dir, results_dir, voxel_size: float, n_gt_maps: int = 0):
-    """The sets scored: {"GT ensemble": the GT (all maps, or ``n_gt_maps`` evenly spaced along
-    MD-PC1), then this run's preprocessed submissions (memory-mapped, manifest order)} and the GT
-    mask (each map's solvent background is subtracted before projection). Writes nothing."""
+    """The sets scored: {"GT ensemble": the GT (all maps, or ``n_gt_maps`` of them with their
+    neighbours' populations, :func:`thin_gt`), then this run's preprocessed submissions
+    (memory-mapped, manifest order)} and the GT mask (each map's solvent background is subtracted
+    before projection). Writes nothing."""
     gtf = io.find_gt(Path(data_dir))
     gt = io.read_gt(gtf["maps"], gtf["metadata"], voxel_size)
     mask = io.read_mask(gtf["mask"], gt.box)
-    if 0 < n_gt_maps < gt.n_maps:
-        gt = gt.subset(np.argsort(gt.pc1)[np.linspace(0, gt.n_maps - 1, n_gt_maps).astype(int)])
+    gt = thin_gt(gt, n_gt_maps)
     sets = {GT: gt}
     sets.update(manifest.load_submissions(results_dir, mmap=True))  # this run's submissions (the manifest)
     return sets, mask
