@@ -115,8 +115,9 @@ def matrix_png(results: dict, metric: str, label: str, order) -> bytes:
     ax.set_xlabel("submitted map")
     ax.set_ylabel("GT map (ordered by MD-PC1)")
     fig.colorbar(im, ax=ax, label=matrix_label(metric))
-    ax.set_title(f"{label}: {MATRIX_LABELS.get(metric, metric)}")
-    return widgets.fig_to_png(fig, dpi=80)
+    ax.set_title(f"{label}: {MATRIX_LABELS.get(metric, metric)}", fontsize=10)
+    fig.subplots_adjust(left=0.17, right=0.8, bottom=0.13, top=0.91)  # fixed margins: one draw per frame
+    return widgets.fig_to_png(fig, dpi=80, tight=False)
 
 
 def matrix_browser(results: dict, metrics, order):
