@@ -64,7 +64,7 @@ dask_workers = 0  # worker processes of a local Dask cluster for the GT chunks a
 # (`gw`, `pw` in Å on subsets: rows `gt_index`, columns `sub_index`) and
 # `volume_metrics/transport.csv` (per submission: mean over the GT subset of the distance to the
 # closest submitted map, `gw_coverage_A`, `pw_coverage_A`). **Run time.** Stated at the end of
-# the chapter, measured in the run itself (for the demo, 400 GT × 80 maps at 64³ per submission:
+# the chapter, measured in the run itself (for the demo, 400 GT × 40 maps at 64³ per submission:
 # every FSC as per-shell matrix products, the mask check, the GW/PW subsets).
 #
 # **One pass over the GT.** `gt_pass.distance_matrices_many` reads each chunk of GT maps once and

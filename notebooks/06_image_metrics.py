@@ -107,7 +107,7 @@ Markdown(story_images.likelihood(summary, search.M))
 # images downsampled to `box_ds` pixels carry nothing beyond their Nyquist frequency (printed
 # below), so the low-pass mock's 14–22 Å filters are only partly visible at 24 px; noise in the
 # maps and wrong populations (middle mode, bimodal) show clearly. The Sampled GT control *is*
-# made of GT maps (80 of them, with their groups' populations), so it should come close to the
+# made of GT maps (one per group, with its group's population), so it should come close to the
 # full GT ensemble; the Reconstructed mock and the mocks made from it (other grid, flipped
 # hand: identical after preprocessing) should trail the controls. The numbers of this run are
 # stated above.

@@ -64,7 +64,7 @@ seed = 0  # rotation axis, translation direction, noise, permutations, bootstrap
 # residual rotation and translation after alignment, the wrong hand, an intensity scale and
 # offset, three population errors (shifted along the motion, flattened, middle mode dropped;
 # each with its true KL from the base's populations), part of the motion missing, fewer maps
-# (80 → 5, the paper's Fig. S5 question for every metric) and the map order shuffled (maps
+# (from `n_maps` down to 5, the paper's Fig. S5 question for every metric) and the map order shuffled (maps
 # kept with their populations).
 #
 # **Verdicts** (`helpers.kernels.verdicts`). Replicate r of every degraded set shares its noise draw

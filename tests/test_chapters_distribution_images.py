@@ -112,7 +112,7 @@ def test_n_volumes_study_against_its_own_mock(gt_and_subs, tmp_path):
         assert got == pytest.approx(_emd(rankdata(l2, axis=1) - 1, gt.populations, rows, wins, pops)[0], rel=1e-9)
 
 
-def test_compare_modes_reference_against_the_published_draw(gt_and_subs):
+def test_compare_modes_reference_against_the_published_draw(gt_and_subs, tmp_path):
     """Reference mode: ranks from 1 summed over windows of rows drawn by RandomState(k) on the
     pc1 order, recomputed here with ot.emd2; default: L2 per voxel. Red with the two modes'
     matrices swapped."""
@@ -133,6 +133,11 @@ def test_compare_modes_reference_against_the_published_draw(gt_and_subs):
                         subs["Six"].populations)[0])
     assert modes.loc["Six", "EMD_submitted (reference)"] == pytest.approx(np.mean(ref), rel=1e-9)
     assert modes.loc["Six", "EMD_submitted (default)"] == pytest.approx(np.mean(dfl), rel=1e-9)
+    # the default column taken from the chapter's own replicates table equals the recomputation
+    rep = ch5.replicates(tmp_path, subs, mats, gt.populations, gt.pc1, metrics=["l2"], n_pool=3, n_pool_sweep=[3],
+                         fraction=0.9, n_replicates=2, cost_scale="distance", mode="default", voxel_size=5.7)[0]
+    reused = ch5.compare_modes(subs, mats, gt.populations, gt.pc1, n_pool=3, fraction=0.9, n_replicates=2, rep=rep)
+    pd.testing.assert_frame_equal(reused, modes, rtol=1e-12)
     assert ch5.rank_agreement(pd.DataFrame({"EMD_submitted (default)": [1.0, 2.0, 3.0],
                                             "EMD_submitted (reference)": [10.0, 30.0, 20.0]})) == 1
 

@@ -136,14 +136,22 @@ def n_volumes_study(results_dir, gt, mask_path, *, n_volumes, n_pool: int, fract
 
 
 def compare_modes(subs: dict, mats: dict, p_gt, pc1, *, n_pool: int, fraction: float,
-                  n_replicates: int) -> pd.DataFrame:
+                  n_replicates: int, rep: pd.DataFrame | None = None) -> pd.DataFrame:
     """The L2 matrices through the default conventions (distance cost) and the published ones
-    (``mode="reference"``: ranks from 1 summed over windows). Writes nothing. Returns one row per
-    label: ``EMD_submitted (default)``, ``EMD_submitted (reference)``, ``EMD_opt (default)``,
+    (``mode="reference"``: ranks from 1 summed over windows). ``rep``: this chapter's
+    :func:`replicates` table when it ran with the default conventions (``mode="default"``,
+    ``cost_scale="distance"``): its ``l2`` rows at ``n_pool`` are the default column (the same
+    computation; only the reference one is run). Writes nothing. Returns one row per label:
+    ``EMD_submitted (default)``, ``EMD_submitted (reference)``, ``EMD_opt (default)``,
     ``EMD_opt (reference)`` (means over replicates; L2 per masked voxel, or summed ranks)."""
     cmp_rows = []
     for lab, s in subs.items():
         for m, kw in (("default", {}), ("reference", {"mode": "reference"})):
+            if m == "default" and rep is not None:
+                r = rep[(rep.label == lab) & (rep.metric == "l2") & (rep.n_pool == n_pool)]
+                cmp_rows.append({"label": lab, "mode": m, "EMD_submitted": r.EMD_submitted.mean(),
+                                 "EMD_opt": r.EMD_opt.mean()})
+                continue
             c = mats[lab]["l2"] if m == "reference" else dist.distance_cost(mats[lab]["l2"], "l2",
                                                                              int(mats[lab]["n_voxels"]))
             r = dist.evaluate(c, p_gt, pc1, s.populations, n_pool=n_pool, fraction=fraction,
