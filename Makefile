@@ -42,7 +42,7 @@ html: $(VENV)/.installed _vendor/.done
 book: notebooks html
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 tests
 
 check-site: $(VENV)/.installed
 	test -x /usr/bin/chromium || (apt-get install -y chromium || sudo apt-get install -y chromium)

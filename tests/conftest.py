@@ -18,14 +18,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two test workers on two cores: one 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "challenge-format"
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """``make test`` runs two xdist workers (``--dist loadgroup``): every test that reads the
-    tiny book run (the ``executed`` fixture, ~2 min) goes to the same worker, so the run is made
-    once; the other tests are spread over both workers."""
-    for item in items:
-        if "executed" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tiny_run"))
+    """``make test`` runs two xdist workers (``--dist load``, tests handed out in this order):
+    the first test that reads the tiny book run (the ``executed`` fixture, ~2.5 min) goes first,
+    so one worker makes the run while the other works through the independent tests; the other
+    tests that read it go last, when the run is there for both workers to share."""
+    uses = [it for it in items if "executed" in getattr(it, "fixturenames", ())]
+    if uses:
+        rest = [it for it in items if it not in uses]
+        items[:] = uses[:1] + rest + uses[1:]
 
 
 @pytest.fixture(scope="session")
@@ -60,15 +61,31 @@ def blob_volume(n, centers, sigma=2.0):
 @pytest.fixture(scope="session")
 def executed(tmp_path_factory):
     """Every chapter run once through the runner on the tiny parameters (``params/tiny.yml``), with
-    one adapter-made submission added: the run folder (data/, results/, executed/, p.yml). Shared by
-    the chapter tests and the Dask runs (xdist group "tiny_run": one worker, one run)."""
+    one adapter-made submission added: the run folder (data/, results/, executed/, p.yml), read
+    only by the tests. Made once per test session: under pytest-xdist the workers share it through
+    a file lock in the session's common temporary folder (the first to ask makes it, the other
+    waits and reuses it)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # .../pytest-N, common to this session's workers (not to other sessions)
+    tmp, done = base / "tiny_run", base / "tiny_run.done"
+    with FileLock(str(base / "tiny_run.lock")):
+        if not done.exists():
+            _tiny_run(tmp)
+            done.touch()
+    return tmp
+
+
+def _tiny_run(tmp: Path) -> None:
     import yaml
 
     from helpers.core.paths import REPO_ROOT
     from helpers.methods import adapters
     from helpers.pipeline import run
 
-    tmp = tmp_path_factory.mktemp("run")
+    tmp.mkdir(parents=True)
     cfg = yaml.safe_load((REPO_ROOT / "params/tiny.yml").read_text())
     cfg["dataset"]["out_dir"] = str(tmp / "data")
     cfg["common"] = {"data_dir": str(tmp / "data"), "results_dir": str(tmp / "results")}
@@ -82,6 +99,4 @@ def executed(tmp_path_factory):
     np.save(tmp / "labels.npy", labels)
     ms = adapters.volume_series(subs / "lowpass", labels=tmp / "labels.npy", label="Series entry", method="volume series")
     adapters.write_submission(ms, subs, name="series_entry", align=False)
-    rc = run.main(["--params", str(tmp / "p.yml")])
-    assert rc == 0
-    return tmp
+    assert run.main(["--params", str(tmp / "p.yml")]) == 0
