@@ -41,7 +41,6 @@ published map-to-map pickle.
 from __future__ import annotations
 
 import numpy as np
-import ot
 from scipy.stats import rankdata
 
 SIMILARITIES = {"corr"}
@@ -113,6 +112,7 @@ def pool(cost: np.ndarray, p: np.ndarray, rows, windows, how: str = "mean"):
 
 def emd_submitted(P: np.ndarray, q: np.ndarray, D: np.ndarray):
     """Exact EMD between window distribution P and submitted q with cost D. Returns (value, plan)."""
+    import ot  # POT, imported when used: ~1 s at import time otherwise
     T = ot.emd(P, q, D, numItermax=1_000_000)
     return float((T * D).sum()), T
 

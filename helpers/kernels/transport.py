@@ -55,7 +55,6 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
-import ot
 import torch
 
 from helpers.core.backend import progress
@@ -113,6 +112,7 @@ def gw_starts(X, p, Y, q, mirror: bool = False) -> list:
     """Initial couplings for GW between aligned clouds (k1, 3), (k2, 3): the W2 plan of X with Y
     and, with ``mirror``, with Y mirrored along each axis (GW cannot tell a mirror image, so its
     optimum may sit near one of those plans)."""
+    import ot  # POT, imported when used: ~1 s at import time otherwise
     flips = [(1, 1, 1)] + ([(-1, 1, 1), (1, -1, 1), (1, 1, -1)] if mirror else [])
     return [ot.emd(p, q, ot.dist(X, Y * np.array(f)), numItermax=1_000_000) for f in flips]
 
@@ -124,6 +124,7 @@ def gromov_wasserstein(C1, p, C2, q, mode: str = "default", starts=(), product_s
     ``starts`` (see :func:`gw_starts`), plus the product coupling when ``product_start`` or
     when no start is given, is kept. Default: the square root of the objective. Reference
     mode: the objective itself, product start only, the published tolerances."""
+    import ot  # POT, imported when used: ~1 s at import time otherwise
     ref = mode == "reference"
     tol = 1e-18 if ref else 1e-9
     inits = [None] if (ref or product_start or not len(starts)) else []
@@ -158,6 +159,7 @@ def procrustes_wasserstein(X, p, Y, q, max_iter: int = 100, tol: float = 1e-10, 
     centres them, which optimises the translation. Reference mode: one start, the squared
     cost of the last iteration computed before the final rotation update.
     """
+    import ot  # POT, imported when used: ~1 s at import time otherwise
     ref = mode == "reference"
     inits = [np.eye(3)] if (starts == 1 or ref) else list(cube_rotations()[:starts])
     best, best_R = np.inf, np.eye(3)
