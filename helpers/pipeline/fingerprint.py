@@ -53,7 +53,7 @@ def chapter_params(cfg: dict, stem: str) -> dict:
 
 
 _CODE: dict = {}
-RUNNER_ONLY = {"run.py", "fingerprint.py", "cli.py", "params.py", "inputs.py"}  # the runner's own code: no chapter imports it
+RUNNER_ONLY = {"run.py", "fingerprint.py", "cli.py", "params.py", "inputs.py", "schedule.py"}  # the runner's own code: no chapter imports it
 
 
 def code_digest(stem: str) -> str:

@@ -1,8 +1,9 @@
 """The run parameters (``params/*.yml``), validated by one pydantic model before anything runs.
 
-A parameters file has four sections::
+A parameters file has these sections::
 
     executed_dir: book/executed        # where executed notebooks go
+    jobs: 2                            # chapters run at once (default 1)
     dataset: {generate: true, ...}     # the demo data set (helpers.datagen.simulate.DEFAULTS), or generate: false
     common: {data_dir: ..., results_dir: ...}   # passed to every notebook that declares the name
     notebooks: {03_volume_metrics: {voxel_size: 2.146, ...}, ...}   # per notebook
@@ -93,6 +94,7 @@ class RunParams(BaseModel):
     """A whole parameters file (the sections are checked further by :func:`validate`)."""
     model_config = ConfigDict(extra="forbid")
     executed_dir: str = "book/executed"
+    jobs: int = Field(1, ge=1)  # chapters run at once (helpers.pipeline.schedule)
     dataset: dict[str, Any] = {}
     common: dict[str, Any] = {}
     notebooks: dict[str, Any] = {}
@@ -107,7 +109,7 @@ def load_params(path) -> dict:
         return RunParams(**raw).model_dump()
     except (ValidationError, TypeError) as exc:
         raise SystemExit(f"{path}: {'; '.join(_lines(exc, '', {})) if isinstance(exc, ValidationError) else exc}\n"
-                         "Fix: the file has the sections executed_dir, dataset, common and notebooks only.") from None
+                         "Fix: the file has the sections executed_dir, jobs, dataset, common and notebooks only.") from None
 
 
 def apply_override(cfg: dict, item: str) -> None:

@@ -21,7 +21,10 @@ import json
 import os
 import shutil
 import sys
+import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 
 from helpers.pipeline.demo_data import ensure_data  # noqa: F401 (the Makefile's data target calls it from here)
@@ -29,6 +32,7 @@ from helpers.core.paths import REPO_ROOT, resolve
 from helpers.pipeline.params import apply_override, load_params, parameters_for, validate
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+MANIFEST_LOCK = threading.Lock()  # chapters run at once read and commit the run's manifest one at a time
 
 
 def list_notebooks() -> list[Path]:
@@ -68,15 +72,24 @@ def check_writable(folder: Path) -> None:
                          "Choose a results_dir you can write to (common.results_dir), or fix its permissions.") from None
 
 
-def _ipc_kernel_manager():
-    """A jupyter KernelManager on local IPC sockets: the kernel is on this machine anyway, and
-    over TCP ipykernel prints a warning about unencrypted traffic for every chapter."""
+def _ipc_kernel_manager(env: dict):
+    """A jupyter KernelManager on local IPC sockets whose kernel gets the environment ``env``
+    (given per kernel, so that chapters run at once in threads never share ``os.environ`` edits):
+    the kernel is on this machine anyway, and over TCP ipykernel prints a warning about
+    unencrypted traffic for every chapter."""
     from jupyter_client.manager import KernelManager
 
     class IPCKernelManager(KernelManager):
         def __init__(self, **kw):
             kw.setdefault("transport", "ipc")
+            # the socket files' prefix, unique per kernel: two kernels started at once would
+            # otherwise pick the same names (ports 1, 2, …) and read each other's messages
+            kw.setdefault("ip", os.path.join(tempfile.gettempdir(), f"hetbook-{uuid.uuid4().hex[:12]}"))
             super().__init__(**kw)
+
+        def start_kernel(self, **kw):
+            kw.setdefault("env", env)
+            return super().start_kernel(**kw)
     return IPCKernelManager
 
 
@@ -108,9 +121,11 @@ def _follow(path: Path, stream, interval: float = 0.2):
     return stop
 
 
-def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None) -> Path:
+def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None, show_progress: bool = True) -> Path:
     """Execute one text notebook with its parameters; returns the executed ``.ipynb`` path.
-    ``env``: variables set for the kernel (staging folder, notices file)."""
+    ``env``: variables set for the kernel (staging folder, notices file, threads);
+    ``show_progress``: copy the kernel's progress bars to this terminal (off when chapters run
+    at once: their bars would overwrite each other)."""
     import jupytext
     import papermill as pm
 
@@ -121,23 +136,16 @@ def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None) 
     tmp = out_dir / f".{path.stem}.running.ipynb"
     bars = out_dir / f".{path.stem}.progress"  # the kernel's progress bars, copied to this terminal
     bars.write_text("")
-    env = {**(env or {}), "HETBOOK_PROGRESS": str(bars)}
-    saved = {k: os.environ.get(k) for k in ["PATH", *env]}
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{saved['PATH'] or ''}"  # kernel = this Python
-    os.environ.update({k: str(v) for k, v in env.items()})
-    stop = _follow(bars, sys.stderr)
+    kernel_env = {**os.environ, **{k: str(v) for k, v in (env or {}).items()}, "HETBOOK_PROGRESS": str(bars),
+                  "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # kernel = this Python
+    stop = _follow(bars, sys.stderr) if show_progress else (lambda: None)
     try:
         pm.execute_notebook(nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
                             progress_bar=False, request_save_on_cell_execute=False,
-                            kernel_manager_class=_ipc_kernel_manager())
+                            kernel_manager_class=_ipc_kernel_manager(kernel_env))
     finally:
         stop()
         bars.unlink(missing_ok=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     _tag_injected(tmp)
     os.replace(tmp, out)
     return out
@@ -163,6 +171,8 @@ def build_parser(prog: str = "python -m helpers.pipeline.run") -> argparse.Argum
     ap.add_argument("--only", action="append", help="run only notebooks whose name starts with this (repeatable)")
     ap.add_argument("--out", help="folder for executed notebooks (default: executed_dir of the params)")
     ap.add_argument("--no-data", action="store_true", help="do not generate the demo data")
+    ap.add_argument("--jobs", type=int, help="chapters run at once along their dependencies (default: the "
+                    "parameters' jobs, else 1; at most the CPU count); each kernel then gets CPUs/jobs threads")
     ap.add_argument("--status", action="store_true",
                     help="print every chapter as done / stale / missing with the reason, and run nothing")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -240,41 +250,56 @@ def print_status(cfg: dict, results: Path, out_dir: Path, again: str) -> int:
 
 
 def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, args, again: str) -> int:
-    """Run the selected chapters in order (skipping those up to date unless ``--only``)."""
-    t0, ran = time.time(), 0
-    for i, path in enumerate(nbs, 1):
-        outcome = _run_chapter(path, f"[{i}/{len(nbs)}]", cfg, out_dir, results, bool(args.only))
-        if outcome == "failed":
-            return 1
-        ran += outcome == "ran"
+    """Run the selected chapters (skipping those up to date unless ``--only``): one after another,
+    or ``jobs`` at once along the chapters' dependencies (:mod:`helpers.pipeline.schedule`)."""
+    from helpers.pipeline.fingerprint import DEPENDS
+    from helpers.pipeline.schedule import effective_jobs, kernel_threads, run_graph
+
+    t0 = time.time()
+    jobs = effective_jobs(getattr(args, "jobs", None) or cfg.get("jobs", 1), len(nbs))
+    counters = {p.stem: f"[{i}/{len(nbs)}]" for i, p in enumerate(nbs, 1)}
+    paths = {p.stem: p for p in nbs}
+    extra = {} if jobs == 1 else {"OMP_NUM_THREADS": kernel_threads(jobs), "MKL_NUM_THREADS": kernel_threads(jobs)}
+    if jobs > 1:
+        print(f"running up to {jobs} chapters at once, {kernel_threads(jobs)} thread(s) each "
+              "(progress bars off; --jobs 1 shows them)", flush=True)
+    outcome = run_graph(list(paths), DEPENDS,
+                        lambda stem: _run_chapter(paths[stem], counters[stem], cfg, out_dir, results,
+                                                  bool(args.only), extra, jobs == 1), jobs)
+    if "failed" in outcome.values():
+        return 1
     if results is not None:
         _finish(cfg, out_dir, results, again)
+    ran = sum(v == "ran" for v in outcome.values())
     print(f"{ran} of {len(nbs)} notebooks run in {time.time() - t0:.0f} s -> {out_dir}")
     return 0
 
 
-def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Path | None, forced: bool) -> str:
-    """One chapter: skip if up to date, else run it in a staging folder and commit its results.
-    Returns "skipped", "ran" or "failed"."""
+def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Path | None, forced: bool,
+                 extra_env: dict | None = None, one_at_a_time: bool = True) -> str:
+    """One chapter: skip if up to date, else run it in a staging folder and commit its results
+    (manifest reads and commits under :data:`MANIFEST_LOCK`). Returns "skipped", "ran" or "failed"."""
     import papermill as pm
 
     from helpers.io import manifest
     from helpers.io.schema import NOTICES_ENV
     from helpers.pipeline import fingerprint
 
-    t, fp, env = time.time(), None, {}
+    t, fp, env = time.time(), None, dict(extra_env or {})
     if results is not None:
-        m = manifest.read(results)
-        if not forced and fingerprint.status([path.stem], cfg, m["inputs"], m["chapters"])[path.stem][0] == "done":
-            print(f"{counter} {path.stem}: up to date, not rerun", flush=True)
-            return "skipped"
-        fp = fingerprint.fingerprint(path.stem, cfg, m["inputs"], m["chapters"])
-        env = _stage_env(results, path.stem)
-    print(f"{counter} {path.stem} ...", end=" ", flush=True)
+        with MANIFEST_LOCK:
+            m = manifest.read(results)
+            if not forced and fingerprint.status([path.stem], cfg, m["inputs"], m["chapters"])[path.stem][0] == "done":
+                print(f"{counter} {path.stem}: up to date, not rerun", flush=True)
+                return "skipped"
+            fp = fingerprint.fingerprint(path.stem, cfg, m["inputs"], m["chapters"])
+        env.update(_stage_env(results, path.stem))
+    print(f"{counter} {path.stem} ..." + ("" if one_at_a_time else " started"), end=" " if one_at_a_time else "\n",
+          flush=True)
     try:
-        run_notebook(path, cfg, out_dir, env)
+        run_notebook(path, cfg, out_dir, env, show_progress=one_at_a_time)
     except pm.PapermillExecutionError as exc:
-        print("FAILED")
+        print("FAILED" if one_at_a_time else f"{counter} {path.stem} FAILED")
         print(f"\nnotebook {path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
         print(f"(the partly executed notebook is {out_dir / ('.' + path.stem + '.running.ipynb')})", file=sys.stderr)
         if results is not None:
@@ -283,13 +308,14 @@ def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Pa
                 print(f"(its partial results were kept aside in {kept}; later chapters never read them)",
                       file=sys.stderr)
         return "failed"
-    print(f"done in {time.time() - t:.0f} s", flush=True)
+    print(("" if one_at_a_time else f"{counter} {path.stem} ") + f"done in {time.time() - t:.0f} s", flush=True)
     if results is not None:
-        manifest.commit_stage(env[manifest.STAGE_ENV], results)
-        m = manifest.merge_update(results, path.stem, fingerprint=fp)
-        m["chapters"][path.stem]["seconds"] = round(time.time() - t, 1)
-        manifest.write(results, m)
-        _report(env[NOTICES_ENV], [f for f in m.get("failures", []) if f["chapter"] == path.stem])
+        with MANIFEST_LOCK:
+            manifest.commit_stage(env[manifest.STAGE_ENV], results)
+            m = manifest.merge_update(results, path.stem, fingerprint=fp)
+            m["chapters"][path.stem]["seconds"] = round(time.time() - t, 1)
+            manifest.write(results, m)
+            _report(env[NOTICES_ENV], [f for f in m.get("failures", []) if f["chapter"] == path.stem])
     return "ran"
 
 

@@ -1,0 +1,95 @@
+"""Chapters run at once along their dependencies (helpers.pipeline.schedule, hetbook run --jobs)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import nbformat
+import pytest
+
+from helpers.pipeline.schedule import effective_jobs, kernel_threads, run_graph
+
+# the demo's chapter graph (fingerprint.DEPENDS), shortened
+DEPS = {"a": [], "b": [], "c": ["b"], "d": ["b"], "e": ["b", "c"], "f": ["a", "b", "c", "d", "e"]}
+
+
+def _recorder(fail=(), seconds=0.05):
+    log, lock, live = [], threading.Lock(), [0, 0]
+
+    def work(item):
+        with lock:
+            live[0] += 1
+            live[1] = max(live[1], live[0])
+            log.append(("start", item, time.perf_counter()))
+        time.sleep(seconds)
+        with lock:
+            live[0] -= 1
+            log.append(("end", item, time.perf_counter()))
+        return "failed" if item in fail else "ran"
+    return work, log, live
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_every_item_runs_after_what_it_reads_and_never_more_than_jobs_at_once(jobs):
+    work, log, live = _recorder()
+    out = run_graph(list(DEPS), DEPS, work, jobs)
+    assert out == {k: "ran" for k in DEPS}
+    start = {i: t for kind, i, t in log if kind == "start"}
+    end = {i: t for kind, i, t in log if kind == "end"}
+    for item, deps in DEPS.items():
+        assert all(end[d] <= start[item] for d in deps), (item, deps)
+    assert live[1] == jobs if jobs < 3 else live[1] >= 2   # a, b start together; c, d together
+    if jobs == 1:
+        assert [i for kind, i, _ in log if kind == "start"] == list(DEPS)
+
+
+def test_with_two_jobs_the_graph_takes_its_critical_path_not_the_sum():
+    work, log, _ = _recorder(seconds=0.2)
+    t0 = time.perf_counter()
+    run_graph(list(DEPS), DEPS, work, 2)
+    took = time.perf_counter() - t0
+    # 6 items of 0.2 s: 1.2 s one at a time; two lanes: (a,b) (c,d) (e) (f) = 0.8 s
+    assert 0.75 < took < 1.05, took
+
+
+def test_a_failure_starts_nothing_new_and_lets_the_running_one_finish():
+    work, log, _ = _recorder(fail={"b"})
+    out = run_graph(list(DEPS), DEPS, work, 2)
+    assert out == {"a": "ran", "b": "failed"}          # c, d, e, f read b: never started
+    work, log, _ = _recorder(fail={"a"})
+    out = run_graph(list(DEPS), {**DEPS, "a": []}, work, 1)
+    assert out == {"a": "failed"}
+
+
+def test_dependencies_outside_the_selection_count_as_done():
+    work, _, _ = _recorder()
+    assert run_graph(["c", "e"], DEPS, work, 2) == {"c": "ran", "e": "ran"}
+
+
+def test_jobs_capped_by_cpus_and_items(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert effective_jobs(4, 8) == 2 and effective_jobs(None, 8) == 1 and effective_jobs(2, 1) == 1
+    assert kernel_threads(2) == 1 and kernel_threads(1) == 2
+
+
+def test_two_chapters_at_once_each_see_their_own_environment(tmp_path):
+    """run_notebook hands each kernel its own variables (no os.environ edits shared between the
+    runner's threads)."""
+    from helpers.pipeline import run
+
+    nb = tmp_path / "99_env.py"
+    nb.write_text('# %% tags=["parameters"]\nx = 1\n\n# %%\nimport os\nprint(os.environ["PROBE"], os.environ["OMP_NUM_THREADS"])\n')
+    outs = {}
+
+    def go(tag):
+        outs[tag] = run.run_notebook(nb, {"common": {}, "notebooks": {}}, tmp_path / tag,
+                                     {"PROBE": tag, "OMP_NUM_THREADS": 1}, show_progress=False)
+    threads = [threading.Thread(target=go, args=(t,)) for t in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for tag in ("first", "second"):
+        text = nbformat.read(outs[tag], as_version=4).cells[-1].outputs[0]["text"]
+        assert text.strip() == f"{tag} 1"
+    assert "PROBE" not in __import__("os").environ
