@@ -61,6 +61,16 @@ def test_a_failure_starts_nothing_new_and_lets_the_running_one_finish():
     assert out == {"a": "failed"}
 
 
+def test_one_at_a_time_follows_the_dependencies_not_the_list_order():
+    """A summary that reads a later-numbered chapter runs after it (chapter 8 reads chapter 9)."""
+    work, log, _ = _recorder(seconds=0)
+    deps = {"08": ["03", "09"], "03": [], "09": ["03"]}
+    run_graph(["03", "08", "09"], deps, work, 1)
+    assert [i for kind, i, _ in log if kind == "start"] == ["03", "09", "08"]
+    with pytest.raises(ValueError, match="cycle"):
+        run_graph(["a", "b"], {"a": ["b"], "b": ["a"]}, work, 1)
+
+
 def test_dependencies_outside_the_selection_count_as_done():
     work, _, _ = _recorder()
     assert run_graph(["c", "e"], DEPS, work, 2) == {"c": "ran", "e": "ran"}

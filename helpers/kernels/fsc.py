@@ -60,14 +60,17 @@ class ShellLayout:
     root2: torch.Tensor = None  # √weights, repeated for (Re, Im): (2K,)
 
     @classmethod
-    def make(cls, n: int, dev=None) -> "ShellLayout":
-        s = shell_index(n, dev).flatten()
+    def make(cls, n: int, dev=None, shells: torch.Tensor | None = None, last: int | None = None) -> "ShellLayout":
+        """Shells 1..``last`` (default N//2) of the rfft grid; ``shells``: the shell number of every
+        half-spectrum voxel (default round(|k|), :func:`helpers.kernels.fourier.shell_index`)."""
+        s = (shell_index(n, dev) if shells is None else shells).flatten()
+        last = n // 2 if last is None else last
         w = rfft_weights(n, dev).expand(n, n, -1).flatten()
-        keep = (s >= 1) & (s <= n // 2)
+        keep = (s >= 1) & (s <= last)
         idx = torch.nonzero(keep).flatten()
         order = idx[torch.argsort(s[idx], stable=True)]
         ss = s[order].cpu().numpy()
-        bounds = [(int(np.searchsorted(ss, i)), int(np.searchsorted(ss, i, side="right"))) for i in range(1, n // 2 + 1)]
+        bounds = [(int(np.searchsorted(ss, i)), int(np.searchsorted(ss, i, side="right"))) for i in range(1, last + 1)]
         counts = np.array([w[order][a:b].sum().item() for a, b in bounds])
         weights = w[order].to(torch.float32)
         return cls(n, order, weights, bounds, counts, weights.sqrt().repeat_interleave(2))

@@ -35,8 +35,12 @@ def run_graph(items: list[str], depends: dict[str, Iterable[str]], work: Callabl
     needs = {i: {d for d in depends.get(i, ()) if d in chosen} for i in items}
     outcome: dict[str, str] = {}
     pending = list(items)
-    if jobs <= 1:  # in this thread, in order (Ctrl-C stops the chapter that runs)
-        for i in pending:
+    if jobs <= 1:  # in this thread (Ctrl-C stops the chapter that runs): the first item whose inputs are done
+        while pending:
+            i = next((i for i in pending if needs[i] <= outcome.keys()), None)
+            if i is None:
+                raise ValueError(f"the dependencies of {pending} form a cycle")
+            pending.remove(i)
             outcome[i] = work(i)
             if outcome[i] == "failed":
                 break
