@@ -329,6 +329,9 @@ def test_label_base_is_given_or_decided_by_the_labels(tmp_path):
     np.testing.assert_allclose(populations_from_labels(np.r_[lab, 4], 4, "x"), [2 / 7, 1 / 7, 3 / 7, 1 / 7])
     with pytest.raises(InputError, match="labels starting at 1"):
         populations_from_labels(np.r_[lab, 5], 4, "x", base=1)
+    # 1…7 for 4 maps fits neither base: the range is named, not "label_base None"
+    with pytest.raises(InputError, match=r"labels run from 1 to 7 but there are 4 maps"):
+        populations_from_labels(np.r_[lab, 7], 4, "x")
 
 
 def test_a_label_file_must_match_its_particle_stack(tmp_path):

@@ -81,6 +81,9 @@ def populations_from_labels(labels: np.ndarray, n_maps: int, where, base: int | 
                                     "unused) or at 1 (the last map unused).",
                              "Say which: label_base=0 or label_base=1 (cryoDRGN and RELION classes start at 1, "
                              "numpy/cryoSPARC indices at 0).")
+        else:  # labels beyond the maps whichever the base: say so, not "base None"
+            raise InputError(where, f"labels run from {lo} to {hi} but there are {n_maps} maps.",
+                             "Give one map per state (labels 0…n−1 or 1…n), or the label file of this map series.")
     if base not in (0, 1):
         raise InputError(where, f"label_base must be 0 or 1, got {base!r}.", "Pass label_base=0 or label_base=1.")
     labels = labels - base
