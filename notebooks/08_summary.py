@@ -68,6 +68,7 @@ n_rank_draws = 1000  # parametric bootstrap draws for the overall rank's interva
 # | `kl_submitted` — KL(P‖A q_sub) | 5 | lower | std over replicates |
 # | `loglik_per_image` — ensemble log-likelihood per image relative to the GT ensemble (nats) | 6 | higher | std over bootstrap resamples of the images |
 # | `best_cc` — median best cross-correlation of the images | 6 | higher | — |
+# | `au_fsc` — mean per-image AU-FSC of the map the method gives each particle (only submissions with per-particle output) | 9 | higher | standard error over the particles |
 # ```
 
 # %% tags=["hide-input"]

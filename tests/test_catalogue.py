@@ -62,7 +62,7 @@ def test_units_as_the_code_computes_them():
     assert u["pcv_gt_captured"] == u["pcv_set_in_gt"] == "%"
     assert u["kl_submitted"] == u["kl_optimised"] == u["bioem"] == u["loglik_per_image"] == "nat"
     assert u["emd_submitted"] == u["emd_optimised"] == u["l2"]  # the EMD moves mass over the L2 cost
-    assert u["corr"] == u["best_cc"] == u["fsc_area"] == ""
+    assert u["corr"] == u["best_cc"] == u["fsc_area"] == u["au_fsc"] == ""
     assert catalogue.label("resolution_A") == "resolution (Å)" and catalogue.label("best_cc") == "best CC"
     assert catalogue.label("resolution_A", with_unit=False) == "resolution"
 
@@ -100,6 +100,14 @@ def test_directions_agree_with_the_kernels(scored):
     for m in ("loglik_per_image", "best_cc"):
         assert (bad[m] > good[m]) if catalogue.better(m) == "low" else (bad[m] < good[m]), m
         checked.add(m)
+    # the per-particle AU-FSC: each particle's own map against a noisier copy of it
+    from helpers.kernels.per_image import au_fsc, per_image_fsc
+
+    maps = np.stack([blob_volume(16, [((2, 0, s), 1.0), ((-2, 1, 0), 0.7)]) for s in (-1, 0, 1)])
+    worse = maps + rng.normal(0, maps.std(), maps.shape)
+    good_au, bad_au = (au_fsc(per_image_fsc(x, maps, [0, 1, 2])).mean() for x in (maps, worse))
+    assert (bad_au > good_au) if catalogue.better("au_fsc") == "low" else (bad_au < good_au)
+    checked.add("au_fsc")
     assert checked == set(catalogue.METRICS)
 
 

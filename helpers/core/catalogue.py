@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 DIRECTIONS = ("low", "high")
-FAMILIES = ("volume", "transport", "subspace", "distribution", "image")
+FAMILIES = ("volume", "transport", "subspace", "distribution", "image", "per-particle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,9 @@ METRICS = {m.key: m for m in (
     Metric("loglik_per_image", "log-likelihood / image", "nat", "high", "image",
            "mean over images of the ensemble log-likelihood per image relative to a reference ensemble "
            "(the GT ensemble on the leaderboard, the base in the robustness study)"),
+    Metric("au_fsc", "per-image AU-FSC", "", "high", "per-particle",
+           "mean over particles of the area under |FSC| (0–0.5 cycles/px) of the map the method gives a particle "
+           "against that particle's GT map (0.5: perfect); only for methods with per-particle output"),
     Metric("best_cc", "best CC", "", "high", "image",
            "median over images of the best cross-correlation of the image with a projection of any map"),
 )}

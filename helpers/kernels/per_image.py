@@ -17,9 +17,10 @@ Conventions (``convention=``):
   map scores 0.5); resolution with the crossing interpolated (:func:`helpers.kernels.fsc.resolution`).
 * ``"cryobench"`` (their ``metrics/fsc/utils/volumes.py`` and ``imgfsc_cryodrgn.py``): integer
   shells i − 1 ≤ |k| < i for i = 1..N/2 − 1, shell i placed at frequency i/N, so the area runs
-  over 0 … (N/2 − 1)/N (a perfect map scores 0.5 − 1/N); |FSC| of every shell (a shell without
-  signal counts as 0 where hetbook also says NaN); resolution = 1 / the frequency of the first
-  shell below the threshold (no interpolation), 2 voxels when none is.
+  over 0 … (N/2 − 1)/N (a perfect map scores 0.5 − 1/N); |FSC| of every shell; resolution = 1 /
+  the frequency of the first shell below the threshold (no interpolation), 2 voxels when none is.
+  One difference is kept: CryoBench's code sets FSC = 1 in a shell where a map has exactly zero
+  power; here such a shell (no signal) counts 0, as in hetbook's convention.
 
 Each map is Fourier transformed once: the GT maps the particles use once, the method's maps once
 (a volume series' used maps, or each per-particle map in streamed batches of ``batch``); the pairs'
@@ -115,11 +116,13 @@ def au_fsc(curves, convention: str = "hetbook") -> np.ndarray:
     return ((c[..., 1:] + c[..., :-1]) * np.diff(f) / 2).sum(-1)
 
 
-def image_resolution(curves, voxel_size: float, threshold: float, convention: str = "hetbook") -> np.ndarray:
-    """Resolution (Å) of per-image FSC curves at ``threshold`` under ``convention``."""
+def image_resolution(curves, voxel_size: float, threshold: float, convention: str = "hetbook",
+                     native_voxel_size: float | None = None) -> np.ndarray:
+    """Resolution (Å) of per-image FSC curves at ``threshold`` under ``convention``;
+    ``native_voxel_size`` (hetbook's convention): no finer than twice it (the maps' own Nyquist)."""
     c = np.asarray(curves, dtype=np.float64)
     if convention == "hetbook":
-        return resolution(c, voxel_size, threshold)
+        return resolution(c, voxel_size, threshold, native_voxel_size=native_voxel_size)
     f = frequencies(2 * (c.shape[-1] + 1), "cryobench")[1:]
     below = np.nan_to_num(c, nan=0.0) < threshold
     first = np.argmax(below, -1)

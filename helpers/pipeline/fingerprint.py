@@ -27,12 +27,14 @@ DEPENDS = {"01_data": [], "02_preprocessing": [], "03_volume_metrics": ["02_prep
            "04_subspace": ["02_preprocessing"], "05_distribution": ["02_preprocessing", "03_volume_metrics"],
            "06_image_metrics": ["02_preprocessing"], "07_robustness": [],
            "08_summary": ["02_preprocessing", "03_volume_metrics", "04_subspace", "05_distribution",
-                          "06_image_metrics", "07_robustness"]}
+                          "06_image_metrics", "07_robustness", "09_per_particle"],
+           "09_per_particle": ["02_preprocessing"]}
 # chapter -> the parts of the data folder it reads (a folder, or one file)
 READS = {"01_data": ["gt", "particles", "manifest.json"], "02_preprocessing": ["gt", "submissions"],
          "03_volume_metrics": ["gt"], "04_subspace": ["gt"], "05_distribution": ["gt"],
          "06_image_metrics": ["gt", "particles"], "07_robustness": ["gt", "particles", "manifest.json"],
-         "08_summary": ["submissions/submission_config.json", "manifest.json", "cryodrgn/run.json"]}
+         "08_summary": ["submissions/submission_config.json", "manifest.json", "cryodrgn/run.json"],
+         "09_per_particle": ["gt", "particles", "submissions/submission_config.json", "cryodrgn/run.json"]}
 # where things are and where they run, not what they compute: never make a chapter stale
 LOCATIONS = {"data_dir", "results_dir", "executed_dir", "dask_scheduler", "dask_workers", "transport_jobs"}
 BANNER_TAG = "hetbook-stale"

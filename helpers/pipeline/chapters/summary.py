@@ -14,7 +14,7 @@ log-likelihood, none for the cross-correlation."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from helpers.pipeline import matched, robustness
 CHAPTERS = ("03_volume_metrics", "04_subspace", "05_distribution", "06_image_metrics")
 # the leaderboard's metrics, in column order (those a run measured enter the board)
 METRICS = ("resolution_A", "pw_coverage_A", "pcv_gt_captured", "pcv_set_in_gt", "emd_submitted", "emd_optimised",
-           "kl_submitted", "loglik_per_image", "best_cc")
+           "kl_submitted", "loglik_per_image", "best_cc", "au_fsc")
 # mean paired per-image differences this small are float noise: ties (images_to_order's tol)
 IMAGE_TOL = {"loglik_per_image": 1e-4, "best_cc": 1e-6}
 
@@ -44,7 +44,8 @@ class Inputs:
     (volume_metrics/summary.csv), ``pcv`` (subspace/pcv.csv, %), ``pcv_boot``
     (subspace/pcv_bootstrap.csv or empty), ``rep`` (distribution/replicates.csv, rows of the
     distance metric), ``img`` (image_metrics/summary.csv), ``transport``
-    (volume_metrics/transport.csv or empty)."""
+    (volume_metrics/transport.csv or empty), ``per_particle`` (chapter 9's per_particle/summary.csv
+    or empty)."""
     subs: dict
     labels: list
     missing: dict
@@ -54,6 +55,7 @@ class Inputs:
     rep: pd.DataFrame
     img: pd.DataFrame
     transport: pd.DataFrame
+    per_particle: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _optional(path: Path, **kw) -> pd.DataFrame:
@@ -75,7 +77,8 @@ def load_inputs(results_dir, distance_metric: str = "l2") -> Inputs:
                   pcv_boot=_optional(out / "subspace/pcv_bootstrap.csv", index_col="label"),
                   rep=rep[rep.metric == distance_metric],
                   img=pd.read_csv(out / "image_metrics/summary.csv", index_col="label"),
-                  transport=_optional(out / "volume_metrics/transport.csv", index_col="label"))
+                  transport=_optional(out / "volume_metrics/transport.csv", index_col="label"),
+                  per_particle=_optional(out / "per_particle/summary.csv"))
 
 
 def per_image_ll(z) -> np.ndarray:
@@ -142,8 +145,18 @@ def metric_table(results_dir, inp: Inputs, n_bootstrap: int, seed: int):
             "kl_submitted": d.KL_pq_submitted.mean(), "kl_submitted_err": d.KL_pq_submitted.std(),
             "loglik_per_image": diff.mean(), "loglik_per_image_err": diff[boot].mean(1).std(),
             "best_cc": inp.img.loc[lab, "median_best_cc"], "best_cc_err": np.median(cc[boot], 1).std(),
+            **per_particle_score(inp.per_particle, lab),
         })
     return pd.DataFrame(rows).set_index("label"), per_image, len(ref_ll)
+
+
+def per_particle_score(pp: pd.DataFrame, label: str) -> dict:
+    """Chapter 9's per-image AU-FSC of a submission (mean over particles; error: its standard
+    error), from the entry that stands for it (``submission`` column); {} when it has none."""
+    if pp.empty or "submission" not in pp:
+        return {}
+    row = pp[pp.submission == label]
+    return {"au_fsc": float(row.au_fsc_mean.iloc[0]), "au_fsc_err": float(row.au_fsc_sem.iloc[0])} if len(row) else {}
 
 
 def directions(table: pd.DataFrame) -> dict:

@@ -1,0 +1,92 @@
+"""Chapter 9's sentences, computed from its tables (``per_particle/summary.csv``, ``pairs.csv``,
+``latent.csv``): nothing here states a number the tables do not hold."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _f(x: float, d: int = 3) -> str:
+    return f"{x:.{d}f}"
+
+
+def _g(x: float) -> str:
+    """Two significant digits, for differences and their errors (0.00012, not 0.000)."""
+    return f"{x:.2g}"
+
+
+def _cap(text: str) -> str:
+    """A sentence opening with an entry name in lower case ("one average map") capitalised; names
+    such as cryoDRGN keep their spelling."""
+    return "One" + text[3:] if text.startswith("one ") else text
+
+
+def per_image(summary: pd.DataFrame, pairs: pd.DataFrame, gt: str = "GT map", average: str = "one average map") -> str:
+    """What the per-image FSC shows: the order of the entries, the two bounds, and each paired test."""
+    s = summary.sort_values("au_fsc_mean", ascending=False)
+    n = int(s.n.iloc[0])
+    parts = [f"On {n} particles, the mean per-image AU-FSC orders the entries "
+             + ", ".join(f"{e} {_f(r.au_fsc_mean)} ± {_f(r.au_fsc_sem)}" for e, r in s.iterrows())
+             + " (mean ± standard error; 0.5 is a perfect map)."]
+    if gt in s.index and average in s.index:
+        avg = s.loc[average, "au_fsc_mean"]
+        drop = s.loc[gt, "au_fsc_mean"] - avg
+        parts.append(f"Giving every particle the same noise-free average map instead of its own GT map lowers the "
+                     f"AU-FSC by only {_f(drop)}: that is all the heterogeneity is worth on this score.")
+        below = [e for e, r in s.iterrows() if e not in (gt, average) and r.au_fsc_mean < avg]
+        if below:
+            parts.append(f"{', '.join(below)} score{'s' if len(below) == 1 else ''} below that homogeneous map: "
+                         "the AU-FSC mixes resolution with heterogeneity, and noise or a coarse grid costs more "
+                         "than the motion gains (a map made at a coarser voxel has nothing beyond its own Nyquist).")
+    for _, r in pairs.iterrows():
+        if r.better == "tie":
+            parts.append(_cap(f"{r.a} and {r.b} are not told apart (difference {_g(r['diff'])} ± {_g(r.se)}, "
+                              f"Holm-adjusted p = {r.p_holm:.2g}; with {int(r.n)} particles a difference of "
+                              f"{_g(r.mde)} would have been detected with 80 % power)."))
+        else:
+            win, lose = (r.a, r.b) if r.better == "a" else (r.b, r.a)
+            parts.append(_cap(f"{win} beats {lose} by {_g(abs(r['diff']))} ± {_g(r.se)} (paired t-test over the "
+                              f"same particles, Holm-adjusted p = {r.p_holm:.2g})."))
+    return " ".join(parts)
+
+
+def latent(lat: pd.DataFrame, k: int, method_latent: str | None) -> str:
+    """What the latent scores show at neighbourhood size ``k`` (long table of
+    :func:`helpers.kernels.latent.score_latent` with a ``latent`` column): each latent's
+    neighbourhood similarity with the conformation and with defocus, and the method's imbalances."""
+    ns = lat[(lat.score == "neighbourhood_similarity") & (lat.k == k)]
+    if ns.empty:
+        return ""
+
+    def v(name, ref, score_frame=ns):
+        row = score_frame[(score_frame.latent == name) & (score_frame.reference == ref)]
+        return float(row.value.iloc[0]) if len(row) else np.nan
+
+    chance = float(ns.chance.iloc[0])
+    out = [f"At k = {k} neighbours (chance {_f(chance)}, the fraction a latent unrelated to the reference shares), "
+           f"the GT conformation shares {_f(v('GT conformation', 'conformation'), 2)} of its neighbours with itself "
+           f"(below 1 only because many particles come from the same GT map: ties), a random latent "
+           f"{_f(v('random', 'conformation'))}, and a latent that encodes defocus {_f(v('defocus + noise', 'conformation'))} "
+           f"with the conformation but {_f(v('defocus + noise', 'defocus'), 2)} with defocus: the score exposes a latent "
+           "that follows a nuisance."]
+    if method_latent and (ns.latent == method_latent).any():
+        c, f = v(method_latent, "conformation"), v(method_latent, "defocus")
+        imb = lat[(lat.latent == method_latent) & (lat.reference == "conformation")]
+        to_lat = float(imb[imb.score == "imbalance_reference_to_latent"].value.iloc[0])
+        from_lat = float(imb[imb.score == "imbalance_latent_to_reference"].value.iloc[0])
+        verdict = ("follows the conformation, not defocus" if c > 3 * max(f, chance)
+                   else "follows the conformation only weakly")
+        out.append(_cap(f"{method_latent} shares {_f(c, 2)} of its neighbours with the GT conformation and {_f(f)} with "
+                   f"defocus: it {verdict}. Information imbalance Δ(conformation → latent) = {_f(to_lat, 2)}, "
+                   f"Δ(latent → conformation) = {_f(from_lat, 2)} (0: the first space's neighbours predict the "
+                   "second's; 1: they carry no information about them)."))
+    return " ".join(out)
+
+
+def chapter(summary: pd.DataFrame, pairs: pd.DataFrame, lat: pd.DataFrame, k: int, why_not: str = "") -> str:
+    """The chapter's "what the demo shows": per-image scores, then the latent scores; or why
+    nothing was scored."""
+    if summary.empty:
+        return f"Nothing is scored in this run: {why_not or 'no per-particle ground truth'}."
+    method = next((n for n in lat.latent.unique() if n.endswith(" latent")), None) if len(lat) else None
+    return per_image(summary, pairs) + "\n\n" + latent(lat, k, method)
