@@ -83,6 +83,9 @@ def test_the_leaderboard_carries_the_per_particle_family(executed):
     assert board.loc["Reconstructed", "au_fsc"] == pytest.approx(s.loc["Reconstructed", "au_fsc_mean"], rel=1e-9)
     assert board.loc["Reconstructed", "au_fsc_err"] == pytest.approx(s.loc["Reconstructed", "au_fsc_sem"], rel=1e-9)
     assert board["au_fsc"].isna().sum() >= 1          # submissions without per-particle output: unmeasured
+    info = pd.read_csv(executed / "results" / "summary" / "metrics.csv", index_col="metric")
+    # measured for a few submissions only: ranked among them, not averaged into the overall rank
+    assert info.loc["au_fsc", "partial"] and not info.loc["au_fsc", "in_mean_rank"]
 
 
 def test_without_per_particle_gt_nothing_is_scored_and_the_page_says_why(executed, tmp_path):

@@ -206,6 +206,27 @@ def test_an_unmeasured_metric_has_no_rank_and_the_overall_rank_is_over_the_rest(
     assert board.loc["R", "unranked"] == "d (unmeasured)" and board.loc["P", "unranked"] == ""
 
 
+def test_a_metric_measured_for_few_submissions_is_shown_not_averaged():
+    """Chapter 9's AU-FSC exists only for methods with per-particle output: measured for 2 of 6
+    submissions, it ranks those two among themselves (shown) but leaves every mean rank as it is
+    without it, and its family says why (with min_measured=0 it would lift the two)."""
+    rng = np.random.default_rng(3)
+    labels = list("ABCDEF")
+    values = pd.DataFrame({"v": rng.normal(size=6), "s": rng.normal(size=6)}, index=labels)
+    errors = pd.DataFrame({"v": np.full(6, 1e-3), "s": np.full(6, 1e-3)}, index=labels)
+    better, fam = {"v": "low", "s": "high"}, {"v": "volume", "s": "subspace", "a": "per-particle"}
+    base, _, _ = lb.board(values, errors, better, family=fam, n_draws=0)
+    values["a"] = [0.4, np.nan, np.nan, 0.2, np.nan, np.nan]
+    errors["a"] = [1e-3, np.nan, np.nan, 1e-3, np.nan, np.nan]
+    board, info, families = lb.board(values, errors, {**better, "a": "high"}, family=fam, n_draws=0)
+    assert info.loc["a", "partial"] and not info.loc["a", "in_mean_rank"] and info.loc["a", "measured"] == 2
+    np.testing.assert_allclose(board.loc[labels, "mean_rank"], base.loc[labels, "mean_rank"])
+    np.testing.assert_allclose(board.loc[["A", "D"], "rank_a"], [1, 2])
+    assert families.loc["per-particle", "reason"] == "measured for 2 of 6 submissions"
+    lifted, _, _ = lb.board(values, errors, {**better, "a": "high"}, family=fam, n_draws=0, min_measured=0)
+    assert not np.allclose(lifted.loc[labels, "mean_rank"], base.loc[labels, "mean_rank"])
+
+
 def test_the_interval_contains_the_point_and_overlapping_intervals_tie():
     """A is better than B and B2 (twins) on four families by 0.25, below the 2-σ call (2·√2·0.1 =
     0.28): A, B, B2 share every rank, 2 (the midpoint of 1–3). In the draws A is first in a family

@@ -22,6 +22,11 @@ mean of the family ranks (:data:`helpers.core.catalogue.FAMILIES`), so a family 
 outvotes none. A family with no such metric is shown (mean of its separating metrics, else of
 all) and left out.
 
+**Partial metrics.** A metric measured for fewer than half of the submissions (chapter 9's
+per-image AU-FSC, which needs per-particle output) ranks those few among themselves: it is shown
+with its ranks but left out of the mean rank, which would otherwise mix a rank among 3 with ranks
+among 15.
+
 **Interval.** ``mean_rank_lo``–``mean_rank_hi``: a seeded parametric bootstrap. Each draw
 replaces every value by N(value, error²) (independently per submission and metric; exact values
 stay), re-ranks each metric (the rtol/atol ties only: the draw already carries the error), and
@@ -184,7 +189,7 @@ def _interval_text(lo, hi) -> list[str]:
 
 
 def _per_metric(V: pd.DataFrame, E: pd.DataFrame, better: dict, family: dict, power: dict, min_fraction: float,
-                **kw):
+                min_measured: float = 0.5, **kw):
     """Each metric's tied ranks and whether it separates: (board columns, metric table, {metric: ranks},
     {label: [(metric, why unranked)]})."""
     cols, info, ranks, why = {}, [], {}, {lab: [] for lab in V.index}
@@ -196,7 +201,7 @@ def _per_metric(V: pd.DataFrame, E: pd.DataFrame, better: dict, family: dict, po
         info.append({"metric": m, "family": family[m], "better": b, "separates": ok, "separated_pairs": frac,
                      "has_error_bar": err is not None and bool(np.nan_to_num(err.to_numpy()).any()),
                      "unranked": int(tr["rank"].isna().sum()), "n_images": n_img, "images_needed": need,
-                     "underpowered": bool(n_img < need)})
+                     "underpowered": bool(n_img < need), "measured": int(V[m].notna().sum())})
         for lab in tr.index[tr["rank"].isna()]:
             why[lab].append((m, "unmeasured" if np.isnan(V.loc[lab, m]) else "error unknown"))
         ranks[m] = tr["rank"]
@@ -206,7 +211,10 @@ def _per_metric(V: pd.DataFrame, E: pd.DataFrame, better: dict, family: dict, po
         cols[f"rank_{m}"] = tr["rank"]
         cols[f"rank_{m}_interval"] = _interval_text(tr.rank_lo, tr.rank_hi)
     info = pd.DataFrame(info).set_index("metric")
-    info["in_mean_rank"] = info.separates & ~info.underpowered
+    # a metric measured for too few submissions (chapter 9's, for methods with per-particle output)
+    # ranks them among themselves only: shown, not averaged with ranks among all
+    info["partial"] = info.measured < min_measured * len(V)
+    info["in_mean_rank"] = info.separates & ~info.underpowered & ~info.partial
     return cols, info, ranks, why
 
 
@@ -219,7 +227,9 @@ def _per_family(info: pd.DataFrame, R: pd.DataFrame, better: dict, family: dict)
         ms = [m for m in better if family[m] == f]
         sep = [m for m in ms if info.loc[m, "separates"]]
         use = [m for m in ms if info.loc[m, "in_mean_rank"]]
+        partial = [m for m in sep if info.loc[m, "partial"]]
         reason = "" if use else "underpowered" if any(info.loc[m, "underpowered"] for m in sep) else \
+            f"measured for {int(info.loc[partial[0], 'measured'])} of {len(R)} submissions" if partial else \
             "no separating metric"
         rows.append({"family": f, "metrics": ", ".join(ms), "used": ", ".join(use), "in_mean_rank": bool(use),
                      "reason": reason})
@@ -247,25 +257,28 @@ def _mean_rank_interval(V, E, better: dict, used, groups, point: pd.Series, n_dr
 
 def board(values: pd.DataFrame, errors: pd.DataFrame | None, better: dict, power: dict | None = None,
           family: dict | None = None, k: float = 2.0, rtol: float = 1e-3, atol: float = 1e-12,
-          min_fraction: float = 0.25, n_draws: int = 1000, seed: int = 0,
+          min_fraction: float = 0.25, n_draws: int = 1000, seed: int = 0, min_measured: float = 0.5,
           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Leaderboard from per-submission metric values and errors, matched by row and column label.
 
     ``better`` {metric: "low" | "high"} (:func:`helpers.core.catalogue.directions`); ``errors``
     has the values' rows (any order) and a column per metric with an error bar (none: exact up
     to rtol); ``family`` {metric: family} (default :data:`helpers.core.catalogue.FAMILY`);
-    ``power`` {metric: (n_images, images_needed)}. Returns (board, metrics, families).
+    ``power`` {metric: (n_images, images_needed)}; a metric measured for fewer than
+    ``min_measured`` of the submissions is *partial*: ranked and shown, not averaged (its ranks
+    are among the few it measured). Returns (board, metrics, families).
     ``board``, sorted by ``mean_rank`` (ties by label): ``mean_rank``, ``mean_rank_lo``,
     ``mean_rank_hi``, ``family_rank_<f>`` per family, then per metric its value, ``<m>_err``,
     ``rank_<m>`` and ``rank_<m>_interval`` ("lo–hi", "—" unranked), then ``unranked`` (the
     entering metrics it has no rank on, and why) and ``tied_with`` (overlapping intervals,
     "; "-separated). ``metrics``: per metric its family, ``separates``, ``separated_pairs``,
     ``has_error_bar``, ``unranked`` (count), ``n_images``, ``images_needed``, ``underpowered``,
-    ``in_mean_rank``. ``families``: per family its ``metrics``, ``used`` (those averaged),
+    ``measured`` (count), ``partial``, ``in_mean_rank``. ``families``: per family its ``metrics``, ``used`` (those averaged),
     ``in_mean_rank`` and ``reason`` when left out."""
     family = FAMILY if family is None else family
     labels, V, E = _checked(values, errors, better, family)
-    cols, info, ranks, why = _per_metric(V, E, better, family, power or {}, min_fraction, k=k, rtol=rtol, atol=atol)
+    cols, info, ranks, why = _per_metric(V, E, better, family, power or {}, min_fraction, min_measured,
+                                         k=k, rtol=rtol, atol=atol)
     used = list(info.index[info.in_mean_rank])
     families, fam_cols, groups = _per_family(info, pd.DataFrame(ranks), better, family)
     point = pd.Series(_mean_rank(pd.DataFrame(ranks).to_numpy(), groups) if groups else np.nan, index=labels)
