@@ -69,7 +69,7 @@ from helpers.report import page, plots, story_per_particle as story
 page.setup()
 data, out = resolve(data_dir), resolve(results_dir)
 inp = ch9.load_inputs(data, out, voxel_size, particles)
-plots.colors(list(inp["subs"]))  # one colour per submission, as in every chapter
+_ = plots.colors(list(inp["subs"]))  # one colour per submission, as in every chapter
 
 # %%
 # each entry's map for every chosen particle (the bounds, the submissions with per-particle labels,

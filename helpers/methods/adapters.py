@@ -157,13 +157,13 @@ def _run(cmd: list, where, epochs: int | None = None) -> None:
 
     from helpers.core.backend import progress
 
-    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, bar = [], progress(total=epochs, desc=f"cryoDRGN {cmd[1]} (epochs)") if epochs else None
-    for line in proc.stdout:
-        lines.append(line.rstrip())
-        if bar is not None and "=====> Epoch:" in line:
-            bar.update(1)
-    proc.wait()
+    with subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:  # the pipe is closed on leaving (no "unclosed file" warning on the page)
+            lines.append(line.rstrip())
+            if bar is not None and "=====> Epoch:" in line:
+                bar.update(1)
+        proc.wait()
     if bar is not None:
         bar.close()
     if proc.returncode != 0:
