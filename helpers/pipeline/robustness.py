@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers.core.catalogue import directions
+from helpers.core.catalogue import METRICS, directions
 from helpers.kernels import verdicts
 from helpers.kernels.distribution import kl
 from helpers.kernels.fourier import as_tensor, fourier_resample_fast, irfftn3, rfftn3
@@ -275,18 +275,23 @@ class Study:
 
 # ---------------------------------------------------------------- verdicts from the responses
 
+# the metrics the study scores: those of a set of maps and populations (chapter 9's per-particle
+# AU-FSC needs a method's per-particle output, which a damaged set does not have)
+STUDY_METRICS = [k for k, m in METRICS.items() if m.family != "per-particle"]
+
+
 def classify(responses: pd.DataFrame, better: dict | None = None, alpha: float = verdicts.ALPHA,
              rtol: float = 1e-3) -> pd.DataFrame:
     """Verdict per degradation × metric of :data:`DEGRADATIONS` × ``better`` ({metric: "low" |
-    "high"}; default: every metric of :data:`helpers.core.catalogue.METRICS`, in its order) from
+    "high"}; default: :data:`STUDY_METRICS`, in the catalogue's order) from
     the study's responses: :func:`helpers.kernels.verdicts.classify` (paired tests per level, Holm
     over a cell's levels, levels by severity)."""
-    return verdicts.classify(responses, directions() if better is None else better, DEGRADATIONS,
+    return verdicts.classify(responses, directions(STUDY_METRICS) if better is None else better, DEGRADATIONS,
                              alpha=alpha, rtol=rtol)
 
 
 def level_tests(responses: pd.DataFrame, better: dict | None = None, alpha: float = verdicts.ALPHA,
                 rtol: float = 1e-3):
     """Per-level tests behind :func:`classify` (:func:`helpers.kernels.verdicts.level_tests`)."""
-    return verdicts.level_tests(responses, directions() if better is None else better, DEGRADATIONS,
+    return verdicts.level_tests(responses, directions(STUDY_METRICS) if better is None else better, DEGRADATIONS,
                                 alpha=alpha, rtol=rtol)

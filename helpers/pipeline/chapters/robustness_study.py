@@ -220,9 +220,9 @@ def write_responses(results_dir, rows: list, img_rows: list):
     if "err" not in responses:  # no image metrics: no bootstrap errors anywhere
         responses["err"] = np.nan
     save_csv(out / "robustness" / "responses.csv", responses)
-    levels_tested = rb.level_tests(responses, catalogue.directions())
+    levels_tested = rb.level_tests(responses, catalogue.directions(rb.STUDY_METRICS))
     save_csv(out / "robustness" / "levels.csv", levels_tested)
-    summary = rb.classify(responses, catalogue.directions())
+    summary = rb.classify(responses, catalogue.directions(rb.STUDY_METRICS))
     summary["family"] = summary.metric.map(catalogue.FAMILY)
     save_csv(out / "robustness" / "summary.csv", summary)
     return responses, levels_tested, summary
