@@ -52,6 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_volume_metrics.py
 	$(PY) benchmarks/bench_image_search.py
 	$(PY) benchmarks/bench_transport.py
+	$(PY) benchmarks/bench_per_image.py
 
 # challenge scale on a synthetic memory-mapped GT: chapter 3's single pass and chapter 4's GT work
 # against the I/O floor, then every chapter on a challenge-layout folder (wall time, peak memory)

@@ -29,7 +29,8 @@ batch = 32  # maps transformed at once
 # **What you will learn.**
 #
 # - how close each particle's map is to its own GT map (per-image FSC and its area, the AU-FSC),
-#   between two bounds: the GT map itself and one average map for every particle
+#   beside two references: the GT map itself (the ceiling) and one noise-free average map for every
+#   particle (what a homogeneous reconstruction scores)
 # - whether cryoDRGN's decoder, evaluated at each particle's latent, beats its own 40-map series
 #   and a perfect classifier into 40 maps (Reconstructed)
 # - whether cryoDRGN's latent follows the conformation or a nuisance (neighbourhood similarity,
@@ -109,9 +110,10 @@ pairs.round(4)
 
 # %% [markdown]
 # ## Mean per-image FSC curves
-# Shells where a map has no signal (beyond a method's own Nyquist: cryoDRGN ran on 32-px images,
-# 4.29 Å per pixel, so its maps have nothing beyond 1/8.6 Å⁻¹) count as 0, so its curves fall to
-# 0 there; the dotted lines mark FSC = 0.5 and 0.143.
+# Shells where a map has no signal count as 0, and so do the shells beyond a map's own Nyquist
+# (cryoDRGN ran on 32-px images, 4.29 Å per pixel: nothing beyond 1/8.6 Å⁻¹, the vertical dotted
+# line; what its maps hold there is interpolation from putting them on the GT grid), so its curves
+# fall to 0 there; the horizontal dotted lines mark FSC = 0.5 and 0.143.
 
 # %%
 nyq = {e: 2 * inp["subs"]["cryoDRGN"].native_voxel_size for e in summary.index if e.startswith("cryoDRGN")}

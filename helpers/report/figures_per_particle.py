@@ -51,7 +51,7 @@ def mean_curves(curves: dict, names: dict, freq_px: np.ndarray, voxel_size: floa
     (Å⁻¹). Shells where a map has no signal (NaN) count as 0 in the mean, as in the AU-FSC."""
     if not names:
         return None
-    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
     f = np.asarray(freq_px)[1:] / voxel_size
     for key, name in names.items():
         c = np.nan_to_num(np.asarray(curves[key], float), nan=0.0)
@@ -66,7 +66,7 @@ def mean_curves(curves: dict, names: dict, freq_px: np.ndarray, voxel_size: floa
     ax.set_xlabel("spatial frequency (Å⁻¹)")
     ax.set_ylabel("per-image FSC")
     ax.set_ylim(-0.2, 1.05)
-    ax.legend(fontsize=9, loc="lower left", frameon=False)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     ax.set_title("Mean per-image FSC (band: ± 1 sd over particles)")
     fig.tight_layout()
     return fig
@@ -77,14 +77,14 @@ def au_fsc_along_pc1(by_state: pd.DataFrame, order):
     GT MD-PC1 coordinate (Å)."""
     if by_state.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7.2, 3.8))
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for e in order:
         d = by_state[by_state.entry == e].sort_values("pc1_mid")
         st = entry_style(e)
         ax.errorbar(d.pc1_mid, d["mean"], yerr=d["std"], label=e, capsize=2, lw=1.5, marker="o", ms=3, **st)
     ax.set_xlabel("GT conformation: MD-PC1 of the particle's GT map (Å)")
     ax.set_ylabel("per-image AU-FSC")
-    ax.legend(fontsize=9, frameon=False, ncol=2)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
     ax.set_title("AU-FSC along the motion")
     fig.tight_layout()
     return fig

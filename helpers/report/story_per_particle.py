@@ -15,6 +15,11 @@ def _g(x: float) -> str:
     return f"{x:.2g}"
 
 
+def _degree(delta: float) -> str:
+    """An information imbalance in words: below 0.1 "well", above 0.9 "not at all", else "partly"."""
+    return "well" if delta < 0.1 else "not at all" if delta > 0.9 else "partly"
+
+
 def _cap(text: str) -> str:
     """A sentence opening with an entry name in lower case ("one average map") capitalised; names
     such as cryoDRGN keep their spelling."""
@@ -70,16 +75,24 @@ def latent(lat: pd.DataFrame, k: int, method_latent: str | None) -> str:
            f"with the conformation but {_f(v('defocus + noise', 'defocus'), 2)} with defocus: the score exposes a latent "
            "that follows a nuisance."]
     if method_latent and (ns.latent == method_latent).any():
-        c, f = v(method_latent, "conformation"), v(method_latent, "defocus")
-        imb = lat[(lat.latent == method_latent) & (lat.reference == "conformation")]
-        to_lat = float(imb[imb.score == "imbalance_reference_to_latent"].value.iloc[0])
-        from_lat = float(imb[imb.score == "imbalance_latent_to_reference"].value.iloc[0])
-        verdict = ("follows the conformation, not defocus" if c > 3 * max(f, chance)
-                   else "follows the conformation only weakly")
-        out.append(_cap(f"{method_latent} shares {_f(c, 2)} of its neighbours with the GT conformation and {_f(f)} with "
-                   f"defocus: it {verdict}. Information imbalance Δ(conformation → latent) = {_f(to_lat, 2)}, "
-                   f"Δ(latent → conformation) = {_f(from_lat, 2)} (0: the first space's neighbours predict the "
-                   "second's; 1: they carry no information about them)."))
+        c = v(method_latent, "conformation")
+        every = lat[(lat.score == "neighbourhood_similarity") & (lat.latent == method_latent)
+                    & (lat.reference == "conformation")].sort_values("k")
+        lo, hi = every.iloc[0], every.iloc[-1]
+        imb = lat[lat.latent == method_latent].set_index(["reference", "score"]).value
+        to_conf = float(imb[("conformation", "imbalance_latent_to_reference")])
+        to_def = float(imb[("defocus", "imbalance_latent_to_reference")])
+        above = bool((every.value - every.chance > 2 * every["sem"]).all())
+        gt_self = v("GT conformation", "conformation")
+        how = (f"above chance at every k but far below the GT's own {_f(gt_self, 2)} at k = {k}: the latent follows "
+               "the conformation coarsely, not particle by particle" if above and c < 0.5 * gt_self
+               else "above chance at every k" if above else "not above chance at every k")
+        out.append(_cap(
+            f"{method_latent} shares {_f(lo.value, 2)} of its neighbours with the GT conformation at k = {int(lo.k)} "
+            f"(chance {_f(lo.chance)}) and {_f(hi.value, 2)} at k = {int(hi.k)} (chance {_f(hi.chance, 2)}): "
+            f"{how}. Its neighbours predict the conformation's {_degree(to_conf)}, Δ(latent → conformation) = "
+            f"{_f(to_conf, 2)}, and defocus {_degree(to_def)}, Δ(latent → defocus) = {_f(to_def, 2)} (0: fully, "
+            "1: no information)."))
     return " ".join(out)
 
 

@@ -206,13 +206,17 @@ def score(results_dir, inp: dict, idx: np.ndarray, ents: dict, n_bins: int = 8, 
     for name, (maps, map_index) in ents.items():
         c = pi.per_image_fsc(maps, gt.maps, g, map_index=map_index, mask=inp["mask"], batch=batch, desc=name)
         cb = pi.per_image_fsc(maps, gt.maps, g, map_index=map_index, convention="cryobench", batch=batch, desc=name)
-        au, au_cb = pi.au_fsc(c), pi.au_fsc(cb, "cryobench")
         native = _native_voxel(name, inp["subs"])
+        if native:  # beyond the map's own Nyquist only interpolation remains: no signal (NaN, counted 0)
+            for x in (c, cb):
+                x[:, np.arange(1, x.shape[1] + 1) / (gt.box * gt.voxel_size) > 1 / (2 * native) + 1e-9] = np.nan
+        au, au_cb = pi.au_fsc(c), pi.au_fsc(cb, "cryobench")
         r143, r05 = (pi.image_resolution(c, gt.voxel_size, t, native_voxel_size=native) for t in (0.143, 0.5))
         curves[slug(name)] = c.astype(np.float32)
         rows.append(pd.DataFrame({"entry": name, "particle": idx, "gt_index": g, "pc1": pc1, "au_fsc": au,
                                   "au_fsc_cryobench": au_cb, "res_0143_A": r143, "res_05_A": r05}))
-        summ.append({"entry": name, "submission": _stands_for(name, inp["subs"]), "n": len(au), "au_fsc_mean": au.mean(), "au_fsc_sd": au.std(ddof=1),
+        summ.append({"entry": name, "submission": _stands_for(name, inp["subs"]), "n": len(au),
+                     "au_fsc_mean": au.mean(), "au_fsc_sd": au.std(ddof=1),
                      "au_fsc_sem": au.std(ddof=1) / np.sqrt(len(au)), "res_0143_median_A": np.median(r143),
                      "res_05_median_A": np.median(r05), "au_fsc_cryobench_mean": au_cb.mean(),
                      "au_fsc_cryobench_sd": au_cb.std(ddof=1)})
