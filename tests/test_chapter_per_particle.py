@@ -102,3 +102,25 @@ def test_particle_choice_is_cryobenchs_stride():
     np.testing.assert_array_equal(ch9.select(2000, 200), np.arange(0, 2000, 10))
     np.testing.assert_array_equal(ch9.select(48, 24), np.arange(0, 48, 2))
     assert len(ch9.select(10, 50)) == 10
+
+
+def test_shells_beyond_a_coarser_maps_nyquist_count_as_no_signal(executed, tmp_path):
+    """An entry made at twice the GT's voxel size (a cryoDRGN run on downsampled images) has no
+    information beyond its own Nyquist, shell N/4: those shells are NaN (0 in the AU-FSC), its
+    resolution is no finer than 2 × its voxel, and the shells below are untouched."""
+    import dataclasses
+
+    inp = ch9.load_inputs(executed / "data", executed / "results", 4.292)
+    rec = inp["subs"]["Reconstructed"]
+    inp["subs"] = {**inp["subs"], "cryoDRGN": dataclasses.replace(rec, native_voxel_size=2 * rec.voxel_size)}
+    idx = ch9.select(len(inp["table"]), 12)
+    g = inp["table"].hetbookTrueMapIndex.to_numpy()[idx].astype(int)
+    k = group_of_map(inp["pc1"], rec.n_maps)[g]
+    res = ch9.score(tmp_path, inp, idx, {"Reconstructed": (rec.maps, k), "cryoDRGN (series)": (rec.maps, k)})
+    fine, coarse = res["curves"]["reconstructed"], res["curves"][ch9.slug("cryoDRGN (series)")]
+    N = inp["gt"].box
+    assert np.isnan(coarse[:, N // 4:]).all() and not np.isnan(fine[:, N // 4:]).all()
+    np.testing.assert_array_equal(coarse[:, :N // 4], fine[:, :N // 4])
+    s = res["summary"]
+    assert s.loc["cryoDRGN (series)", "au_fsc_mean"] < s.loc["Reconstructed", "au_fsc_mean"]
+    assert s.loc["cryoDRGN (series)", "res_0143_median_A"] >= 4 * rec.voxel_size - 1e-6
