@@ -121,7 +121,8 @@ Markdown(story.verdict(board, families, metric_info, n_rank_draws))
 # outvote the three that see populations). The interval is the 2.5–97.5 % range of the overall
 # rank when every value is redrawn within its error bar (`helpers.report.leaderboard`); two submissions
 # whose intervals overlap are *tied* and the text does not order them. Families marked † are shown
-# but left out (no separating metric, or underpowered); "—" = no rank (unmeasured, or error
+# but left out (no separating metric, underpowered, or measured for fewer than half of the
+# submissions, as chapter 9's per-particle AU-FSC); "—" = no rank (unmeasured, or error
 # unknown: `unranked`).
 
 # %%
