@@ -99,3 +99,23 @@ def test_bad_inputs_say_what_is_wrong():
         pi.per_image_fsc(np.zeros((2, 8, 8, 8)), gt, [0, 1])
     with pytest.raises(ValueError, match="convention"):
         pi.shell_layout(N, "relion")
+
+
+def test_a_shared_gt_cache_transforms_each_gt_map_once_per_convention(monkeypatch):
+    """Several methods on the same particles: the GT spectra are computed once per convention and
+    reused (counted), and the curves equal uncached calls."""
+    gt, a, b = _maps(4, 10), _maps(5, 11), _maps(5, 12)
+    g = np.array([0, 1, 1, 3, 2])
+    plain = [pi.per_image_fsc(x, gt, g, convention=c) for x in (a, b) for c in pi.CONVENTIONS]
+    calls = []
+    real = pi._stack_spectra
+    monkeypatch.setattr(pi, "_stack_spectra", lambda *args: calls.append(1) or real(*args))
+    cache = {}
+    cached = [pi.per_image_fsc(x, gt, g, convention=c, gt_cache=cache) for x in (a, b) for c in pi.CONVENTIONS]
+    assert len(calls) == 2                      # one GT transform per convention, none for the second method
+    for x, y in zip(plain, cached):
+        np.testing.assert_array_equal(x, y)
+    x = np.linspace(-1, 1, N)
+    mask = (np.sqrt(x[:, None, None] ** 2 + x[None, :, None] ** 2 + x[None, None, :] ** 2) < 0.8).astype(float)
+    np.testing.assert_allclose(pi.per_image_fsc(a, gt, g, mask=mask, gt_cache=cache),     # another mask: not reused
+                               pi.per_image_fsc(a, gt, g, mask=mask), atol=1e-12)

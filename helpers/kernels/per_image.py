@@ -61,11 +61,14 @@ def _spectra_of(maps, mask, layout: ShellLayout, background: bool, dev):
 
 
 def per_image_fsc(maps, gt_maps, gt_index, map_index=None, mask=None, convention: str = "hetbook",
-                  batch: int = 64, background: bool = True, dev=None, desc: str = "per-image FSC") -> np.ndarray:
+                  batch: int = 64, background: bool = True, dev=None, desc: str = "per-image FSC",
+                  gt_cache: dict | None = None) -> np.ndarray:
     """FSC curves (n, S) float64 of each particle's map against its GT map (see the module
     docstring). ``maps`` and ``gt_maps`` are indexable stacks (arrays, memory maps, or anything
     whose slices are arrays: per-particle maps are read ``batch`` at a time); ``mask`` (N, N, N)
-    real-space weights applied to both maps (None: no mask, as CryoBench's image FSC)."""
+    real-space weights applied to both maps (None: no mask, as CryoBench's image FSC).
+    ``gt_cache``: a dict shared by calls that score several methods on the same particles and GT,
+    so that each GT map is transformed once per convention and mask, not once per method."""
     dev = dev or device()
     gt_index = np.asarray(gt_index, dtype=np.int64)
     n = len(gt_index)
@@ -75,7 +78,13 @@ def per_image_fsc(maps, gt_maps, gt_index, map_index=None, mask=None, convention
         raise ValueError(f"the method's maps are {np.shape(maps[0])[-1]}³ and the GT maps {box}³: resample one first")
     # each GT map the particles use, transformed once
     used_g, g_of = np.unique(gt_index, return_inverse=True)
-    fg, pg = _stack_spectra(gt_maps, used_g, mask, layout, background, dev, batch)
+    key = (convention, None if mask is None else id(mask), background, used_g.tobytes())
+    if gt_cache is not None and key in gt_cache:
+        fg, pg = gt_cache[key]
+    else:
+        fg, pg = _stack_spectra(gt_maps, used_g, mask, layout, background, dev, batch)
+        if gt_cache is not None:
+            gt_cache[key] = (fg, pg)
     out = np.empty((n, len(layout.bounds)))
     if map_index is not None:  # a volume series: each used map once, then the distinct (map, GT) pairs
         map_index = np.asarray(map_index, dtype=np.int64)

@@ -202,10 +202,12 @@ def score(results_dir, inp: dict, idx: np.ndarray, ents: dict, n_bins: int = 8, 
     gt, out = inp["gt"], Path(results_dir) / "per_particle"
     g = inp["table"].hetbookTrueMapIndex.to_numpy()[idx].astype(int)
     pc1 = inp["pc1"][g]
-    rows, curves, summ = [], {}, []
+    rows, curves, summ, cache = [], {}, [], {}  # cache: each GT map transformed once per convention
     for name, (maps, map_index) in ents.items():
-        c = pi.per_image_fsc(maps, gt.maps, g, map_index=map_index, mask=inp["mask"], batch=batch, desc=name)
-        cb = pi.per_image_fsc(maps, gt.maps, g, map_index=map_index, convention="cryobench", batch=batch, desc=name)
+        c = pi.per_image_fsc(maps, gt.maps, g, map_index=map_index, mask=inp["mask"], batch=batch, desc=name,
+                             gt_cache=cache)
+        cb = pi.per_image_fsc(maps, gt.maps, g, map_index=map_index, convention="cryobench", batch=batch, desc=name,
+                              gt_cache=cache)
         native = _native_voxel(name, inp["subs"])
         if native:  # beyond the map's own Nyquist only interpolation remains: no signal (NaN, counted 0)
             for x in (c, cb):
