@@ -7,11 +7,18 @@ PARAMS ?= params/demo.yml
 
 .PHONY: book notebooks html test check-site data vendor bench bench-scale clean-book cryodrgn
 
+# uv (from PyPI, ~3 s) installs the same pinned versions as pip in ~15 s where pip took ~100 s on
+# 2 cores (benchmarks/RESULTS.md); pip is the fallback if uv cannot be had. uv does not read pip's
+# configuration, so a local wheel folder pip is told about (PIP_FIND_LINKS, e.g. a CPU torch
+# wheel) is passed on.
+UV     := $(VENV)/bin/uv
+UV_PIP  = $(UV) pip install --quiet $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	( $(PY) -m pip install --quiet uv && $(UV_PIP) --python $(PY) -r requirements.txt ) || \
+	  ( $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -r requirements.txt )
+	test -x $(UV) && $(UV_PIP) --python $(PY) --no-deps -e . || $(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 # MathJax, require.js and the widget manager served from the site itself (no CDN).
@@ -61,17 +68,18 @@ bench-scale: $(VENV)/.installed
 	$(PY) benchmarks/bench_scale.py $(ARGS)
 	$(PY) benchmarks/bench_book_scale.py $(ARGS)
 
-# cryoDRGN in its own environment, sharing the main environment's packages (torch, numpy, pandas,
-# …) through a .pth file so that only cryoDRGN and what it adds (jupyterlab, umap, healpy, plotly,
-# …) are installed: ~0.6 GB and ~20 s here, against 2.2 GB and ~3 min for a separate torch. The
-# demo book trains it on the particles (params/demo.yml: dataset.cryodrgn); the tests use it
-# where present.
+# cryoDRGN in its own environment (its pins are its own): uv copies torch and the rest from its
+# cache, ~5 s and 1.8 GB here; with pip (the fallback) the environment shares the main one's
+# packages through a .pth file so that only what cryoDRGN adds is installed (~80 s, 0.6 GB). The
+# demo book trains it on the particles (params/demo.yml: dataset.cryodrgn); the tests use it where
+# present.
 $(CRYODRGN_VENV)/.installed: $(VENV)/.installed
 	rm -rf $(CRYODRGN_VENV)
 	$(PYTHON) -m venv $(CRYODRGN_VENV)
-	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
-	  "$$($(CRYODRGN_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_hetbook_main_venv.pth"
-	$(CRYODRGN_VENV)/bin/python -m pip install --quiet torch==2.13.0 cryodrgn==4.3.1
+	test -x $(UV) && $(UV_PIP) --python $(CRYODRGN_VENV)/bin/python torch==2.13.0 cryodrgn==4.3.1 || ( \
+	  $(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+	  "$$($(CRYODRGN_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_hetbook_main_venv.pth" && \
+	  $(CRYODRGN_VENV)/bin/python -m pip install --quiet torch==2.13.0 cryodrgn==4.3.1 )
 	$(CRYODRGN_VENV)/bin/cryodrgn --version
 	touch $@
 

@@ -152,3 +152,26 @@ def test_image_search_on_dask_equals_in_process(client):
             assert got["maps"][k].shape == v.shape, k
             np.testing.assert_allclose(got["maps"][k], v, rtol=1e-4, atol=1e-4, err_msg=k)
     assert np.ptp(ref["logp_integrated"]) > 1.0  # the maps are told apart: a test that could fail
+
+
+def test_a_scatter_cut_by_a_dying_worker_is_tried_again():
+    """The separately-started-scheduler test once failed here: the killed worker closed the
+    scheduler's stream mid-broadcast (``CommClosedError: ... ConnectionPool.scatter``)."""
+    from distributed.comm.core import CommClosedError
+
+    from helpers.core.dask_tasks import scatter_one
+
+    class Flaky:
+        def __init__(self, fails):
+            self.fails, self.calls = fails, 0
+
+        def scatter(self, objs, broadcast, hash):
+            self.calls += 1
+            if self.calls <= self.fails:
+                raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+            return [("future", objs[0])]
+
+    c = Flaky(fails=2)
+    assert scatter_one(c, {"a": 1}, wait_s=0) == ("future", {"a": 1}) and c.calls == 3
+    with pytest.raises(RuntimeError, match="failed 3 times"):
+        scatter_one(Flaky(fails=3), {"a": 1}, wait_s=0)

@@ -103,3 +103,32 @@ def test_two_chapters_at_once_each_see_their_own_environment(tmp_path):
         text = nbformat.read(outs[tag], as_version=4).cells[-1].outputs[0]["text"]
         assert text.strip() == f"{tag} 1"
     assert "PROBE" not in __import__("os").environ
+
+
+def test_critical_path_is_cost_plus_the_longest_chain_waiting_for_it():
+    from helpers.pipeline.schedule import critical_path
+
+    level = critical_path(list(DEPS), DEPS, {"a": 1, "b": 2, "c": 3, "d": 10, "e": 4, "f": 5})
+    # f: 5; e: 4 + 5; d: 10 + 5 (f reads d); c: 3 + max(e 9, f 5); b: 2 + max(c 12, d 15, e 9, f 5); a: 1 + 5
+    assert level == {"f": 5, "e": 9, "d": 15, "c": 12, "b": 17, "a": 6}
+    with pytest.raises(ValueError, match="cycle"):
+        critical_path(["a", "b"], {"a": ["b"], "b": ["a"]}, {})
+
+
+def test_two_at_a_time_the_longest_chain_starts_first():
+    """The demo's graph with its typical seconds: 02 (everything but 01 and 07 waits for it) and 07
+    (the longest chapter) start first, not 01 and 02 in file order, and once 02 is done chapter 6
+    (149 s + the summary) goes before 03."""
+    from helpers.pipeline.fingerprint import DEPENDS
+    from helpers.pipeline.schedule import TYPICAL_SECONDS
+
+    items = sorted(DEPENDS)
+    work, log, _ = _recorder(seconds=0.02)
+    run_graph(items, DEPENDS, work, 2, TYPICAL_SECONDS)
+    started = [i for kind, i, _ in log if kind == "start"]
+    assert set(started[:2]) == {"02_preprocessing", "07_robustness"}, started
+    assert started.index("06_image_metrics") < started.index("03_volume_metrics"), started
+    assert started[-1] == "08_summary"
+    work, log, _ = _recorder(seconds=0.02)
+    run_graph(items, DEPENDS, work, 2, {**TYPICAL_SECONDS, "01_data": 1000})   # the costs decide
+    assert [i for kind, i, _ in log if kind == "start"][:2] == ["01_data", "02_preprocessing"]

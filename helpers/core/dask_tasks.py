@@ -21,9 +21,21 @@ from concurrent.futures import CancelledError
 from helpers.core.backend import progress
 
 
-def scatter_one(client, obj, broadcast: bool = True):
-    """One future holding ``obj`` (any object, a dict included) under a fresh, unique key."""
-    return client.scatter([obj], broadcast=broadcast, hash=False)[0]
+def scatter_one(client, obj, broadcast: bool = True, attempts: int = 3, wait_s: float = 1.0):
+    """One future holding ``obj`` (any object, a dict included) under a fresh, unique key. A worker
+    that dies while the data is broadcast closes the scheduler's connection (``CommClosedError``,
+    an ``OSError``): the scatter is tried again, ``attempts`` times in all, ``wait_s`` × attempt
+    apart, so the scheduler can drop the dead worker first."""
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return client.scatter([obj], broadcast=broadcast, hash=False)[0]
+        except OSError as exc:
+            if attempt == attempts:
+                raise RuntimeError(f"scattering the data to the Dask workers failed {attempts} times ({exc}); "
+                                   "check that the workers stay up (memory, logs)") from exc
+            time.sleep(wait_s * attempt)
 
 
 def run_tasks(client, fn, payload, args: list[tuple], desc: str, max_attempts: int = 3, retries: int = 2,

@@ -24,6 +24,7 @@ per particle of the stack).
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -261,12 +262,16 @@ def train_cryodrgn(star, stack, out, box: int | None = 32, zdim: int = 1, epochs
     if (work / f"weights.{epochs}.pkl").is_file():
         return work, vs
     out.mkdir(parents=True, exist_ok=True)
-    _run([exe, "parse_ctf_star", star, "-o", out / "ctf.pkl"], star)
-    _run([exe, "parse_pose_star", star, "-o", out / "pose.pkl"], star)
+    prep = [([exe, "parse_ctf_star", star, "-o", out / "ctf.pkl"], star),
+            ([exe, "parse_pose_star", star, "-o", out / "pose.pkl"], star)]
     data = stack
     if box and box != D:
         data = out / f"particles.{box}.mrcs"
-        _run([exe, "downsample", stack, "-D", box, "-o", data], stack)
+        prep.append(([exe, "downsample", stack, "-D", box, "-o", data], stack))
+    # independent commands, each mostly cryoDRGN's ~10 s start-up: run together (~35 s -> ~15 s)
+    with ThreadPoolExecutor(len(prep)) as pool:
+        for f in [pool.submit(_run, cmd, where) for cmd, where in prep]:
+            f.result()
     _run([exe, "train_vae", data, "--ctf", out / "ctf.pkl", "--poses", out / "pose.pkl", "--zdim", zdim,
           "-n", epochs, "-b", batch, "--enc-dim", width, "--enc-layers", layers, "--dec-dim", width,
           "--dec-layers", layers, "--max-threads", threads, "--seed", seed, "--no-analysis", "-o", work], stack,

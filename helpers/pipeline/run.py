@@ -265,7 +265,7 @@ def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, ar
               "(progress bars off; --jobs 1 shows them)", flush=True)
     outcome = run_graph(list(paths), DEPENDS,
                         lambda stem: _run_chapter(paths[stem], counters[stem], cfg, out_dir, results,
-                                                  bool(args.only), extra, jobs == 1), jobs)
+                                                  bool(args.only), extra, jobs == 1), jobs, _expected_seconds(results))
     if "failed" in outcome.values():
         return 1
     if results is not None:
@@ -273,6 +273,18 @@ def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, ar
     ran = sum(v == "ran" for v in outcome.values())
     print(f"{ran} of {len(nbs)} notebooks run in {time.time() - t0:.0f} s -> {out_dir}")
     return 0
+
+
+def _expected_seconds(results: Path | None) -> dict[str, float]:
+    """Each chapter's seconds in this run folder's last run (the manifest), else the demo's typical
+    ones (:data:`helpers.pipeline.schedule.TYPICAL_SECONDS`): the scheduler's costs."""
+    from helpers.io import manifest
+    from helpers.pipeline.schedule import TYPICAL_SECONDS
+
+    seen = {}
+    if results is not None and (results / manifest.NAME).is_file():
+        seen = {k: v["seconds"] for k, v in manifest.read(results).get("chapters", {}).items() if v.get("seconds")}
+    return {**TYPICAL_SECONDS, **seen}
 
 
 def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Path | None, forced: bool,
