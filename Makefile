@@ -5,18 +5,20 @@ CRYODRGN_VENV := .venv-cryodrgn
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yml
 
-.PHONY: book notebooks html test check-site data vendor bench bench-scale clean-book cryodrgn
+.PHONY: book notebooks html test check-site data vendor bench bench-scale clean-book cryodrgn recovar
 
-# uv (from PyPI, ~3 s) installs the same pinned versions as pip in ~15 s where pip took ~100 s on
-# 2 cores (benchmarks/RESULTS.md); pip is the fallback if uv cannot be had. uv does not read pip's
-# configuration, so a local wheel folder pip is told about (PIP_FIND_LINKS, e.g. a CPU torch
-# wheel) is passed on.
+# uv (from PyPI, ~3 s) installs the same pinned versions as pip in ~30 s where pip took ~100 s on
+# 2 cores (benchmarks/RESULTS.md); pip is the fallback if uv cannot be had. Bytecode is compiled
+# at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine, CI) nothing would
+# ever cache it, and every kernel and cryoDRGN command would compile torch again (cryoDRGN's
+# start-up: 16 s against 9 s). uv does not read pip's configuration, so a local wheel folder pip is
+# told about (PIP_FIND_LINKS, e.g. a CPU torch wheel) is passed on.
 UV     := $(VENV)/bin/uv
-UV_PIP  = $(UV) pip install --quiet $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+UV_PIP  = $(UV) pip install --quiet --compile-bytecode $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	( $(PY) -m pip install --quiet uv && $(UV_PIP) --python $(PY) -r requirements.txt ) || \
+	( $(PY) -m pip install --quiet --quiet uv && $(UV_PIP) --python $(PY) -r requirements.txt ) || \
 	  ( $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -r requirements.txt )
 	test -x $(UV) && $(UV_PIP) --python $(PY) --no-deps -e . || $(PY) -m pip install --quiet --no-deps -e .
 	touch $@
@@ -69,7 +71,7 @@ bench-scale: $(VENV)/.installed
 	$(PY) benchmarks/bench_book_scale.py $(ARGS)
 
 # cryoDRGN in its own environment (its pins are its own): uv copies torch and the rest from its
-# cache, ~5 s and 1.8 GB here; with pip (the fallback) the environment shares the main one's
+# cache and compiles them, ~30 s and 1.8 GB here; with pip (the fallback) the environment shares the main one's
 # packages through a .pth file so that only what cryoDRGN adds is installed (~80 s, 0.6 GB). The
 # demo book trains it on the particles (params/demo.yml: dataset.cryodrgn); the tests use it where
 # present.
@@ -84,6 +86,21 @@ $(CRYODRGN_VENV)/.installed: $(VENV)/.installed
 	touch $@
 
 cryodrgn: $(CRYODRGN_VENV)/.installed
+
+# RECOVAR (Gilles & Singer) in its own environment: its pins are its own (jax 0.9.0.1 on CPU,
+# numpy < 2.3), none shared with .venv. uv first, pip the fallback. Not in `make book` by default;
+# params/demo_recovar.yml runs it on the demo particles (dataset.recovar).
+RECOVAR_VENV := .venv-recovar
+$(RECOVAR_VENV)/.installed: $(VENV)/.installed
+	rm -rf $(RECOVAR_VENV)
+	$(PYTHON) -m venv $(RECOVAR_VENV)
+	test -x $(UV) && $(UV_PIP) --python $(RECOVAR_VENV)/bin/python recovar==1.0.5 || ( \
+	  $(RECOVAR_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+	  $(RECOVAR_VENV)/bin/python -m pip install --quiet recovar==1.0.5 )
+	$(RECOVAR_VENV)/bin/recovar pipeline --help > /dev/null
+	touch $@
+
+recovar: $(RECOVAR_VENV)/.installed
 
 clean-book:
 	rm -rf book/_build book/executed

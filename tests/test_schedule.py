@@ -132,3 +132,66 @@ def test_two_at_a_time_the_longest_chain_starts_first():
     work, log, _ = _recorder(seconds=0.02)
     run_graph(items, DEPENDS, work, 2, {**TYPICAL_SECONDS, "01_data": 1000})   # the costs decide
     assert [i for kind, i, _ in log if kind == "start"][:2] == ["01_data", "02_preprocessing"]
+
+
+def test_the_methods_step_runs_beside_the_chapters_that_do_not_read_it():
+    """The real methods' training (cryoDRGN) is a step of the graph: the data overview and the
+    robustness study (GT and particles only) run beside it, every chapter reading the submissions
+    or a method's record after it."""
+    from helpers.pipeline.fingerprint import DEPENDS, READS
+    from helpers.pipeline.schedule import METHODS_STEP, TYPICAL_SECONDS, with_step
+
+    items, deps = with_step(sorted(DEPENDS), DEPENDS, READS)
+    assert items[0] == METHODS_STEP and deps[METHODS_STEP] == []
+    readers = {i for i in items if METHODS_STEP in deps.get(i, [])}
+    assert readers == {"02_preprocessing", "08_summary", "09_per_particle"}   # the rest read them through 02
+    work, log, _ = _recorder(seconds=0.03)
+    run_graph(items, deps, work, 2, TYPICAL_SECONDS)
+    start = {i: t for kind, i, t in log if kind == "start"}
+    end = {i: t for kind, i, t in log if kind == "end"}
+    assert [i for kind, i, _ in log if kind == "start"][:2] == [METHODS_STEP, "07_robustness"]
+    assert all(start[r] >= end[METHODS_STEP] for r in readers)
+
+
+def test_the_methods_step_records_the_new_data_before_its_readers_start(tmp_path):
+    """After the step the manifest holds the data folder's new fingerprints, so the chapters that
+    run after it are fingerprinted with the method's entry in it (not stale on the next status)."""
+    from helpers.io import manifest
+    from helpers.pipeline import run
+
+    data, results = tmp_path / "data", tmp_path / "results"
+    (data / "gt").mkdir(parents=True)
+    (data / "gt" / "maps_gt.npy").write_bytes(b"x")
+    cfg = {"common": {"data_dir": str(data)}}
+    before = manifest.start(results, cfg, data, fresh=True)["inputs"]
+
+    def methods():
+        (data / "submissions" / "cryodrgn").mkdir(parents=True)
+        (data / "submissions" / "cryodrgn" / "populations.txt").write_text("1.0\n")
+
+    assert run._methods_step(methods, cfg, results) == "ran"
+    after = manifest.read(results)["inputs"]
+    assert set(after) - set(before) == {"submissions/cryodrgn/populations.txt"}
+
+
+def test_ensure_data_defers_only_a_missing_method_entry(tmp_path, monkeypatch):
+    """``ensure_data(methods=False)`` returns the methods' step while an entry is missing and None
+    once it is there; bad options stop at once either way."""
+    from helpers.pipeline import demo_data
+
+    out = tmp_path / "demo"
+    for part in ("gt", "submissions", "particles"):
+        (out / part).mkdir(parents=True)
+    (out / "manifest.json").write_text('{"data_version": %d}' % __import__("helpers.datagen.simulate", fromlist=["x"]).DATA_VERSION)
+    calls = []
+    monkeypatch.setattr(demo_data, "ensure_matched", lambda o, opts: None)
+    monkeypatch.setattr(demo_data, "ensure_cryodrgn", lambda o, opts: calls.append(opts))
+    cfg = {"dataset": {"generate": True, "out_dir": str(out), "cryodrgn": {"epochs": 2}}}
+    step = demo_data.ensure_data(cfg, methods=False)
+    assert callable(step) and calls == []
+    step()
+    assert calls == [{"epochs": 2}]
+    (out / "submissions" / "cryodrgn").mkdir()
+    assert demo_data.ensure_data(cfg, methods=False) is None
+    with pytest.raises(SystemExit, match="dataset.cryodrgn should be a mapping"):
+        demo_data.ensure_data({"dataset": {**cfg["dataset"], "cryodrgn": {"epoch": 2}}}, methods=False)

@@ -1,5 +1,5 @@
 """The demo data set for a run: generated when the parameters ask for it and it is missing,
-then the matched control and the real method's entry (cryoDRGN) added to it."""
+then the matched control and the real methods' entries (cryoDRGN, RECOVAR) added to it."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,15 @@ from pathlib import Path
 from helpers.core.paths import resolve
 
 
-def ensure_data(cfg: dict) -> None:
-    """Generate the demo data set if the parameters ask for it and it is missing."""
+def ensure_data(cfg: dict, methods: bool = True):
+    """Generate the demo data set if the parameters ask for it and it is missing, then add the
+    matched control and the real methods' entries. With ``methods=False`` the real methods (minutes
+    of training) are not run here but returned as a callable, None when no entry is missing: the
+    runner runs it beside the chapters that do not read the submissions
+    (:func:`helpers.pipeline.schedule.with_step`). Bad method options stop here either way."""
     ds = dict(cfg["dataset"])
     if not ds.pop("generate", False):
-        return
+        return None
     from helpers.datagen.simulate import make_dataset
 
     out = resolve(ds.pop("out_dir"))
@@ -27,6 +31,9 @@ def ensure_data(cfg: dict) -> None:
                              f"makes version {DATA_VERSION}: a held-out particle stack for the image metrics).\nFix: delete "
                              f"{out} (it is generated, not user data) and run again; nothing is deleted for you.")
     real = ds.pop("cryodrgn", None)  # a real method's entry: cryoDRGN trained on the particles
+    recovar = ds.pop("recovar", None)  # another: RECOVAR run on the same particles
+    _check_options(real, "cryodrgn")
+    _check_options(recovar, "recovar")
     if all((out / p).exists() for p in ("gt", "submissions", "particles", "manifest.json")):
         print(f"data: {out} present, nothing to generate")
     else:
@@ -36,7 +43,34 @@ def ensure_data(cfg: dict) -> None:
         print(f"data: done in {time.time() - t:.0f} s", flush=True)
     if real:
         ensure_matched(out, real)
-        ensure_cryodrgn(out, real)
+
+    def add_methods() -> None:
+        if real:
+            ensure_cryodrgn(out, real)
+        if recovar:
+            ensure_recovar(out, recovar)
+
+    if methods:
+        return add_methods()
+    missing = [o for o, default in ((real, "cryodrgn"), (recovar, "recovar"))
+               if o and not (out / "submissions" / o.get("name", default)).exists()]
+    return add_methods if missing else None
+
+
+def _check_options(opts, key: str) -> None:
+    """Stop with the fix when ``dataset.<key>`` is not a mapping of the adapter's options."""
+    import inspect
+
+    if not opts:
+        return
+    if key == "cryodrgn":
+        from helpers.methods.adapters import add_cryodrgn_entry as fn
+    else:
+        from helpers.methods.recovar import add_recovar_entry as fn
+    allowed = set(inspect.signature(fn).parameters) - {"data_dir", "exe"}
+    if not isinstance(opts, dict) or set(opts) - allowed:
+        raise SystemExit(f"dataset.{key} should be a mapping with keys among {sorted(allowed)}, got {opts!r}.\n"
+                         f"Fix: correct it in the parameters file (or set it to null for no {key} entry).")
 
 
 def ensure_matched(out: Path, opts: dict) -> None:
@@ -55,15 +89,10 @@ def ensure_cryodrgn(out: Path, opts: dict) -> None:
     """Add the cryoDRGN entry (:func:`helpers.methods.adapters.add_cryodrgn_entry`) to a generated data
     set if it is missing; without cryoDRGN installed the book is built without it (a note says how
     to add it)."""
-    import inspect
-
     from helpers.methods.adapters import add_cryodrgn_entry, find_cryodrgn
     from helpers.core.errors import InputError
 
-    allowed = set(inspect.signature(add_cryodrgn_entry).parameters) - {"data_dir", "exe"}
-    if not isinstance(opts, dict) or set(opts) - allowed:
-        raise SystemExit(f"dataset.cryodrgn should be a mapping with keys among {sorted(allowed)}, got {opts!r}.\n"
-                         "Fix: correct it in the parameters file (or set it to null for no cryoDRGN entry).")
+    _check_options(opts, "cryodrgn")
     name = opts.get("name", "cryodrgn")
     if (out / "submissions" / name).exists():
         return
@@ -78,3 +107,26 @@ def ensure_cryodrgn(out: Path, opts: dict) -> None:
     rec = add_cryodrgn_entry(out, **opts)
     print(f"data: cryoDRGN entry {rec['label']!r} added in {time.time() - t:.0f} s "
           f"(training {rec['train_s']:.0f} s, maps {rec['maps_s']:.0f} s)", flush=True)
+
+
+def ensure_recovar(out: Path, opts: dict) -> None:
+    """Add the RECOVAR entry (:func:`helpers.methods.recovar.add_recovar_entry`) to a generated data
+    set if it is missing; without RECOVAR installed the book is built without it (a note says how
+    to add it)."""
+    from helpers.core.errors import InputError
+    from helpers.methods.recovar import add_recovar_entry, find_recovar
+
+    _check_options(opts, "recovar")
+    if (out / "submissions" / opts.get("name", "recovar")).exists():
+        return
+    try:
+        find_recovar()
+    except InputError:
+        print("note: data: RECOVAR is not installed, so the data set has no RECOVAR entry. Fix: `make recovar` "
+              "(or set dataset.recovar: null to stop this note); the next run adds the entry.", flush=True)
+        return
+    t = time.time()
+    print(f"data: running RECOVAR on {out / 'particles'} ({opts}) ...", flush=True)
+    rec = add_recovar_entry(out, **opts)
+    print(f"data: RECOVAR entry {rec['label']!r} added in {time.time() - t:.0f} s "
+          f"(pipeline {rec.get('pipeline_s', 0):.0f} s, analyze {rec.get('analyze_s', 0):.0f} s)", flush=True)

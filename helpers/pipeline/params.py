@@ -86,7 +86,8 @@ def dataset_model() -> type[BaseModel]:
 
     fields = {k: _field("dataset", k, v) for k, v in DEFAULTS.items()}
     fields.update(generate=(bool, Field(False)), out_dir=(str, Field("data/demo")),
-                  adk_npz=(str, Field("data/adk/adk_paths.npz")), cryodrgn=(dict | None, Field(None)))
+                  adk_npz=(str, Field("data/adk/adk_paths.npz")), cryodrgn=(dict | None, Field(None)),
+                  recovar=(dict | None, Field(None)))
     return create_model("DatasetParams", __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
 

@@ -192,8 +192,7 @@ def run(args: argparse.Namespace) -> int:
     for item in args.set:
         apply_override(cfg, item)
     out_dir = resolve(args.out or cfg["executed_dir"])
-    if not args.no_data and not args.status:
-        ensure_data(cfg)
+    methods = ensure_data(cfg, methods=False) if not args.no_data and not args.status else None
     nbs = list_notebooks()
     if args.only:
         nbs = [p for p in nbs if any(p.stem.startswith(o) for o in args.only)]
@@ -207,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         if args.status:
             print("no results_dir in the parameters: nothing to report", file=sys.stderr)
             return 2
-        return _execute(nbs, cfg, out_dir, None, args, again)
+        return _execute(nbs, cfg, out_dir, None, args, again, methods)
     from helpers.core.errors import InputError
 
     try:
@@ -230,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
               + f".\nFix: `{again}` reruns exactly what is stale or missing (or add "
               + " ".join(f"--only {d[:2]}" for d in dict.fromkeys(d for _, d in blocked)) + ").", file=sys.stderr)
         return 2
-    return _execute(nbs, cfg, out_dir, results, args, again)
+    return _execute(nbs, cfg, out_dir, results, args, again, methods)
 
 
 def print_status(cfg: dict, results: Path, out_dir: Path, again: str) -> int:
@@ -249,11 +248,13 @@ def print_status(cfg: dict, results: Path, out_dir: Path, again: str) -> int:
     return 0
 
 
-def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, args, again: str) -> int:
+def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, args, again: str, methods=None) -> int:
     """Run the selected chapters (skipping those up to date unless ``--only``): one after another,
-    or ``jobs`` at once along the chapters' dependencies (:mod:`helpers.pipeline.schedule`)."""
-    from helpers.pipeline.fingerprint import DEPENDS
-    from helpers.pipeline.schedule import effective_jobs, kernel_threads, run_graph
+    or ``jobs`` at once along the chapters' dependencies (:mod:`helpers.pipeline.schedule`);
+    ``methods`` (the real methods' data step, or None) first, beside the chapters not reading it."""
+    from helpers.pipeline.fingerprint import DEPENDS, READS
+    from helpers.pipeline.schedule import (METHODS_STEP, effective_jobs, expected_seconds, kernel_threads,
+                                           run_graph, with_step)
 
     t0 = time.time()
     jobs = effective_jobs(getattr(args, "jobs", None) or cfg.get("jobs", 1), len(nbs))
@@ -263,28 +264,40 @@ def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, ar
     if jobs > 1:
         print(f"running up to {jobs} chapters at once, {kernel_threads(jobs)} thread(s) each "
               "(progress bars off; --jobs 1 shows them)", flush=True)
-    outcome = run_graph(list(paths), DEPENDS,
-                        lambda stem: _run_chapter(paths[stem], counters[stem], cfg, out_dir, results,
-                                                  bool(args.only), extra, jobs == 1), jobs, _expected_seconds(results))
+    items, deps = with_step(list(paths), DEPENDS, READS) if methods else (list(paths), DEPENDS)
+
+    def work(stem: str) -> str:
+        if stem == METHODS_STEP:
+            return _methods_step(methods, cfg, results)
+        return _run_chapter(paths[stem], counters[stem], cfg, out_dir, results, bool(args.only), extra, jobs == 1)
+
+    outcome = run_graph(items, deps, work, jobs, expected_seconds(results))
     if "failed" in outcome.values():
         return 1
     if results is not None:
         _finish(cfg, out_dir, results, again)
-    ran = sum(v == "ran" for v in outcome.values())
+    ran = sum(v == "ran" for k, v in outcome.items() if k in paths)
     print(f"{ran} of {len(nbs)} notebooks run in {time.time() - t0:.0f} s -> {out_dir}")
     return 0
 
 
-def _expected_seconds(results: Path | None) -> dict[str, float]:
-    """Each chapter's seconds in this run folder's last run (the manifest), else the demo's typical
-    ones (:data:`helpers.pipeline.schedule.TYPICAL_SECONDS`): the scheduler's costs."""
+def _methods_step(methods, cfg: dict, results: Path | None) -> str:
+    """Add the real methods' entries, then record the data folder's new fingerprints in the
+    manifest (under :data:`MANIFEST_LOCK`) before any chapter that reads them starts."""
+    from helpers.core.errors import InputError
     from helpers.io import manifest
-    from helpers.pipeline.schedule import TYPICAL_SECONDS
 
-    seen = {}
-    if results is not None and (results / manifest.NAME).is_file():
-        seen = {k: v["seconds"] for k, v in manifest.read(results).get("chapters", {}).items() if v.get("seconds")}
-    return {**TYPICAL_SECONDS, **seen}
+    try:
+        methods()
+    except InputError as exc:
+        print(f"error: data: {exc}", file=sys.stderr, flush=True)
+        return "failed"
+    if results is not None:
+        with MANIFEST_LOCK:
+            m = manifest.read(results)
+            m["inputs"] = manifest.input_fingerprints(resolve(cfg["common"].get("data_dir", ".")))
+            manifest.write(results, m)
+    return "ran"
 
 
 def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Path | None, forced: bool,

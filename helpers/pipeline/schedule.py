@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Callable, Iterable
 
 
@@ -26,11 +27,28 @@ def kernel_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
-# seconds each chapter took in the demo book, two at a time (2026-12-07, 2 cores): the scheduler's
-# guess for a run folder that has no timings of its own yet (the manifest's ``seconds`` win)
-TYPICAL_SECONDS = {"01_data": 10, "02_preprocessing": 27, "03_volume_metrics": 84, "04_subspace": 36,
+# seconds each chapter took in the demo book, two at a time (2026-12-07, 2 cores; the methods step:
+# cryoDRGN's training and maps): the scheduler's guess for a run folder that has no timings of its
+# own yet (the manifest's ``seconds`` win)
+TYPICAL_SECONDS = {"00_methods": 110, "01_data": 10, "02_preprocessing": 27, "03_volume_metrics": 84, "04_subspace": 36,
                    "05_distribution": 52, "06_image_metrics": 149, "07_robustness": 158, "08_summary": 33,
                    "09_per_particle": 45}
+
+
+METHODS_STEP = "00_methods"  # the real methods' entries (cryoDRGN, RECOVAR) added to the demo data
+METHOD_PARTS = ("submissions", "cryodrgn", "recovar")  # what that step writes in the data folder
+
+
+def with_step(items: list[str], depends: dict, reads: dict, step: str = METHODS_STEP,
+              writes: tuple = METHOD_PARTS) -> tuple[list[str], dict]:
+    """``items`` with a data step first and ``depends`` with the step added to every item that
+    reads (``reads``: item -> parts of the data folder) what the step writes: the chapters that
+    read only the GT and the particles (the data overview, the robustness study) run beside it."""
+    deps = {k: list(v) for k, v in depends.items()}
+    for i in items:
+        if any(r.split("/")[0] in writes for r in reads.get(i, ())):
+            deps[i] = [*deps.get(i, []), step]
+    return [step, *items], {**deps, step: []}
 
 
 def critical_path(items: list[str], depends: dict[str, Iterable[str]], cost: dict[str, float]) -> dict[str, float]:
@@ -92,3 +110,13 @@ def run_graph(items: list[str], depends: dict[str, Iterable[str]], work: Callabl
                 outcome[running.pop(f)] = f.result()
     return outcome
 
+
+def expected_seconds(results: Path | None) -> dict[str, float]:
+    """Each chapter's seconds in this run folder's last run (the manifest), else the demo's typical
+    ones (:data:`helpers.pipeline.schedule.TYPICAL_SECONDS`): the scheduler's costs."""
+    from helpers.io import manifest
+
+    seen = {}
+    if results is not None and (results / manifest.NAME).is_file():
+        seen = {k: v["seconds"] for k, v in manifest.read(results).get("chapters", {}).items() if v.get("seconds")}
+    return {**TYPICAL_SECONDS, **seen}
