@@ -100,3 +100,40 @@ def _tiny_run(tmp: Path) -> None:
     ms = adapters.volume_series(subs / "lowpass", labels=tmp / "labels.npy", label="Series entry", method="volume series")
     adapters.write_submission(ms, subs, name="series_entry", align=False)
     assert run.main(["--params", str(tmp / "p.yml")]) == 0
+
+
+# the one real cryoDRGN training the tests share (parse, downsample 24 -> 16 px, 2 epochs of an
+# 8-D model, k-means maps through `analyze`): ~50 s of cryoDRGN commands made once per session
+DRGN_OPTS = {"epochs": 2, "box": 16, "how": "kmeans", "n_maps": 3, "width": 16, "layers": 1, "threads": 1}
+
+
+@pytest.fixture(scope="session")
+def cryodrgn_entry(tiny_data, tmp_path_factory):
+    """A copy of the tiny data set with the data step's cryoDRGN entry added
+    (:func:`helpers.pipeline.demo_data.ensure_cryodrgn` with :data:`DRGN_OPTS`): (the data folder,
+    the submission config as it was before). Skips where cryoDRGN is not installed. Shared by the
+    test workers through a file lock, like :func:`executed`."""
+    import shutil
+
+    from filelock import FileLock
+
+    from helpers.core.errors import InputError
+    from helpers.methods import adapters
+    from helpers.pipeline import demo_data
+
+    try:
+        adapters.find_cryodrgn()
+    except InputError:
+        pytest.skip("cryoDRGN is not installed (make cryodrgn installs it)")
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    data, done = base / "cryodrgn_entry" / "data", base / "cryodrgn_entry.done"
+    with FileLock(str(base / "cryodrgn_entry.lock")):
+        if not done.exists():
+            shutil.rmtree(data.parent, ignore_errors=True)
+            shutil.copytree(tiny_data, data)
+            (data.parent / "config_before.json").write_text((data / "submissions/submission_config.json").read_text())
+            demo_data.ensure_cryodrgn(data, dict(DRGN_OPTS))
+            done.touch()
+    return data, (data.parent / "config_before.json").read_text()

@@ -45,3 +45,21 @@ def test_each_cause_makes_the_right_chapters_stale():
     del ch["02_preprocessing"]
     assert fp.status(STEMS, CFG, INPUTS, ch, code="c")["05_distribution"][1] == \
         "02_preprocessing is missing; 03_volume_metrics is stale"
+
+
+def test_preprocessing_keeps_the_chapters_that_do_not_read_it(tmp_path):
+    """Preprocessing redefines the run's submissions: the chapters that read it lose their records,
+    the robustness study (GT and particles only), run beside the methods' training before it, keeps
+    its own (it was lost once: 'missing, not run in this results folder' after a full build)."""
+    import json
+
+    from helpers.io import manifest
+    from helpers.pipeline.fingerprint import readers_of
+
+    manifest.start(tmp_path, {}, tmp_path, fresh=True)
+    for ch in ("01_data", "03_volume_metrics", "07_robustness", "08_summary"):
+        manifest.merge_update(tmp_path, ch)
+    (tmp_path / "manifest_update.json").write_text(json.dumps({"submissions": {"a": {}}}))
+    m = manifest.merge_update(tmp_path, "02_preprocessing", readers=readers_of("02_preprocessing"))
+    assert set(m["chapters"]) == {"01_data", "02_preprocessing", "07_robustness"}
+    assert readers_of("07_robustness") == {"08_summary"} and readers_of("08_summary") == set()

@@ -191,6 +191,10 @@ def test_ensure_data_defers_only_a_missing_method_entry(tmp_path, monkeypatch):
     assert callable(step) and calls == []
     step()
     assert calls == [{"epochs": 2}]
+    step(1)   # beside other chapters: one thread, unless the parameters name their own
+    assert calls[-1] == {"threads": 1, "epochs": 2}
+    demo_data.ensure_data({"dataset": {**cfg["dataset"], "cryodrgn": {"epochs": 2, "threads": 2}}}, methods=False)(1)
+    assert calls[-1] == {"threads": 2, "epochs": 2}
     (out / "submissions" / "cryodrgn").mkdir()
     assert demo_data.ensure_data(cfg, methods=False) is None
     with pytest.raises(SystemExit, match="dataset.cryodrgn should be a mapping"):

@@ -164,9 +164,14 @@ def update(results_dir, **changes) -> None:
         merge_update(results_dir, chapter=os.environ.get(CHAPTER_ENV, "interactive"))
 
 
-def merge_update(results_dir, chapter: str, status: str = "done", fingerprint: dict | None = None) -> dict:
+def merge_update(results_dir, chapter: str, status: str = "done", fingerprint: dict | None = None,
+                 readers: set | None = None) -> dict:
     """Apply a chapter's recorded changes to the manifest and mark the chapter (with the
-    :mod:`helpers.pipeline.fingerprint` of what it used, and a fresh completion token)."""
+    :mod:`helpers.pipeline.fingerprint` of what it used, and a fresh completion token). A chapter
+    that defines the run's submissions (preprocessing) drops the records and failures of
+    ``readers``, the chapters that read it (:func:`helpers.pipeline.fingerprint.readers_of`; by
+    default every later-numbered chapter): a chapter that reads only the GT and particles, run
+    beside it or before it, keeps its record."""
     results_dir = Path(results_dir)
     if not (results_dir / NAME).is_file():  # a chapter run by hand, outside the runner
         start(results_dir, {}, results_dir, fresh=True)
@@ -179,8 +184,9 @@ def merge_update(results_dir, chapter: str, status: str = "done", fingerprint: d
         upd_path.unlink()
     if "submissions" in upd:  # the preprocessing chapter defines the run's submissions
         m["submissions"] = upd["submissions"]
-        m["chapters"] = {k: v for k, v in m.get("chapters", {}).items() if k < chapter}
-        m["failures"] = [f for f in m.get("failures", []) if f["chapter"] < chapter]
+        keep = (lambda k: k < chapter) if readers is None else (lambda k: k not in readers)
+        m["chapters"] = {k: v for k, v in m.get("chapters", {}).items() if keep(k)}
+        m["failures"] = [f for f in m.get("failures", []) if keep(f["chapter"])]
     m["failures"] = [f for f in m.get("failures", []) if f["chapter"] != chapter] + upd.get("failures", [])
     m.setdefault("chapters", {})[chapter] = {
         "status": status, "finished": _dt.datetime.now().isoformat(timespec="seconds"), "run_id": m.get("run_id"),

@@ -292,7 +292,7 @@ def cryodrgn_version(exe=None) -> str:
 
 def add_cryodrgn_entry(data_dir, epochs: int = 20, box: int = 32, how: str = "pc1", n_maps: int = 80,
                        seed: int = 0, width: int = 128, layers: int = 2, name: str = "cryodrgn",
-                       label: str = "cryoDRGN", exe=None) -> dict:
+                       label: str = "cryoDRGN", threads: int = 2, exe=None) -> dict:
     """A real method's entry in a data folder with ``particles/`` and ``submissions/``: cryoDRGN
     trained on the particle stack (:func:`train_cryodrgn`: known poses and CTF from the STAR file,
     images downsampled to ``box`` px, a 1-D latent for ``how="pc1"``, 8-D for ``"kmeans"``,
@@ -302,7 +302,7 @@ def add_cryodrgn_entry(data_dir, epochs: int = 20, box: int = 32, how: str = "pc
 
     cryoDRGN's files go to ``<data_dir>/cryodrgn/`` (training folder ``train/``, parsed CTF and
     poses, the downsampled stack, the generated maps); ``cryodrgn/run.json`` records the version,
-    options and measured times (seconds) and is returned. An existing entry is left alone (its
+    options (``threads``: the CPU threads it trained on) and measured times (seconds) and is returned. An existing entry is left alone (its
     record returned); nothing is overwritten. Raises :class:`InputError` when cryoDRGN is absent."""
     import time
 
@@ -314,13 +314,14 @@ def add_cryodrgn_entry(data_dir, epochs: int = 20, box: int = 32, how: str = "pc
     parts = data / "particles"
     t0 = time.perf_counter()
     work, vs = train_cryodrgn(parts / "particles.star", parts / "particles.mrcs", data / "cryodrgn", box=box,
-                              zdim=1 if how == "pc1" else 8, epochs=epochs, width=width, layers=layers,
+                              zdim=1 if how == "pc1" else 8, epochs=epochs, width=width, layers=layers, threads=threads,
                               seed=seed, exe=exe)
     t1 = time.perf_counter()
     ms = cryodrgn_workdir(work, voxel_size=vs, how=how, n=n_maps, exe=exe, label=label)
     t2 = time.perf_counter()
     rec = {"name": name, "label": label, "cryodrgn_version": cryodrgn_version(exe), "epochs": epochs, "box": box,
-           "voxel_size_A": vs, "how": how, "n_maps": n_maps, "seed": seed, "width": width, "layers": layers, "workdir": str(work.relative_to(data)),
+           "voxel_size_A": vs, "how": how, "n_maps": n_maps, "seed": seed, "width": width, "layers": layers, "threads": threads,
+           "workdir": str(work.relative_to(data)),
            "train_s": round(t1 - t0, 1), "maps_s": round(t2 - t1, 1)}
     write_submission(ms, data / "submissions", name=name, align=True)
     tmp = record.with_suffix(".json.tmp")

@@ -44,9 +44,11 @@ def ensure_data(cfg: dict, methods: bool = True):
     if real:
         ensure_matched(out, real)
 
-    def add_methods() -> None:
+    def add_methods(threads: int | None = None) -> None:
+        """``threads``: cryoDRGN's CPU threads when chapters run beside it (oversubscribed cores
+        stall its training: 55 s per epoch instead of ~5 s, seen with 2 threads beside 2 other jobs)."""
         if real:
-            ensure_cryodrgn(out, real)
+            ensure_cryodrgn(out, {"threads": threads, **real} if threads else real)
         if recovar:
             ensure_recovar(out, recovar)
 
@@ -55,22 +57,6 @@ def ensure_data(cfg: dict, methods: bool = True):
     missing = [o for o, default in ((real, "cryodrgn"), (recovar, "recovar"))
                if o and not (out / "submissions" / o.get("name", default)).exists()]
     return add_methods if missing else None
-
-
-def _check_options(opts, key: str) -> None:
-    """Stop with the fix when ``dataset.<key>`` is not a mapping of the adapter's options."""
-    import inspect
-
-    if not opts:
-        return
-    if key == "cryodrgn":
-        from helpers.methods.adapters import add_cryodrgn_entry as fn
-    else:
-        from helpers.methods.recovar import add_recovar_entry as fn
-    allowed = set(inspect.signature(fn).parameters) - {"data_dir", "exe"}
-    if not isinstance(opts, dict) or set(opts) - allowed:
-        raise SystemExit(f"dataset.{key} should be a mapping with keys among {sorted(allowed)}, got {opts!r}.\n"
-                         f"Fix: correct it in the parameters file (or set it to null for no {key} entry).")
 
 
 def ensure_matched(out: Path, opts: dict) -> None:
@@ -85,48 +71,59 @@ def ensure_matched(out: Path, opts: dict) -> None:
     print(f"data: matched control {rec['label']!r} added in {time.time() - t:.0f} s", flush=True)
 
 
-def ensure_cryodrgn(out: Path, opts: dict) -> None:
-    """Add the cryoDRGN entry (:func:`helpers.methods.adapters.add_cryodrgn_entry`) to a generated data
-    set if it is missing; without cryoDRGN installed the book is built without it (a note says how
-    to add it)."""
-    from helpers.methods.adapters import add_cryodrgn_entry, find_cryodrgn
+# dataset.<key> -> (the method's name, its adapter module, entry function, finder, what the entry's
+# record says about its times)
+METHODS = {
+    "cryodrgn": ("cryoDRGN", "helpers.methods.adapters", "add_cryodrgn_entry", "find_cryodrgn",
+                 lambda r: f"training {r['train_s']:.0f} s, maps {r['maps_s']:.0f} s"),
+    "recovar": ("RECOVAR", "helpers.methods.recovar", "add_recovar_entry", "find_recovar",
+                lambda r: f"pipeline {r.get('pipeline_s', 0):.0f} s, analyze {r.get('analyze_s', 0):.0f} s"),
+}
+
+
+def _check_options(opts, key: str) -> None:
+    """Stop with the fix when ``dataset.<key>`` is not a mapping of the adapter's options."""
+    import importlib
+    import inspect
+
+    if not opts:
+        return
+    method, module, add, _, _ = METHODS[key]
+    allowed = set(inspect.signature(getattr(importlib.import_module(module), add)).parameters) - {"data_dir", "exe"}
+    if not isinstance(opts, dict) or set(opts) - allowed:
+        raise SystemExit(f"dataset.{key} should be a mapping with keys among {sorted(allowed)}, got {opts!r}.\n"
+                         f"Fix: correct it in the parameters file (or set it to null for no {method} entry).")
+
+
+def ensure_method(out: Path, opts: dict, key: str) -> None:
+    """Add a real method's entry (``dataset.<key>``, :data:`METHODS`) to a generated data set if it is
+    missing; without the method installed the book is built without it (a note says how to add it)."""
+    import importlib
+
     from helpers.core.errors import InputError
 
-    _check_options(opts, "cryodrgn")
-    name = opts.get("name", "cryodrgn")
-    if (out / "submissions" / name).exists():
+    _check_options(opts, key)
+    method, module, add, find, times = METHODS[key]
+    if (out / "submissions" / opts.get("name", key)).exists():
         return
+    mod = importlib.import_module(module)
     try:
-        find_cryodrgn()
+        getattr(mod, find)()
     except InputError:
-        print("note: data: cryoDRGN is not installed, so the demo has no real-method entry. Fix: `make cryodrgn` "
-              "(or set dataset.cryodrgn: null to stop this note); the next run adds the entry.", flush=True)
+        print(f"note: data: {method} is not installed, so the data set has no {method} entry. Fix: `make {key}` "
+              f"(or set dataset.{key}: null to stop this note); the next run adds the entry.", flush=True)
         return
     t = time.time()
-    print(f"data: training cryoDRGN on {out / 'particles'} ({opts}) ...", flush=True)
-    rec = add_cryodrgn_entry(out, **opts)
-    print(f"data: cryoDRGN entry {rec['label']!r} added in {time.time() - t:.0f} s "
-          f"(training {rec['train_s']:.0f} s, maps {rec['maps_s']:.0f} s)", flush=True)
+    print(f"data: running {method} on {out / 'particles'} ({opts}) ...", flush=True)
+    rec = getattr(mod, add)(out, **opts)
+    print(f"data: {method} entry {rec['label']!r} added in {time.time() - t:.0f} s ({times(rec)})", flush=True)
+
+
+def ensure_cryodrgn(out: Path, opts: dict) -> None:
+    """:func:`ensure_method` for cryoDRGN (:func:`helpers.methods.adapters.add_cryodrgn_entry`)."""
+    ensure_method(out, opts, "cryodrgn")
 
 
 def ensure_recovar(out: Path, opts: dict) -> None:
-    """Add the RECOVAR entry (:func:`helpers.methods.recovar.add_recovar_entry`) to a generated data
-    set if it is missing; without RECOVAR installed the book is built without it (a note says how
-    to add it)."""
-    from helpers.core.errors import InputError
-    from helpers.methods.recovar import add_recovar_entry, find_recovar
-
-    _check_options(opts, "recovar")
-    if (out / "submissions" / opts.get("name", "recovar")).exists():
-        return
-    try:
-        find_recovar()
-    except InputError:
-        print("note: data: RECOVAR is not installed, so the data set has no RECOVAR entry. Fix: `make recovar` "
-              "(or set dataset.recovar: null to stop this note); the next run adds the entry.", flush=True)
-        return
-    t = time.time()
-    print(f"data: running RECOVAR on {out / 'particles'} ({opts}) ...", flush=True)
-    rec = add_recovar_entry(out, **opts)
-    print(f"data: RECOVAR entry {rec['label']!r} added in {time.time() - t:.0f} s "
-          f"(pipeline {rec.get('pipeline_s', 0):.0f} s, analyze {rec.get('analyze_s', 0):.0f} s)", flush=True)
+    """:func:`ensure_method` for RECOVAR (:func:`helpers.methods.recovar.add_recovar_entry`)."""
+    ensure_method(out, opts, "recovar")

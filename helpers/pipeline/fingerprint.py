@@ -40,6 +40,18 @@ LOCATIONS = {"data_dir", "results_dir", "executed_dir", "dask_scheduler", "dask_
 BANNER_TAG = "hetbook-stale"
 
 
+def readers_of(stem: str) -> set[str]:
+    """The chapters that read ``stem``'s results, directly or through others (:data:`DEPENDS`)."""
+    out, todo = set(), [stem]
+    while todo:
+        s = todo.pop()
+        for k, deps in DEPENDS.items():
+            if s in deps and k not in out:
+                out.add(k)
+                todo.append(k)
+    return out
+
+
 def _digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

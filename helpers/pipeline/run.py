@@ -268,7 +268,7 @@ def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, ar
 
     def work(stem: str) -> str:
         if stem == METHODS_STEP:
-            return _methods_step(methods, cfg, results)
+            return _methods_step(methods, cfg, results, None if jobs == 1 else kernel_threads(jobs))
         return _run_chapter(paths[stem], counters[stem], cfg, out_dir, results, bool(args.only), extra, jobs == 1)
 
     outcome = run_graph(items, deps, work, jobs, expected_seconds(results))
@@ -281,14 +281,15 @@ def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, ar
     return 0
 
 
-def _methods_step(methods, cfg: dict, results: Path | None) -> str:
-    """Add the real methods' entries, then record the data folder's new fingerprints in the
-    manifest (under :data:`MANIFEST_LOCK`) before any chapter that reads them starts."""
+def _methods_step(methods, cfg: dict, results: Path | None, threads: int | None = None) -> str:
+    """Add the real methods' entries (on ``threads`` CPU threads when chapters run beside them),
+    then record the data folder's new fingerprints in the manifest (under :data:`MANIFEST_LOCK`)
+    before any chapter that reads them starts."""
     from helpers.core.errors import InputError
     from helpers.io import manifest
 
     try:
-        methods()
+        methods(threads) if threads else methods()
     except InputError as exc:
         print(f"error: data: {exc}", file=sys.stderr, flush=True)
         return "failed"
@@ -337,7 +338,7 @@ def _run_chapter(path: Path, counter: str, cfg: dict, out_dir: Path, results: Pa
     if results is not None:
         with MANIFEST_LOCK:
             manifest.commit_stage(env[manifest.STAGE_ENV], results)
-            m = manifest.merge_update(results, path.stem, fingerprint=fp)
+            m = manifest.merge_update(results, path.stem, fingerprint=fp, readers=fingerprint.readers_of(path.stem))
             m["chapters"][path.stem]["seconds"] = round(time.time() - t, 1)
             manifest.write(results, m)
             _report(env[NOTICES_ENV], [f for f in m.get("failures", []) if f["chapter"] == path.stem])
