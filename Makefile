@@ -5,7 +5,7 @@ CRYODRGN_VENV := .venv-cryodrgn
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yml
 
-.PHONY: book notebooks html test check-site data vendor bench bench-scale clean-book cryodrgn recovar
+.PHONY: book notebooks html test check-site data demo-data vendor bench bench-scale clean-book cryodrgn recovar
 
 # uv (from PyPI, ~3 s) installs the same pinned versions as pip in ~30 s where pip took ~100 s on
 # 2 cores (benchmarks/RESULTS.md); pip is the fallback if uv cannot be had. Bytecode is compiled
@@ -48,7 +48,14 @@ html: $(VENV)/.installed _vendor/.done
 	$(PY) tools/postbuild_html.py book/_build/html
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
-book: notebooks html
+# the demo data and cryoDRGN's environment side by side (make -j2), then the chapters and the HTML
+book:
+	$(MAKE) --no-print-directory -j2 $(CRYODRGN_VENV)/.installed _vendor/.done demo-data
+	$(MAKE) --no-print-directory notebooks html
+
+# the demo data without the real methods' entries (the notebooks target adds those)
+demo-data: $(VENV)/.installed
+	$(PY) -c "from helpers.pipeline.params import load_params; from helpers.pipeline.demo_data import ensure_data; ensure_data(load_params('$(PARAMS)'), methods=False)"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 tests

@@ -199,3 +199,17 @@ def test_ensure_data_defers_only_a_missing_method_entry(tmp_path, monkeypatch):
     assert demo_data.ensure_data(cfg, methods=False) is None
     with pytest.raises(SystemExit, match="dataset.cryodrgn should be a mapping"):
         demo_data.ensure_data({"dataset": {**cfg["dataset"], "cryodrgn": {"epoch": 2}}}, methods=False)
+
+
+def test_on_two_cores_every_chapter_waits_for_the_methods_step():
+    """``beside=False`` (the runner's choice below 3 jobs): nothing starts before the step ends."""
+    from helpers.pipeline.fingerprint import DEPENDS, READS
+    from helpers.pipeline.schedule import METHODS_STEP, TYPICAL_SECONDS, with_step
+
+    items, deps = with_step(sorted(DEPENDS), DEPENDS, READS, beside=False)
+    assert all(METHODS_STEP in deps[i] for i in items if i != METHODS_STEP)
+    work, log, _ = _recorder(seconds=0.03)
+    run_graph(items, deps, work, 2, TYPICAL_SECONDS)
+    start = {i: t for kind, i, t in log if kind == "start"}
+    end = {i: t for kind, i, t in log if kind == "end"}
+    assert all(start[i] >= end[METHODS_STEP] for i in items if i != METHODS_STEP)

@@ -264,11 +264,11 @@ def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, ar
     if jobs > 1:
         print(f"running up to {jobs} chapters at once, {kernel_threads(jobs)} thread(s) each "
               "(progress bars off; --jobs 1 shows them)", flush=True)
-    items, deps = with_step(list(paths), DEPENDS, READS) if methods else (list(paths), DEPENDS)
+    items, deps = with_step(list(paths), DEPENDS, READS, beside=jobs > 2) if methods else (list(paths), DEPENDS)
 
     def work(stem: str) -> str:
         if stem == METHODS_STEP:
-            return _methods_step(methods, cfg, results, None if jobs == 1 else kernel_threads(jobs))
+            return _methods_step(methods, cfg, results, kernel_threads(jobs) if jobs > 2 else None)
         return _run_chapter(paths[stem], counters[stem], cfg, out_dir, results, bool(args.only), extra, jobs == 1)
 
     outcome = run_graph(items, deps, work, jobs, expected_seconds(results))

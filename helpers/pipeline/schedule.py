@@ -40,13 +40,17 @@ METHOD_PARTS = ("submissions", "cryodrgn", "recovar")  # what that step writes i
 
 
 def with_step(items: list[str], depends: dict, reads: dict, step: str = METHODS_STEP,
-              writes: tuple = METHOD_PARTS) -> tuple[list[str], dict]:
+              writes: tuple = METHOD_PARTS, beside: bool = True) -> tuple[list[str], dict]:
     """``items`` with a data step first and ``depends`` with the step added to every item that
     reads (``reads``: item -> parts of the data folder) what the step writes: the chapters that
-    read only the GT and the particles (the data overview, the robustness study) run beside it."""
+    read only the GT and the particles (the data overview, the robustness study) run beside it.
+    ``beside=False``: every item waits for the step. On 2 cores that is the faster way: cryoDRGN
+    on one thread beside the robustness study took 18 s per epoch (5 s alone on two) and both
+    slowed (240 s and 212 s against ~115 s and ~165 s; the whole run 462 s either way, 2026-12-07),
+    so the runner puts chapters beside it only with 3 or more jobs."""
     deps = {k: list(v) for k, v in depends.items()}
     for i in items:
-        if any(r.split("/")[0] in writes for r in reads.get(i, ())):
+        if not beside or any(r.split("/")[0] in writes for r in reads.get(i, ())):
             deps[i] = [*deps.get(i, []), step]
     return [step, *items], {**deps, step: []}
 
