@@ -5,7 +5,7 @@ CRYODRGN_VENV := .venv-cryodrgn
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yml
 
-.PHONY: book notebooks html test check-site data demo-data vendor bench bench-scale clean-book cryodrgn recovar
+.PHONY: book notebooks html test check-site data vendor bench bench-scale clean-book cryodrgn recovar
 
 # uv (from PyPI, ~3 s) installs the same pinned versions as pip in ~30 s where pip took ~100 s on
 # 2 cores (benchmarks/RESULTS.md); pip is the fallback if uv cannot be had. Bytecode is compiled
@@ -48,14 +48,11 @@ html: $(VENV)/.installed _vendor/.done
 	$(PY) tools/postbuild_html.py book/_build/html
 	@echo "book: $(CURDIR)/book/_build/html/index.html"
 
-# the demo data and cryoDRGN's environment side by side (make -j2), then the chapters and the HTML
+# cryoDRGN's environment and the npm assets side by side (make -j2; the data beside them too was
+# slower on 2 cores: both are CPU-bound), then the chapters and the HTML
 book:
-	$(MAKE) --no-print-directory -j2 $(CRYODRGN_VENV)/.installed _vendor/.done demo-data
+	$(MAKE) --no-print-directory -j2 $(CRYODRGN_VENV)/.installed _vendor/.done
 	$(MAKE) --no-print-directory notebooks html
-
-# the demo data without the real methods' entries (the notebooks target adds those)
-demo-data: $(VENV)/.installed
-	$(PY) -c "from helpers.pipeline.params import load_params; from helpers.pipeline.demo_data import ensure_data; ensure_data(load_params('$(PARAMS)'), methods=False)"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 tests
@@ -77,18 +74,23 @@ bench-scale: $(VENV)/.installed
 	$(PY) benchmarks/bench_scale.py $(ARGS)
 	$(PY) benchmarks/bench_book_scale.py $(ARGS)
 
-# cryoDRGN in its own environment (its pins are its own): uv copies torch and the rest from its
-# cache and compiles them, ~30 s and 1.8 GB here; with pip (the fallback) the environment shares the main one's
-# packages through a .pth file so that only what cryoDRGN adds is installed (~80 s, 0.6 GB). The
-# demo book trains it on the particles (params/demo.yml: dataset.cryodrgn); the tests use it where
-# present.
+# cryoDRGN in its own environment, sharing the main environment's packages (torch, numpy, pandas,
+# …) through a .pth file, so that only cryoDRGN and what it adds (jupyterlab, umap, healpy, plotly,
+# …: the packages uv would add to .venv, none of them replacing one there) are installed: ~20 s
+# here against ~55 s for a whole second copy of torch (1.8 GB, compiled again). pip is the
+# fallback (~80 s). The demo book trains it on the particles (params/demo.yml: dataset.cryodrgn);
+# the tests use it where present.
+CRYODRGN := cryodrgn==4.3.1
 $(CRYODRGN_VENV)/.installed: $(VENV)/.installed
 	rm -rf $(CRYODRGN_VENV)
 	$(PYTHON) -m venv $(CRYODRGN_VENV)
-	test -x $(UV) && $(UV_PIP) --python $(CRYODRGN_VENV)/bin/python torch==2.13.0 cryodrgn==4.3.1 || ( \
-	  $(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
-	  "$$($(CRYODRGN_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_hetbook_main_venv.pth" && \
-	  $(CRYODRGN_VENV)/bin/python -m pip install --quiet torch==2.13.0 cryodrgn==4.3.1 )
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+	  "$$($(CRYODRGN_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_hetbook_main_venv.pth"
+	( test -x $(UV) && $(UV) pip install --dry-run $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) \
+	    --python $(PY) $(CRYODRGN) > $(CRYODRGN_VENV)/dry-run.txt 2>&1 && ! grep -q '^ - ' $(CRYODRGN_VENV)/dry-run.txt && \
+	  sed -n 's/^ + //p' $(CRYODRGN_VENV)/dry-run.txt > $(CRYODRGN_VENV)/adds.txt && grep -q '^cryodrgn==' $(CRYODRGN_VENV)/adds.txt && \
+	  $(UV_PIP) --no-deps --python $(CRYODRGN_VENV)/bin/python -r $(CRYODRGN_VENV)/adds.txt ) || \
+	  $(CRYODRGN_VENV)/bin/python -m pip install --quiet torch==2.13.0 $(CRYODRGN)
 	$(CRYODRGN_VENV)/bin/cryodrgn --version
 	touch $@
 
