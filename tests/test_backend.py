@@ -81,3 +81,18 @@ def test_a_chapter_run_prints_no_kernel_noise(tmp_path, capfd):
     assert out.is_file()
     err = capfd.readouterr().err
     assert "running over TCP" not in err and "IPKernelApp" not in err, err[-300:]
+
+
+def test_the_runner_never_interrupts_a_kernel_it_shuts_down():
+    """jupyter_client sends SIGINT before every shutdown; a chapter's kernel, idle by then, once
+    answered with "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." on the terminal."""
+    import asyncio
+
+    from helpers.pipeline.schedule import ipc_kernel_manager
+
+    km = ipc_kernel_manager({})()
+    km.shutting_down = True
+    asyncio.run(km._async_interrupt_kernel())    # no signal: nothing to send it through
+    km.shutting_down = False
+    with pytest.raises(Exception):                # not shutting down: a real interrupt (no kernel here)
+        asyncio.run(km._async_interrupt_kernel())

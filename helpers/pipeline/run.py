@@ -21,15 +21,14 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from helpers.pipeline.demo_data import ensure_data  # noqa: F401 (the Makefile's data target calls it from here)
 from helpers.core.paths import REPO_ROOT, resolve
 from helpers.pipeline.params import apply_override, load_params, parameters_for, validate
+from helpers.pipeline.schedule import ipc_kernel_manager
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 MANIFEST_LOCK = threading.Lock()  # chapters run at once read and commit the run's manifest one at a time
@@ -70,27 +69,6 @@ def check_writable(folder: Path) -> None:
     except OSError as exc:
         raise InputError(folder, f"cannot be written ({exc.strerror}).",
                          "Choose a results_dir you can write to (common.results_dir), or fix its permissions.") from None
-
-
-def _ipc_kernel_manager(env: dict):
-    """A jupyter KernelManager on local IPC sockets whose kernel gets the environment ``env``
-    (given per kernel, so that chapters run at once in threads never share ``os.environ`` edits):
-    the kernel is on this machine anyway, and over TCP ipykernel prints a warning about
-    unencrypted traffic for every chapter."""
-    from jupyter_client.manager import KernelManager
-
-    class IPCKernelManager(KernelManager):
-        def __init__(self, **kw):
-            kw.setdefault("transport", "ipc")
-            # the socket files' prefix, unique per kernel: two kernels started at once would
-            # otherwise pick the same names (ports 1, 2, …) and read each other's messages
-            kw.setdefault("ip", os.path.join(tempfile.gettempdir(), f"hetbook-{uuid.uuid4().hex[:12]}"))
-            super().__init__(**kw)
-
-        def start_kernel(self, **kw):
-            kw.setdefault("env", env)
-            return super().start_kernel(**kw)
-    return IPCKernelManager
 
 
 def _follow(path: Path, stream, interval: float = 0.2):
@@ -142,7 +120,7 @@ def run_notebook(path: Path, cfg: dict, out_dir: Path, env: dict | None = None, 
     try:
         pm.execute_notebook(nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO_ROOT),
                             progress_bar=False, request_save_on_cell_execute=False,
-                            kernel_manager_class=_ipc_kernel_manager(kernel_env))
+                            kernel_manager_class=ipc_kernel_manager(kernel_env))
     finally:
         stop()
         bars.unlink(missing_ok=True)
@@ -282,9 +260,8 @@ def _execute(nbs: list[Path], cfg: dict, out_dir: Path, results: Path | None, ar
 
 
 def _methods_step(methods, cfg: dict, results: Path | None, threads: int | None = None) -> str:
-    """Add the real methods' entries (on ``threads`` CPU threads when chapters run beside them),
-    then record the data folder's new fingerprints in the manifest (under :data:`MANIFEST_LOCK`)
-    before any chapter that reads them starts."""
+    """Add the real methods' entries (on ``threads`` threads), then record the data's new
+    fingerprints in the manifest (under :data:`MANIFEST_LOCK`) before their readers start."""
     from helpers.core.errors import InputError
     from helpers.io import manifest
 

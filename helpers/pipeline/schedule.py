@@ -124,3 +124,31 @@ def expected_seconds(results: Path | None) -> dict[str, float]:
     if results is not None and (results / manifest.NAME).is_file():
         seen = {k: v["seconds"] for k, v in manifest.read(results).get("chapters", {}).items() if v.get("seconds")}
     return {**TYPICAL_SECONDS, **seen}
+
+
+def ipc_kernel_manager(env: dict):
+    """A jupyter KernelManager on local IPC sockets whose kernel gets the environment ``env``
+    (given per kernel, so that chapters run at once in threads never share ``os.environ`` edits):
+    the kernel is on this machine anyway, and over TCP ipykernel prints a warning about
+    unencrypted traffic for every chapter."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw):
+            kw.setdefault("transport", "ipc")
+            # the socket files' prefix, unique per kernel: two kernels started at once would
+            # otherwise pick the same names (ports 1, 2, …) and read each other's messages
+            kw.setdefault("ip", os.path.join(tempfile.gettempdir(), f"hetbook-{uuid.uuid4().hex[:12]}"))
+            super().__init__(**kw)
+
+        def start_kernel(self, **kw):
+            kw.setdefault("env", env)
+            return super().start_kernel(**kw)
+
+        async def _async_interrupt_kernel(self):  # sent before every shutdown: an idle kernel then printed
+            if not self.shutting_down:  # "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel."
+                await super()._async_interrupt_kernel()
+    return IPCKernelManager
