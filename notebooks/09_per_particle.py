@@ -9,7 +9,7 @@
 # ---
 
 # %% tags=["parameters", "hide-input"]
-data_dir = "data/demo"  # folder with gt/, particles/, submissions/ (and cryodrgn/ when cryoDRGN ran)
+data_dir = "data/demo"  # folder with gt/, particles/, submissions/ (and cryodrgn/, recovar/ when they ran)
 results_dir = "results/demo"  # reads preprocessed/ and preprocessing_report.csv, writes per_particle/
 voxel_size = 2.146  # Å
 particles = "particles/particles.star"  # the particles the methods were trained on (with hetbookTrueMapIndex)
@@ -33,14 +33,17 @@ batch = 32  # maps transformed at once
 #   particle (what a homogeneous reconstruction scores)
 # - whether cryoDRGN's decoder, evaluated at each particle's latent, beats its own 40-map series
 #   and a perfect classifier into 40 maps (Reconstructed)
-# - whether cryoDRGN's latent follows the conformation or a nuisance (neighbourhood similarity,
+# - where RECOVAR's k-means maps (each particle given its cluster's centre map) land, when RECOVAR ran
+# - whether each method's latent follows the conformation or a nuisance (neighbourhood similarity,
 #   information imbalance)
 #
 # ```{admonition} Method, inputs and outputs
 # :class: dropdown
 # **Inputs.** the particles' STAR file (`hetbookTrueMapIndex`: each particle's GT map; defocus,
 # angles), the GT maps, metadata (MD-PC1) and mask, chapter 2's preprocessed submissions and report
-# (the frame cryoDRGN's maps were put in), cryoDRGN's training folder (`cryodrgn/run.json`).
+# (the frame cryoDRGN's maps were put in), cryoDRGN's training folder (`cryodrgn/run.json`),
+# RECOVAR's run (`recovar/run.json`: its latents `model/zdim_<d>/latent_coords.npy` and k-means
+# labels `analysis_<d>/data/kmeans_result.pkl`) when it ran.
 # **Outputs** (`per_particle/`): `per_image.csv` (entry, particle, gt_index, pc1 (Å), au_fsc,
 # au_fsc_cryobench, res_0143_A, res_05_A), `curves.npz` (per-image FSC curves per entry, `freq` in
 # cycles/px), `summary.csv` (per entry: n, mean / sd / standard error of the AU-FSC, median
@@ -74,7 +77,8 @@ _ = plots.colors(list(inp["subs"]))  # one colour per submission, as in every ch
 
 # %%
 # each entry's map for every chosen particle (the bounds, the submissions with per-particle labels,
-# cryoDRGN's decoder at each particle's latent: one `cryodrgn eval_vol`, then chapter 2's frame),
+# RECOVAR's k-means clusters, cryoDRGN's decoder at each particle's latent: one `cryodrgn eval_vol`,
+# then chapter 2's frame),
 # the per-image FSCs, the paired tests and the latent scores
 res = ch9.analyse(out, inp, n_particles=n_particles, n_bins=n_bins, ks=ks, batch=batch)
 summary, pairs, lat, latents = res["summary"], res["pairs"], res["latent"], res["latents"]
@@ -96,7 +100,7 @@ Markdown(story.chapter(summary, pairs, lat, k_story, inp["why_not"]))
 # more than the heterogeneity it resolves.
 
 # %%
-summary.round(4)
+story.summary_table(summary)
 
 # %%
 fig = figs.au_fsc_by_entry(res["per_image"], list(summary.index))
@@ -111,12 +115,12 @@ pairs.round(4)
 # %% [markdown]
 # ## Mean per-image FSC curves
 # Shells where a map has no signal count as 0, and so do the shells beyond a map's own Nyquist
-# (cryoDRGN ran on 32-px images, 4.29 Å per pixel: nothing beyond 1/8.6 Å⁻¹, the vertical dotted
-# line; what its maps hold there is interpolation from putting them on the GT grid), so its curves
-# fall to 0 there; the horizontal dotted lines mark FSC = 0.5 and 0.143.
+# (cryoDRGN, and RECOVAR when it ran, on 32-px images, 4.29 Å per pixel: nothing beyond 1/8.6 Å⁻¹,
+# the vertical dotted line; what their maps hold there is interpolation from putting them on the GT
+# grid), so their curves fall to 0 there; the horizontal dotted lines mark FSC = 0.5 and 0.143.
 
 # %%
-nyq = {e: 2 * inp["subs"]["cryoDRGN"].native_voxel_size for e in summary.index if e.startswith("cryoDRGN")}
+nyq = ch9.nyquist_lines(summary.index, inp["subs"], inp["gt"].voxel_size)
 fig = figs.mean_curves(res["curves"], {slug(e): e for e in summary.index}, ch9.frequencies(inp["gt"].box),
                        inp["gt"].voxel_size, nyq)
 

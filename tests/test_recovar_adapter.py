@@ -252,3 +252,144 @@ def test_add_recovar_entry_runs_once_and_never_overwrites(tmp_path, monkeypatch)
     with pytest.raises(InputError, match="RECOVAR command was not found.*venv-recovar"):
         rc.find_recovar()
     assert os.fspath(exe) == rc.find_recovar(exe)
+
+
+# ------------------------------------------------------------------ chapter 9 and the data step
+def chapter9_inputs(tmp_path, record=True):
+    """What chapter 9's load_inputs returns, around a synthetic RECOVAR run in
+    ``<data>/recovar/pipeline`` (+ ``recovar/run.json`` when ``record``), with this run's
+    preprocessed submissions RECOVAR (its K centre maps, changed as chapter 2 would) and
+    Reconstructed (one map per GT map). Returns (inp, z, labels)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from helpers.io.mapset import MapSet
+
+    data = tmp_path / "data"
+    res = data / "recovar" / "pipeline"
+    z = write_pipeline(res)
+    labels, maps, _ = write_analysis(res)
+    if record:
+        (data / "recovar" / "run.json").write_text(json.dumps(
+            {"name": "recovar", "label": "RECOVAR", "zdim": D, "n_clusters": K, "box": 32, "workdir": "recovar/pipeline"}))
+    rng = np.random.default_rng(7)
+    g_n = 6
+    gt_maps = rng.normal(size=(g_n, BOX, BOX, BOX)).astype(np.float32)
+    gt = SimpleNamespace(maps=gt_maps, populations=np.full(g_n, 1 / g_n), pc1=np.linspace(-1, 1, g_n), box=BOX,
+                         voxel_size=APIX)
+    table = pd.DataFrame({"hetbookTrueMapIndex": rng.integers(0, g_n, N), "rlnAngleRot": rng.uniform(-180, 180, N),
+                          "rlnAngleTilt": rng.uniform(0, 180, N), "rlnDefocusU": rng.uniform(1e4, 2e4, N),
+                          "rlnDefocusV": rng.uniform(1e4, 2e4, N)})
+    pre = (0.5 * maps + rng.normal(size=maps.shape)).astype(np.float32)  # not RECOVAR's own files: chapter 2's
+    subs = {"RECOVAR": MapSet(pre, np.bincount(labels, minlength=K) / N, APIX, "RECOVAR", {}, native_voxel_size=2 * APIX),
+            "Reconstructed": MapSet(gt_maps + 0.3 * rng.normal(size=gt_maps.shape).astype(np.float32),
+                                    np.full(g_n, 1 / g_n), APIX, "Reconstructed", {})}
+    inp = {"gt": gt, "mask": None, "pc1": gt.pc1, "table": table, "subs": subs, "report": None, "config": {},
+           "data_dir": data, "why_not": ""}
+    return inp, z, labels
+
+
+def test_chapter9_gives_each_particle_its_recovar_cluster_centre(tmp_path):
+    from helpers.pipeline.chapters import per_particle as ch9
+
+    inp, _, labels = chapter9_inputs(tmp_path)
+    idx = ch9.select(N, 20)  # every 3rd particle: the labels must be those of the chosen particles
+    ents = ch9.entries(inp, idx)
+    assert "RECOVAR (3 maps)" in ents
+    maps, map_index = ents["RECOVAR (3 maps)"]
+    assert maps is inp["subs"]["RECOVAR"].maps  # the preprocessed maps, on the GT's grid and frame
+    np.testing.assert_array_equal(map_index, labels[idx])
+    res = ch9.analyse(tmp_path / "results", inp, n_particles=20, n_bins=2, ks=[3])
+    s = res["summary"]
+    assert s.loc["RECOVAR (3 maps)", "submission"] == "RECOVAR"  # its AU-FSC goes to the leaderboard
+    assert s.loc["Reconstructed", "submission"] == "Reconstructed" and s.loc[ch9.GT_MAP, "submission"] == ""
+    # its per-particle scores are those of the centre map of each particle's cluster, cut at its own Nyquist
+    from helpers.kernels import per_image as pi
+
+    g = inp["table"].hetbookTrueMapIndex.to_numpy()[idx]
+    c = pi.per_image_fsc(np.asarray(maps)[labels[idx]], inp["gt"].maps, g)
+    c[:, BOX // 4:] = np.nan  # made at twice the GT's voxel: no shell beyond N/4
+    per = res["per_image"].set_index("entry").loc["RECOVAR (3 maps)"]
+    np.testing.assert_allclose(per.au_fsc, pi.au_fsc(c), atol=1e-6)
+    assert ch9.nyquist_lines(s.index, inp["subs"], APIX) == {"RECOVAR (3 maps)": pytest.approx(4 * APIX)}
+    assert ("RECOVAR (3 maps)", "Reconstructed") in set(zip(res["pairs"].a, res["pairs"].b))
+
+
+def test_chapter9_scores_recovars_latent_like_cryodrgns(tmp_path):
+    from helpers.kernels.latent import score_latent
+    from helpers.pipeline.chapters import per_particle as ch9
+
+    inp, z, _ = chapter9_inputs(tmp_path)
+    lat, latents = ch9.latent_scores(tmp_path / "results", inp, ks=[3])
+    assert list(latents)[0] == "RECOVAR latent"  # the method's latent before the references
+    np.testing.assert_array_equal(latents["RECOVAR latent"], z.astype(np.float64))
+    conf = inp["pc1"][inp["table"].hetbookTrueMapIndex.to_numpy()][:, None]
+    want = score_latent(z.astype(np.float64), conf, ch9.nuisances(inp["table"]), ks=[3])
+    mine = lat[lat.latent == "RECOVAR latent"].drop(columns="latent").reset_index(drop=True)
+    np.testing.assert_allclose(mine.value, want.value, rtol=1e-12)
+    assert (mine.reference == want.reference).all()
+    assert set(ch9.latent_summary(lat, 3).index.get_level_values(0)) >= {"RECOVAR latent", "random"}
+
+
+def test_chapter9_without_recovar_run_record_or_submission_has_no_recovar_entry(tmp_path):
+    from helpers.pipeline.chapters import per_particle as ch9
+
+    inp, _, _ = chapter9_inputs(tmp_path, record=False)
+    idx = ch9.select(N, 20)
+    assert not any(e.startswith("RECOVAR") for e in ch9.entries(inp, idx))
+    assert "RECOVAR latent" not in ch9.latent_scores(tmp_path / "r", inp, ks=[3])[1]
+    inp, _, _ = chapter9_inputs(tmp_path / "b")
+    del inp["subs"]["RECOVAR"]  # the run is there but its submission is not in this run (e.g. it failed)
+    assert not any(e.startswith("RECOVAR") for e in ch9.entries(inp, idx))
+    assert "RECOVAR latent" not in ch9.latent_scores(tmp_path / "r", inp, ks=[3])[1]
+
+
+def _data_folder(tmp_path):
+    """A generated-looking data folder (present: nothing to generate) with the fake recovar's layout inputs."""
+    from helpers.datagen.simulate import DATA_VERSION
+
+    data = tmp_path / "data"
+    for p in ("gt", "particles", "submissions"):
+        (data / p).mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({"data_version": DATA_VERSION}))
+    (data / "particles" / "particles.star").write_text(
+        "data_particles\n\nloop_\n_rlnImageName #1\n" + "".join(f"{i:06d}@particles.mrcs\n" for i in range(1, N + 1)))
+    (data / "submissions" / "submission_config.json").write_text(json.dumps(
+        {"gt": {"name": "gt", "path": "../gt", "box_size": BOX, "pixel_size": APIX, "ref_align_fname": "r.mrc"}}))
+    return data
+
+
+def test_ensure_data_adds_the_recovar_entry_or_says_how(tmp_path, monkeypatch, capsys):
+    """dataset.recovar: keys checked against add_recovar_entry's; without RECOVAR a note and no
+    entry; with it (a stand-in on PATH) the entry and its time; then nothing is rerun."""
+    from helpers.datagen.simulate import DEFAULTS
+    from helpers.pipeline import params
+    from helpers.pipeline.demo_data import ensure_data
+
+    data, log = _data_folder(tmp_path), tmp_path / "calls.txt"
+    cfg = {"dataset": {"generate": True, "out_dir": str(data), "recovar": {"zdim": D, "n_clusters": K, "box": 24}}}
+    assert params.check_section("dataset", params.dataset_model(), cfg["dataset"], DEFAULTS) == []
+    assert params.check_section("dataset", params.dataset_model(), {"recovar": 3}, DEFAULTS)
+    monkeypatch.setattr("helpers.core.paths.REPO_ROOT", tmp_path)  # no .venv-recovar there
+    monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + "/usr/bin:/bin")
+    with pytest.raises(SystemExit, match=r"dataset.recovar should be a mapping with keys among \[.*'n_clusters'"):
+        ensure_data({"dataset": {**cfg["dataset"], "recovar": {"zdims": 4}}})
+    ensure_data(cfg)
+    out = capsys.readouterr().out
+    assert "note: data: RECOVAR is not installed" in out and "Fix: `make recovar`" in out
+    assert not (data / "submissions" / "recovar").exists()
+    exe = tmp_path / "bin" / "recovar"
+    exe.parent.mkdir()
+    exe.write_text(FAKE.format(python=sys.executable, tests=str(Path(__file__).parent), log=str(log), n=N))
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    ensure_data(cfg)
+    out = capsys.readouterr().out
+    assert "data: RECOVAR entry 'RECOVAR' added in" in out and "(pipeline " in out
+    assert "--downsample 24" in log.read_text() and (data / "submissions" / "recovar").is_dir()
+    rec = json.loads((data / "recovar" / "run.json").read_text())
+    assert rec["zdim"] == D and rec["n_clusters"] == K and rec["box"] == 24
+    ensure_data(cfg)
+    assert len(log.read_text().splitlines()) == 2  # present: not rerun, and not announced
+    assert "RECOVAR" not in capsys.readouterr().out
+

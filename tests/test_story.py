@@ -248,3 +248,31 @@ def test_chapter_1_names_the_held_out_stack_and_chapter_3_its_controls():
                          "nyquist_limited": [False] * 3})
     assert "reach Nyquist (4.29 Å): Averaged GT and Sampled GT, the GT-derived controls (GT maps" in \
         story.resolution(summ, None, 4.292)
+
+
+def test_per_particle_summary_table_names_its_columns_for_a_reader():
+    """Chapter 9's table on the page: CSV names turned into words with units, rounded."""
+    import pandas as pd
+
+    from helpers.report.story_per_particle import summary_table
+
+    s = pd.DataFrame({"res_05_median_A": [8.123456], "n": [100], "au_fsc_mean": [0.49981], "submission": ["x"]},
+                     index=["GT map"])
+    t = summary_table(s)
+    assert list(t.columns) == ["submission", "particles", "AU-FSC mean", "res. 0.5 (Å, median)"]
+    assert t.loc["GT map", "AU-FSC mean"] == 0.5 and t.loc["GT map", "res. 0.5 (Å, median)"] == 8.123
+
+
+def test_the_summary_links_to_a_heading_of_the_robustness_chapter():
+    """The trust table's link names an anchor the robustness page has (MyST's slug of a heading);
+    a renamed heading left it dead (site check: 'no such anchor')."""
+    import inspect
+    import re
+
+    from helpers.core.paths import REPO_ROOT
+    from helpers.pipeline.chapters.summary import trust_table
+
+    page, anchor = inspect.signature(trust_table).parameters["link"].default.split("#")
+    text = (REPO_ROOT / "notebooks" / page.replace(".html", ".py")).read_text()
+    slugs = {re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", h.strip().lower())) for h in re.findall(r"^# #+ (.+)$", text, re.M)}
+    assert anchor in slugs, sorted(slugs)

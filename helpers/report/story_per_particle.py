@@ -103,3 +103,16 @@ def chapter(summary: pd.DataFrame, pairs: pd.DataFrame, lat: pd.DataFrame, k: in
         return f"Nothing is scored in this run: {why_not or 'no per-particle ground truth'}."
     method = next((n for n in lat.latent.unique() if n.endswith(" latent")), None) if len(lat) else None
     return per_image(summary, pairs) + "\n\n" + latent(lat, k, method)
+
+
+SUMMARY_COLUMNS = {"submission": "submission", "n": "particles", "au_fsc_mean": "AU-FSC mean",
+                   "au_fsc_sd": "AU-FSC sd", "au_fsc_sem": "AU-FSC s.e.", "res_0143_median_A": "res. 0.143 (Å, median)",
+                   "res_05_median_A": "res. 0.5 (Å, median)", "au_fsc_cryobench_mean": "AU-FSC CryoBench mean",
+                   "au_fsc_cryobench_sd": "AU-FSC CryoBench sd"}
+
+
+def summary_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``per_particle/summary.csv`` for the page: the columns named for a reader (units in the
+    names), in :data:`SUMMARY_COLUMNS` order, numbers rounded to ``digits``."""
+    cols = [c for c in SUMMARY_COLUMNS if c in summary.columns]
+    return summary[cols].rename(columns=SUMMARY_COLUMNS).round(digits)

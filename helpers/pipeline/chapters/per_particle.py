@@ -12,7 +12,9 @@ The methods scored ("entries"):
 * submissions with per-particle labels, through their preprocessed maps (chapter 2): the
   Averaged GT control and Reconstructed, whose map k was made from the particles of GT group k
   (:func:`helpers.datagen.mocks.group_of_map`: a perfect classifier into the submission's maps),
-  and cryoDRGN's volume series (each particle labelled by the series point nearest its latent);
+  cryoDRGN's volume series (each particle labelled by the series point nearest its latent) and
+  RECOVAR's k-means centre maps (each particle labelled by its cluster;
+  :mod:`helpers.pipeline.chapters.per_particle_methods`);
 * ``cryoDRGN per particle``: cryoDRGN's decoder evaluated at each particle's latent
   (``cryodrgn eval_vol`` once with a z file of all of them), put on the GT grid and frame exactly as
   chapter 2 put cryoDRGN's submission (the same regridding, hand and rotation).
@@ -40,6 +42,7 @@ from helpers.core.paths import save_csv, save_npz
 from helpers.io import manifest
 from helpers.io.mapset import MapSet, slug
 from helpers.kernels import per_image as pi
+from helpers.pipeline.chapters import per_particle_methods as methods
 
 CHAPTER = "09_per_particle"
 GT_MAP, AVERAGE = "GT map", "one average map"
@@ -96,6 +99,7 @@ def entries(inp: dict, idx: np.ndarray, labels=("Averaged GT", "Reconstructed"),
             t = _pc1_coordinate(z)[idx]
             pts = np.asarray(prov["pc1_points"])
             out[f"{cryodrgn} ({len(pts)} maps)"] = (inp["subs"][cryodrgn].maps, np.argmin(np.abs(t[:, None] - pts[None]), 1))
+    out.update(methods.recovar_entry(inp, idx))
     return out
 
 
@@ -182,17 +186,32 @@ def _entry(config: dict, label: str) -> dict:
     return next((v for v in config.values() if isinstance(v, dict) and v.get("flavor_name") == label), {})
 
 
-def _native_voxel(entry: str, subs: dict, cryodrgn: str = "cryoDRGN"):
+def _native_voxel(entry: str, subs: dict):
     """The voxel size (Å) an entry's maps were made at (None for the GT-made bounds): no resolution
     finer than twice it (a coarser method's maps have nothing beyond its Nyquist)."""
-    lab = cryodrgn if entry.startswith(cryodrgn) else entry
-    return subs[lab].native_voxel_size if lab in subs else None
+    lab = methods.method_of(entry, subs)
+    return subs[lab].native_voxel_size if lab is not None else None
+
+
+def nyquist_lines(entries, subs: dict, voxel_size: float) -> dict:
+    """{entry: 2 × its maps' native voxel (Å)} for the entries made at a coarser voxel than the
+    GT's (their curves stop there: the figure marks it)."""
+    out = {}
+    for e in entries:
+        native = _native_voxel(e, subs)
+        if native and native > voxel_size * (1 + 1e-6):
+            out[e] = 2 * native
+    return out
 
 
 def _stands_for(entry: str, subs: dict, cryodrgn: str = "cryoDRGN") -> str:
     """The submission an entry scores on the leaderboard ("" for the bounds and cryoDRGN's series:
-    cryoDRGN is scored by its decoder at each particle, as CryoBench does)."""
-    return cryodrgn if entry == DRGN_PER_PARTICLE else entry if entry in subs else ""
+    cryoDRGN is scored by its decoder at each particle, as CryoBench does; RECOVAR by its k-means
+    series, each particle given its cluster's centre map)."""
+    if entry == DRGN_PER_PARTICLE:
+        return cryodrgn
+    lab = methods.method_of(entry, subs)
+    return "" if lab is None or (lab == cryodrgn and entry != cryodrgn) else lab
 
 
 def score(results_dir, inp: dict, idx: np.ndarray, ents: dict, n_bins: int = 8, batch: int = 32) -> dict:
@@ -275,10 +294,11 @@ def nuisances(table: pd.DataFrame) -> dict:
 
 def latent_scores(results_dir, inp: dict, ks, seed: int = 0, cryodrgn: str = "cryoDRGN") -> tuple[pd.DataFrame, dict]:
     """Latent-space scores (:func:`helpers.kernels.latent.score_latent`) of every particle's latent
-    against its GT conformation (MD-PC1 of its GT map) and the nuisances, for cryoDRGN's latent and
-    three references: the GT conformation itself (the ceiling), a random latent (chance) and a
-    latent that encodes defocus (the failure the scores must expose). Returns (table with an
-    ``latent`` column, {latent name: (n, d) array}); writes ``per_particle/latent.csv``."""
+    against its GT conformation (MD-PC1 of its GT map) and the nuisances, for cryoDRGN's and
+    RECOVAR's latents (those that ran) and three references: the GT conformation itself (the
+    ceiling), a random latent (chance) and a latent that encodes defocus (the failure the scores
+    must expose). Returns (table with an ``latent`` column, {latent name: (n, d) array}); writes
+    ``per_particle/latent.csv``."""
     from helpers.kernels.latent import score_latent
 
     tab = inp["table"]
@@ -288,8 +308,8 @@ def latent_scores(results_dir, inp: dict, ks, seed: int = 0, cryodrgn: str = "cr
     lat = {"GT conformation": conf, "random": rng.normal(size=(len(tab), 1)),
            "defocus + noise": nuis["defocus"] + rng.normal(0, 0.01 * nuis["defocus"].std(), nuis["defocus"].shape)}
     z = _latents(inp["data_dir"], _provenance(inp["config"], cryodrgn)) if cryodrgn in inp["subs"] else None
-    if z is not None and len(z) == len(tab):
-        lat = {f"{cryodrgn} latent": z, **lat}
+    mine = {f"{cryodrgn} latent": z} if z is not None and len(z) == len(tab) else {}
+    lat = {**mine, **methods.recovar_latent(inp), **lat}  # the methods' latents first, then the references
     frames = []
     for name, x in lat.items():
         s = score_latent(x, conf, nuis, ks=ks)
@@ -301,14 +321,16 @@ def latent_scores(results_dir, inp: dict, ks, seed: int = 0, cryodrgn: str = "cr
 
 
 PAIRS = [(DRGN_PER_PARTICLE, "cryoDRGN ("), (DRGN_PER_PARTICLE, "Reconstructed"), (DRGN_PER_PARTICLE, AVERAGE),
-         ("Reconstructed", "Averaged GT"), ("Reconstructed", AVERAGE)]
+         ("Reconstructed", "Averaged GT"), ("Reconstructed", AVERAGE), (DRGN_PER_PARTICLE, "RECOVAR ("),
+         ("RECOVAR (", "Reconstructed")]
 
 
 def analyse(results_dir, inp: dict, *, n_particles: int, n_bins: int, ks, batch: int = 32) -> dict:
     """The whole chapter: choose the particles, build the entries (cryoDRGN's per-particle maps
-    included when it ran), score them (:func:`score`), test the pairs of :data:`PAIRS` present
-    (an entry name ending in "(" matches by prefix) and score the latents. With no per-particle
-    GT (``inp["table"]`` None) it writes an empty ``per_particle/summary.csv`` and returns empty
+    included when it ran, RECOVAR's k-means series when it ran), score them (:func:`score`), test
+    the pairs of :data:`PAIRS` present (an entry name ending in "(" matches by prefix) and score
+    the latents (cryoDRGN's and RECOVAR's when they ran). With no per-particle GT
+    (``inp["table"]`` None) it writes an empty ``per_particle/summary.csv`` and returns empty
     tables. Returns {"per_image", "summary", "by_state", "curves", "pairs", "latent", "latents",
     "entries", "idx"}."""
     if inp["table"] is None:
@@ -324,7 +346,11 @@ def analyse(results_dir, inp: dict, *, n_particles: int, n_bins: int, ks, batch:
     res = score(results_dir, inp, idx, ents, n_bins=n_bins, batch=batch)
     res["summary"] = res["summary"].sort_values("au_fsc_mean", ascending=False)
     names = list(ents)
-    pairs = [(a, next((e for e in names if e.startswith(b)), b) if b.endswith("(") else b) for a, b in PAIRS]
+
+    def full(x):  # a name ending in "(" stands for the entry it begins
+        return next((e for e in names if e.startswith(x)), x) if x.endswith("(") else x
+
+    pairs = [(full(a), full(b)) for a, b in PAIRS]
     res["pairs"] = pair_tests(results_dir, res["per_image"], pairs)
     res["latent"], res["latents"] = latent_scores(results_dir, inp, ks)
     res.update(entries=names, idx=idx)

@@ -252,7 +252,7 @@ def method_context(data_dir, results_dir, methods) -> dict:
             "runs": {lab: run if run.get("label") == lab else {} for lab in methods}}
 
 
-def trust_table(results_dir, better: dict, link: str = "07_robustness.html#which-metric-to-trust-for-what"):
+def trust_table(results_dir, better: dict, link: str = "07_robustness.html#what-the-demo-shows-which-metric-to-trust-for-what"):
     """Chapter 7's verdicts per leaderboard metric (robustness/summary.csv; None when absent):
     index ``metric`` (a link to chapter 7's table), ``detects`` ("k of n" defects), ``first sees
     (threshold)``, ``blind to / wrong way``, ``underpowered for``, ``not invariant to``."""
