@@ -12,9 +12,10 @@ PARAMS ?= params/demo.yml
 # at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine, CI) nothing would
 # ever cache it, and every kernel and cryoDRGN command would compile torch again (cryoDRGN's
 # start-up: 16 s against 9 s). uv does not read pip's configuration, so a local wheel folder pip is
-# told about (PIP_FIND_LINKS, e.g. a CPU torch wheel) is passed on.
+# told about (PIP_FIND_LINKS or pip's own config: e.g. a CPU torch wheel) is passed on.
 UV     := $(VENV)/bin/uv
-UV_PIP  = $(UV) pip install --quiet --compile-bytecode $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+FIND_LINKS = $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_PIP  = $(UV) pip install --quiet --compile-bytecode $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,7 +87,7 @@ $(CRYODRGN_VENV)/.installed: $(VENV)/.installed
 	$(PYTHON) -m venv $(CRYODRGN_VENV)
 	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
 	  "$$($(CRYODRGN_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_hetbook_main_venv.pth"
-	( test -x $(UV) && $(UV) pip install --dry-run $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) \
+	( test -x $(UV) && $(UV) pip install --dry-run $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) \
 	    --python $(PY) $(CRYODRGN) > $(CRYODRGN_VENV)/dry-run.txt 2>&1 && ! grep -q '^ - ' $(CRYODRGN_VENV)/dry-run.txt && \
 	  sed -n 's/^ + //p' $(CRYODRGN_VENV)/dry-run.txt > $(CRYODRGN_VENV)/adds.txt && grep -q '^cryodrgn==' $(CRYODRGN_VENV)/adds.txt && \
 	  $(UV_PIP) --no-deps --python $(CRYODRGN_VENV)/bin/python -r $(CRYODRGN_VENV)/adds.txt ) || \
