@@ -238,8 +238,12 @@ def test_add_recovar_entry_runs_once_and_never_overwrites(tmp_path, monkeypatch)
     assert len(calls) == 2 and calls[0].startswith("pipeline ") and "--accept-cpu" in calls[0]
     assert f"--datadir {data / 'particles'}" in calls[0] and "--mask sphere" in calls[0]
     assert "--downsample 32" in calls[0]
-    assert calls[1].startswith(f"analyze {data / 'recovar' / 'pipeline'} --zdim 4 --n-clusters 3")
+    res = data / "recovar" / "pipeline"
+    # RECOVAR 1.0.5's analyze writes to <pipeline>/Analyze/ unless told -o; at zdim 4 it is given a coarse density
+    assert calls[1].startswith(f"analyze {res} -o {res / 'analysis_4'} --zdim 4 --n-clusters 3 --skip-umap --density")
+    assert (res / "density_4.pkl").is_file() and "--very-low-memory-option" not in calls[0]
     assert rec["workdir"] == "recovar/pipeline" and rec["zdim"] == D and rec["n_clusters"] == K and rec["box"] == 32
+    assert rec["n_bins"] is None and rec["very_low_memory"] is False
     assert rec["pipeline_s"] >= 0 and rec["analyze_s"] >= 0 and rec["recovar_version"] == "unknown"
     assert json.loads((data / "recovar" / "run.json").read_text()) == rec
     cfg = json.loads((data / "submissions" / "submission_config.json").read_text())

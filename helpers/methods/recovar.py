@@ -249,13 +249,35 @@ def _run(cmd: list, where) -> float:
     return time.perf_counter() - t0
 
 
-def run_recovar(star, datadir, out, zdim: int = 4, n_clusters: int = 20, box: int | None = None, exe=None) -> dict:
+def _coarse_density(result_dir: Path, zdim: int, points: int = 8) -> Path:
+    """A Gaussian KDE of the latents on a ``points``^d grid (1st-99th percentile box), in the pickle
+    ``recovar analyze --density`` reads. Without one, analyze computes its own on a 50^d grid, only
+    to plot it: on CPU at zdim 4 that is 6.25 M points in batches of 9 (~700 k jax calls, ~100 min
+    measured on 2 shared cores), at zdim 2 or 3 seconds."""
+    import pickle
+
+    from scipy.stats import gaussian_kde
+
+    z = np.load(Path(result_dir) / "model" / f"zdim_{zdim}" / "latent_coords.npy").astype(np.float64)
+    bounds = np.percentile(z, [1, 99], axis=0).T
+    grid = np.meshgrid(*[np.linspace(lo, hi, points) for lo, hi in bounds], indexing="ij")
+    dens = gaussian_kde(z.T)(np.stack([g.ravel() for g in grid])).reshape(grid[0].shape)
+    f = Path(result_dir) / f"density_{zdim}.pkl"
+    with open(f, "wb") as fh:
+        pickle.dump({"density": dens / dens.max(), "latent_space_bounds": bounds}, fh)
+    return f
+
+
+def run_recovar(star, datadir, out, zdim: int = 4, n_clusters: int = 20, box: int | None = None, exe=None,
+                n_bins: int | None = None, very_low_memory: bool = False) -> dict:
     """``recovar pipeline`` on the particles of a RELION 3.1 STAR file (poses, CTF and half-sets
     read from it by RECOVAR; images under ``datadir``), on CPU, downsampled by RECOVAR to ``box``
-    px (None: the images' own size), with a spherical mask, then ``recovar analyze --n-clusters``
-    (no UMAP). Writes ``<out>/pipeline`` (its ``analysis_<zdim>``); an existing finished run is
-    reused. Returns the options and times (s). Measured (recovar 1.0.5, 2 shared cores, demo's
-    2000 images at 64 px): the pipeline had not finished after 30 min (covariance 18 min, 14 GB)."""
+    px (None: the images' own size), with a spherical mask (``very_low_memory``: RECOVAR's
+    ``--very-low-memory-option``, 25 covariance columns instead of 300), then ``recovar analyze
+    --n-clusters`` (no UMAP; ``n_bins``: its kernel-regression bins, RECOVAR's default 50) into
+    ``<out>/pipeline/analysis_<zdim>`` (recovar 1.0.5 writes to ``<pipeline>/Analyze/`` unless
+    told ``-o``). At zdim ≥ 4 analyze is given a coarse latent density (:func:`_coarse_density`).
+    An existing finished run is reused. Returns the options and times (s)."""
     exe, out = find_recovar(exe), Path(out)
     res = out / "pipeline"
     times = {}
@@ -263,16 +285,19 @@ def run_recovar(star, datadir, out, zdim: int = 4, n_clusters: int = 20, box: in
         out.mkdir(parents=True, exist_ok=True)
         size = ["--downsample", box] if box else ["--no-downsample"]
         times["pipeline_s"] = _run([exe, "pipeline", star, "--datadir", datadir, "--mask", "sphere", "-o", res,
-                                    "--zdim", zdim, "--accept-cpu", *size], star)
-    if not (res / f"analysis_{zdim}" / "kmeans" / f"center{n_clusters - 1:03d}.mrc").is_file():
-        times["analyze_s"] = _run([exe, "analyze", res, "--zdim", zdim, "--n-clusters", n_clusters,
-                                   "--skip-umap"], res)
-    return {"result_dir": res, "zdim": zdim, "n_clusters": n_clusters, "box": box,
-            **{k: round(v, 1) for k, v in times.items()}}
+                                    "--zdim", zdim, "--accept-cpu", *size,
+                                    *(["--very-low-memory-option"] if very_low_memory else [])], star)
+    analysis = res / f"analysis_{zdim}"
+    if not (analysis / "kmeans" / f"center{n_clusters - 1:03d}.mrc").is_file():
+        extra = ["--density", _coarse_density(res, zdim)] if zdim >= 4 else []
+        times["analyze_s"] = _run([exe, "analyze", res, "-o", analysis, "--zdim", zdim, "--n-clusters", n_clusters,
+                                   "--skip-umap", *(["--n-bins", n_bins] if n_bins else []), *extra], res)
+    return {"result_dir": res, "zdim": zdim, "n_clusters": n_clusters, "box": box, "n_bins": n_bins,
+            "very_low_memory": very_low_memory, **{k: round(v, 1) for k, v in times.items()}}
 
 
 def add_recovar_entry(data_dir, zdim: int = 4, n_clusters: int = 20, box: int | None = 32, name: str = "recovar",
-                      label: str = "RECOVAR", exe=None) -> dict:
+                      label: str = "RECOVAR", exe=None, n_bins: int | None = None, very_low_memory: bool = False) -> dict:
     """A real method's entry in a data folder with ``particles/`` and ``submissions/``: RECOVAR
     run on ``particles/particles.star`` (:func:`run_recovar`; ``box`` px, 32 by default: at the
     demo's 64 px RECOVAR takes over 30 min on 2 cores; 32 px is not yet timed), its k-means centre
@@ -288,7 +313,8 @@ def add_recovar_entry(data_dir, zdim: int = 4, n_clusters: int = 20, box: int | 
         return json.loads(record.read_text()) if record.is_file() else {"name": name}
     exe = find_recovar(exe)
     parts = data / "particles"
-    run = run_recovar(parts / "particles.star", parts, data / "recovar", zdim, n_clusters, box, exe)
+    run = run_recovar(parts / "particles.star", parts, data / "recovar", zdim, n_clusters, box, exe, n_bins,
+                      very_low_memory)
     ms = recovar_kmeans(run["result_dir"], zdim, label=label, images=_count(parts / "particles.star"))
     rec = {"name": name, "label": label, "recovar_version": recovar_version(exe), "zdim": zdim,
            "n_clusters": n_clusters, "voxel_size_A": ms.voxel_size, "mask": "sphere",
