@@ -63,3 +63,21 @@ def test_preprocessing_keeps_the_chapters_that_do_not_read_it(tmp_path):
     m = manifest.merge_update(tmp_path, "02_preprocessing", readers=readers_of("02_preprocessing"))
     assert set(m["chapters"]) == {"01_data", "02_preprocessing", "07_robustness"}
     assert readers_of("07_robustness") == {"08_summary"} and readers_of("08_summary") == set()
+
+
+def test_a_new_recovar_record_makes_only_chapter_9_stale(tmp_path):
+    """RECOVAR's run record is an input of chapter 9 (its latents and k-means labels), read from the
+    data folder's fingerprints like cryoDRGN's."""
+    from helpers.io import manifest
+
+    (tmp_path / "recovar").mkdir()
+    (tmp_path / "recovar" / "run.json").write_text('{"zdim": 4}')
+    inputs = manifest.input_fingerprints(tmp_path)
+    assert "recovar/run.json" in inputs
+    stems, ch = ["02_preprocessing", "07_robustness", "09_per_particle"], {}
+    for s in stems:
+        ch[s] = {"status": "done", "token": s, "fingerprint": fp.fingerprint(s, CFG, {}, ch, code="c")}
+    assert all(v[0] == "done" for v in fp.status(stems, CFG, {}, ch, code="c").values())
+    st = fp.status(stems, CFG, inputs, ch, code="c")
+    assert st["09_per_particle"] == ("stale", "data changed under recovar/run.json")
+    assert st["07_robustness"][0] == "done" and st["02_preprocessing"][0] == "done"

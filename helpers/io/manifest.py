@@ -78,7 +78,7 @@ def input_fingerprints(data_dir: Path) -> dict:
     """{relative path: {bytes, mtime, sha1}} of the input files of a data folder."""
     out = {}
     data_dir = Path(data_dir)
-    for sub in ("gt", "submissions", "particles", "manifest.json", "cryodrgn/run.json"):
+    for sub in ("gt", "submissions", "particles", "manifest.json", "cryodrgn/run.json", "recovar/run.json"):
         root = data_dir / sub
         found = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
         for f in (p for p in found if not p.name.startswith(".")):

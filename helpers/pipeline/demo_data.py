@@ -13,8 +13,8 @@ def ensure_data(cfg: dict, methods: bool = True):
     """Generate the demo data set if the parameters ask for it and it is missing, then add the
     matched control and the real methods' entries. With ``methods=False`` the real methods (minutes
     of training) are not run here but returned as a callable, None when no entry is missing: the
-    runner runs it beside the chapters that do not read the submissions
-    (:func:`helpers.pipeline.schedule.with_step`). Bad method options stop here either way."""
+    runner's first step (:func:`helpers.pipeline.schedule.with_step`; beside the chapters that do
+    not read the submissions with 3 or more jobs). Bad method options stop here either way."""
     ds = dict(cfg["dataset"])
     if not ds.pop("generate", False):
         return None

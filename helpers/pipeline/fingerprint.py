@@ -34,7 +34,8 @@ READS = {"01_data": ["gt", "particles", "manifest.json"], "02_preprocessing": ["
          "03_volume_metrics": ["gt"], "04_subspace": ["gt"], "05_distribution": ["gt"],
          "06_image_metrics": ["gt", "particles"], "07_robustness": ["gt", "particles", "manifest.json"],
          "08_summary": ["submissions/submission_config.json", "manifest.json", "cryodrgn/run.json"],
-         "09_per_particle": ["gt", "particles", "submissions/submission_config.json", "cryodrgn/run.json"]}
+         "09_per_particle": ["gt", "particles", "submissions/submission_config.json", "cryodrgn/run.json",
+                                             "recovar/run.json"]}
 # where things are and where they run, not what they compute: never make a chapter stale
 LOCATIONS = {"data_dir", "results_dir", "executed_dir", "dask_scheduler", "dask_workers", "transport_jobs"}
 BANNER_TAG = "hetbook-stale"
