@@ -17,10 +17,31 @@ def _validate(cfg):
     run_params.validate(cfg, run.list_notebooks(), "p.yml")
 
 
-@pytest.mark.parametrize("name", ["demo", "tiny", "challenge", "robustness_full"])
+SHIPPED = sorted(p.stem for p in (REPO_ROOT / "params").glob("*.yml"))
+
+
+def test_the_shipped_parameter_files_are_all_here():
+    """The list below is every file in params/ (a new one is validated without editing this test)."""
+    assert {"demo", "demo_full", "demo_recovar", "tiny", "challenge", "robustness_full"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_every_parameters_file_validates(name):
     cfg = run_params.load_params(REPO_ROOT / f"params/{name}.yml")
     _validate(cfg)
+
+
+def test_a_real_methods_options_are_checked_with_the_rest():
+    """dataset.recovar / dataset.cryodrgn name their entry function's options: a misspelt one is
+    listed by validate with the other problems, before any data is made (red without method_problems)."""
+    cfg = run_params.load_params(REPO_ROOT / "params/demo_recovar.yml")
+    cfg["dataset"]["recovar"]["n_cluster"] = 8
+    cfg["dataset"]["cryodrgn"] = "yes"
+    with pytest.raises(SystemExit) as exc:
+        _validate(cfg)
+    msg = str(exc.value)
+    assert "3 problem(s)" in msg and "dataset.recovar should be a mapping with keys among" in msg
+    assert "'n_clusters'" in msg and "dataset.cryodrgn should be" in msg
 
 
 def test_dataset_section_is_typed(tmp_path):

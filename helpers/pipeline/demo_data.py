@@ -83,16 +83,10 @@ METHODS = {
 
 def _check_options(opts, key: str) -> None:
     """Stop with the fix when ``dataset.<key>`` is not a mapping of the adapter's options."""
-    import importlib
-    import inspect
+    from helpers.pipeline.params import method_problems
 
-    if not opts:
-        return
-    method, module, add, _, _ = METHODS[key]
-    allowed = set(inspect.signature(getattr(importlib.import_module(module), add)).parameters) - {"data_dir", "exe"}
-    if not isinstance(opts, dict) or set(opts) - allowed:
-        raise SystemExit(f"dataset.{key} should be a mapping with keys among {sorted(allowed)}, got {opts!r}.\n"
-                         f"Fix: correct it in the parameters file (or set it to null for no {method} entry).")
+    for problem in method_problems(opts, key):
+        raise SystemExit(f"{problem}.\nFix: correct it in the parameters file.")
 
 
 def ensure_method(out: Path, opts: dict, key: str) -> None:
