@@ -262,6 +262,9 @@ def test_front_page_sentence_follows_the_tables():
                            "resolution_A"], "verdict": ["caught", "caught", "caught"]})
     s = front_page(board, checks, methods=["cryoDRGN"], matched="20 maps")
     assert "ranks 4 of 4, the ideal reconstruction from exactly its images and box (20 maps) 2;" in s
+    two = front_page(board, checks, methods=["cryoDRGN", "Reconstructed"], matched="20 maps")
+    assert ("the 2 real methods run on the demo's particle images rank Reconstructed 3 of 4, cryoDRGN 4 of 4, the "
+            "ideal reconstruction from exactly their images and box (20 maps) 2;") in two
     s = front_page(board, checks, methods=["cryoDRGN"])
     assert "**GT** leads the leaderboard of 4 submissions alone" in s
     assert "*Reconstructed* submission (noisy maps from simulated particle images) ranks 3, behind GT, 20 maps" in s

@@ -36,11 +36,18 @@ def front_page(board: pd.DataFrame, checks: pd.DataFrame, methods=(), base: str 
         head.append(f"the realistic *{base}* submission (noisy maps from simulated particle images) ranks "
                     f"{board.index.get_loc(base) + 1}{overlaps(base)}"
                     + (f", behind {', '.join(ahead)} (rank intervals apart)" if ahead else ""))
-    for lab in [k for k in board.index if k in set(methods)]:
-        head.append(f"{lab}, a real method trained on the demo's particle images, ranks "
-                    f"{board.index.get_loc(lab) + 1} of {len(board)}{overlaps(lab)}"
-                    + (f", the ideal reconstruction from exactly its images and box ({matched}) "
-                       f"{board.index.get_loc(matched) + 1}{overlaps(matched)}" if matched in board.index else ""))
+    real = [k for k in board.index if k in set(methods)]
+
+    def place(lab):
+        return f"{board.index.get_loc(lab) + 1} of {len(board)}{overlaps(lab)}"
+
+    ideal = (f", the ideal reconstruction from exactly {'its' if len(real) == 1 else 'their'} images and box "
+             f"({matched}) {board.index.get_loc(matched) + 1}{overlaps(matched)}" if matched in board.index else "")
+    if len(real) == 1:
+        head.append(f"{real[0]}, a real method trained on the demo's particle images, ranks {place(real[0])}{ideal}")
+    elif real:
+        head.append(f"the {len(real)} real methods run on the demo's particle images rank "
+                    + ", ".join(f"{lab} {place(lab)}" for lab in real) + ideal)
     aimed = checks[checks.metric != "all"] if len(checks) else checks
     if len(aimed):
         caught = aimed.groupby("mock").verdict.apply(lambda v: (v == "caught").any())
