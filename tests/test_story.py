@@ -263,6 +263,36 @@ def test_per_particle_summary_table_names_its_columns_for_a_reader():
     assert t.loc["GT map", "AU-FSC mean"] == 0.5 and t.loc["GT map", "res. 0.5 (Å, median)"] == 8.123
 
 
+def test_chapter_9_speaks_of_every_methods_latent_and_compares_two():
+    """With two methods' latents the chapter gives each its sentence and compares them at the story's
+    k with the standard error of the difference (red when only the first latent is read)."""
+    import pandas as pd
+
+    from helpers.report import story_per_particle as story
+
+    rows = []
+    for name, ns, d_conf in [("GT conformation", 0.9, 0.0), ("random", 0.05, 1.0), ("defocus + noise", 0.05, 1.0),
+                             ("cryoDRGN latent", 0.12, 0.6), ("RECOVAR latent", 0.07, 0.8)]:
+        for k in (5, 20):
+            rows += [(name, "conformation", "neighbourhood_similarity", k, ns, 0.004, k / 400),
+                     (name, "defocus", "neighbourhood_similarity", k, 0.8 if name == "defocus + noise" else 0.05,
+                      0.004, k / 400)]
+        rows += [(name, "conformation", "imbalance_latent_to_reference", np.nan, d_conf, np.nan, np.nan),
+                 (name, "defocus", "imbalance_latent_to_reference", np.nan, 0.95, np.nan, np.nan)]
+    lat = pd.DataFrame(rows, columns=["latent", "reference", "score", "k", "value", "sem", "chance"])
+    text = story.latent(lat, 20, ["cryoDRGN latent", "RECOVAR latent"])
+    assert "cryoDRGN latent shares 0.12 of its neighbours" in text and "RECOVAR latent shares 0.07" in text
+    assert "Δ(latent → conformation) = 0.80" in text
+    # 0.05 ± 0.004·√2 = 0.00566: z = 8.8
+    assert "cryoDRGN latent follows the conformation more closely than RECOVAR latent: 0.050 ± 0.006" in text
+    assert "z = 8.8" in text
+    lat.loc[lat.latent == "RECOVAR latent", "sem"] = 0.04
+    assert "are not told apart on the conformation (0.050 ± 0.040, z = 1.2 < 2)" in story.latent(
+        lat, 20, ["cryoDRGN latent", "RECOVAR latent"])
+    assert story.chapter(pd.DataFrame({"au_fsc_mean": [0.4], "au_fsc_sem": [0.01], "n": [10]}, index=["x"]),
+                         pd.DataFrame(), lat, 20).count("of its neighbours with the GT conformation") == 2
+
+
 def test_the_summary_links_to_a_heading_of_the_robustness_chapter():
     """The trust table's link names an anchor the robustness page has (MyST's slug of a heading);
     a renamed heading left it dead (site check: 'no such anchor')."""

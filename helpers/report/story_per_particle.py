@@ -55,10 +55,11 @@ def per_image(summary: pd.DataFrame, pairs: pd.DataFrame, gt: str = "GT map", av
     return " ".join(parts)
 
 
-def latent(lat: pd.DataFrame, k: int, method_latent: str | None) -> str:
+def latent(lat: pd.DataFrame, k: int, method_latent=None) -> str:
     """What the latent scores show at neighbourhood size ``k`` (long table of
     :func:`helpers.kernels.latent.score_latent` with a ``latent`` column): each latent's
-    neighbourhood similarity with the conformation and with defocus, and the method's imbalances."""
+    neighbourhood similarity with the conformation and with defocus, and each method's
+    (``method_latent``: one name or several) imbalances."""
     ns = lat[(lat.score == "neighbourhood_similarity") & (lat.k == k)]
     if ns.empty:
         return ""
@@ -74,7 +75,8 @@ def latent(lat: pd.DataFrame, k: int, method_latent: str | None) -> str:
            f"{_f(v('random', 'conformation'))}, and a latent that encodes defocus {_f(v('defocus + noise', 'conformation'))} "
            f"with the conformation but {_f(v('defocus + noise', 'defocus'), 2)} with defocus: the score exposes a latent "
            "that follows a nuisance."]
-    if method_latent and (ns.latent == method_latent).any():
+    names = [method_latent] if isinstance(method_latent, str) else list(method_latent or [])
+    for method_latent in [n for n in names if (ns.latent == n).any()]:
         c = v(method_latent, "conformation")
         every = lat[(lat.score == "neighbourhood_similarity") & (lat.latent == method_latent)
                     & (lat.reference == "conformation")].sort_values("k")
@@ -93,6 +95,16 @@ def latent(lat: pd.DataFrame, k: int, method_latent: str | None) -> str:
             f"{how}. Its neighbours predict the conformation's {_degree(to_conf)}, Δ(latent → conformation) = "
             f"{_f(to_conf, 2)}, and defocus {_degree(to_def)}, Δ(latent → defocus) = {_f(to_def, 2)} (0: fully, "
             "1: no information)."))
+    shown = [n for n in names if (ns.latent == n).any()]
+    if len(shown) >= 2:
+        rows = ns[ns.reference == "conformation"].set_index("latent").loc[shown]
+        a, b = rows.value.idxmax(), rows.value.idxmin()
+        diff, se = rows.value[a] - rows.value[b], float(np.hypot(rows["sem"][a], rows["sem"][b]))
+        z = diff / se if se > 0 else np.inf
+        out.append(f"At k = {k}, {a} follows the conformation more closely than {b}: {_f(diff)} ± {_f(se)} more "
+                   f"neighbours shared (z = {z:.1f}, independent interleaved subsets)." if z > 2 else
+                   f"At k = {k}, {a} and {b} are not told apart on the conformation ({_f(diff)} ± {_f(se)}, "
+                   f"z = {z:.1f} < 2).")
     return " ".join(out)
 
 
@@ -101,8 +113,8 @@ def chapter(summary: pd.DataFrame, pairs: pd.DataFrame, lat: pd.DataFrame, k: in
     nothing was scored."""
     if summary.empty:
         return f"Nothing is scored in this run: {why_not or 'no per-particle ground truth'}."
-    method = next((n for n in lat.latent.unique() if n.endswith(" latent")), None) if len(lat) else None
-    return per_image(summary, pairs) + "\n\n" + latent(lat, k, method)
+    methods = [n for n in lat.latent.unique() if n.endswith(" latent")] if len(lat) else []
+    return per_image(summary, pairs) + "\n\n" + latent(lat, k, methods)
 
 
 SUMMARY_COLUMNS = {"submission": "submission", "n": "particles", "au_fsc_mean": "AU-FSC mean",
