@@ -90,7 +90,9 @@ summary, pairs, lat, latents = res["summary"], res["pairs"], res["latent"], res[
 from IPython.display import Markdown
 
 k_story = 20 if 20 in ks else ks[len(ks) // 2]
-Markdown(story.chapter(summary, pairs, lat, k_story, inp["why_not"]))
+text = story.chapter(summary, pairs, lat, k_story, inp["why_not"])
+ch9.write_story(out, text)
+Markdown(text)
 
 # %% [markdown]
 # ## Per-image AU-FSC

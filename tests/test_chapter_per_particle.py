@@ -34,6 +34,16 @@ def test_the_bounds_gt_map_scores_half_and_one_average_map_less(executed):
     assert pd.isna(s.loc[ch9.GT_MAP, "submission"])
 
 
+def test_the_pages_story_is_written_beside_the_tables(executed):
+    """per_particle/story.md holds the page's "what the demo shows", its numbers from summary.csv
+    (red without write_story in the notebook)."""
+    s = pd.read_csv(_out(executed) / "summary.csv", index_col="entry")
+    text = (_out(executed) / "story.md").read_text()
+    r = s.loc["Reconstructed"]
+    assert text.startswith(f"On {int(r.n)} particles, the mean per-image AU-FSC orders the entries")
+    assert f"Reconstructed {r.au_fsc_mean:.3f} ± {r.au_fsc_sem:.3f}" in text
+
+
 def test_reconstructed_per_particle_recomputed_from_its_maps(executed):
     """Each chosen particle's FSC recomputed pair by pair (paired_fsc) from Reconstructed's
     preprocessed map of the particle's GT group and its GT map; the group labels must be right: a

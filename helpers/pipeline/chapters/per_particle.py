@@ -25,7 +25,8 @@ res_0143_A, res_05_A), ``curves.npz`` (``<slug>``: (n_particles, N//2) FSC curve
 cycles/px), ``summary.csv`` (per entry: the submission it stands for on the leaderboard, n, au_fsc_mean, au_fsc_sd, au_fsc_sem, res_0143_median_A,
 res_05_median_A, the same AU-FSC under CryoBench's convention ``au_fsc_cryobench_mean``),
 ``by_state.csv`` (entry × MD-PC1 bin: mean and sd of the AU-FSC), ``pairs.csv`` (paired tests
-between entries, Holm-adjusted) and ``latent.csv`` (:func:`helpers.kernels.latent.score_latent`)."""
+between entries, Holm-adjusted), ``latent.csv`` (:func:`helpers.kernels.latent.score_latent`) and
+``story.md`` (the page's "what the demo shows", :func:`write_story`)."""
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ import pandas as pd
 
 from helpers import io
 from helpers.core.errors import InputError
-from helpers.core.paths import save_csv, save_npz
+from helpers.core.paths import atomic_write, save_csv, save_npz
 from helpers.io import manifest
 from helpers.io.mapset import MapSet, slug
 from helpers.kernels import per_image as pi
@@ -355,6 +356,15 @@ def analyse(results_dir, inp: dict, *, n_particles: int, n_bins: int, ks, batch:
     res["latent"], res["latents"] = latent_scores(results_dir, inp, ks)
     res.update(entries=names, idx=idx)
     return res
+
+
+def write_story(results_dir, text: str) -> Path:
+    """Write ``per_particle/story.md``: the chapter's "what the demo shows" (Markdown), for pages
+    that quote a run's results (e.g. ``book/with_recovar/``)."""
+    f = Path(results_dir) / "per_particle" / "story.md"
+    with atomic_write(f, "w") as fh:
+        fh.write(text + "\n")
+    return f
 
 
 frequencies = pi.frequencies  # cycles/px of FSC(0) and each shell (the curves' x axis)
