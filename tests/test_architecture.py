@@ -96,6 +96,42 @@ def test_results_comparison_catches_a_change(tmp_path):
     assert r.returncode == 0 and "2 files: 2 bit-identical" in r.stdout, r.stdout
 
 
+def test_recording_a_run_copies_its_headlines_and_never_overwrites(tmp_path):
+    """tools/record_run.py (book/full_size/, book/with_recovar/): the files present are copied
+    byte for byte under their book names with the method records, a second call refuses, and
+    --replace leaves no file of the older run behind."""
+    import subprocess
+    import sys
+
+    res, data, dest = tmp_path / "results", tmp_path / "data", tmp_path / "book" / "rec"
+    (res / "summary").mkdir(parents=True)
+    (res / "per_particle").mkdir()
+    (data / "recovar").mkdir(parents=True)
+    (res / "summary" / "headline.md").write_text("On this run, A leads.\n")
+    (res / "per_particle" / "story.md").write_text("On 10 particles ...\n")
+    (res / "per_particle" / "summary.csv").write_text("entry,au_fsc_mean\nA,0.4\n")
+    (data / "recovar" / "run.json").write_text('{"zdim": 4}')
+
+    def run(*extra):
+        return subprocess.run([sys.executable, str(REPO / "tools/record_run.py"), str(res), str(dest),
+                               "--data", str(data), *extra], capture_output=True, text=True)
+    r = run()
+    assert r.returncode == 0 and "4 files recorded" in r.stdout, r.stderr
+    assert (dest / "summary_headline.md").read_text() == "On this run, A leads.\n"
+    assert (dest / "per_particle_story.md").read_text() == "On 10 particles ...\n"
+    assert (dest / "per_particle_summary.csv").read_text() == "entry,au_fsc_mean\nA,0.4\n"
+    assert (dest / "recovar_run.json").read_text() == '{"zdim": 4}'
+    assert "| `per_particle_story.md` |" in (dest / "README.md").read_text()
+    (res / "summary" / "headline.md").write_text("On this run, B leads.\n")
+    r = run()
+    assert r.returncode != 0 and "exists: nothing was copied" in r.stderr
+    assert (dest / "summary_headline.md").read_text() == "On this run, A leads.\n"
+    (res / "per_particle" / "story.md").unlink()
+    assert run("--replace").returncode == 0
+    assert (dest / "summary_headline.md").read_text() == "On this run, B leads.\n"
+    assert not (dest / "per_particle_story.md").exists()
+
+
 def test_rooms_a_newcomer_can_hold():
     """No module of helpers/ over 400 lines, no function over 60 (def to last line), and each
     chapter's code cells ≤ 120 non-blank, non-comment lines: computations live in
