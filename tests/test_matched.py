@@ -82,3 +82,13 @@ def test_budgets_and_label_are_read_from_the_data_folder(tiny_data, tmp_path):
     assert b["Reconstructed"] == {"n_images": 1500, "box": 24}
     assert b["Recon. 24 img @12"] == {"n_images": 24, "box": 12}
     assert matched.matched_label_in(data) == "Recon. 24 img @12"
+    # the real methods' records (cryoDRGN's and RECOVAR's run.json): their box, the stack's size
+    for key, lab, box in (("cryodrgn", "cryoDRGN", 12), ("recovar", "RECOVAR", 16)):
+        (data / key).mkdir(exist_ok=True)
+        (data / key / "run.json").write_text(json.dumps({"label": lab, "box": box}))
+    b = matched.budgets(data)
+    assert b["cryoDRGN"] == {"n_images": 24, "box": 12} and b["RECOVAR"] == {"n_images": 24, "box": 16}
+    from helpers.pipeline.chapters.summary import method_context
+    runs = method_context(data, tmp_path / "results", ["RECOVAR", "cryoDRGN", "Other"])["runs"]
+    assert runs == {"RECOVAR": {"label": "RECOVAR", "box": 16}, "cryoDRGN": {"label": "cryoDRGN", "box": 12},
+                    "Other": {}}

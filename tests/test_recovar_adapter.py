@@ -6,6 +6,7 @@ analysis_<d>/traj000/stateNNN.mrc + latent_coords.txt."""
 import json
 import os
 import pickle
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -251,6 +252,13 @@ def test_add_recovar_entry_runs_once_and_never_overwrites(tmp_path, monkeypatch)
     assert len(list((data / "submissions" / "recovar").glob("*.mrc"))) == K
     assert rc.add_recovar_entry(data, zdim=D, n_clusters=K, exe=exe) == rec  # present: returned, not redone
     assert len(log.read_text().splitlines()) == 2
+    # a pipeline run earlier (by hand, or by a stopped build) is reused: its time is RECOVAR's own record
+    shutil.rmtree(data / "recovar" / "pipeline" / "analysis_4")
+    (res / "job.json").write_text(json.dumps({"command": "pipeline", "timing": {"duration_seconds": 854.5}}))
+    run = rc.run_recovar(data / "particles" / "particles.star", data / "particles", data / "recovar", D, K, 32, exe)
+    assert run["pipeline_s"] == 854.5 and run["analyze_s"] >= 0
+    assert [c.split()[0] for c in log.read_text().splitlines()] == ["pipeline", "analyze", "analyze"]
+    assert rc.job_seconds(tmp_path) is None
     monkeypatch.setattr("shutil.which", lambda name: None)
     monkeypatch.setattr("helpers.core.paths.REPO_ROOT", tmp_path)
     with pytest.raises(InputError, match="RECOVAR command was not found.*venv-recovar"):

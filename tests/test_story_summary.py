@@ -60,6 +60,12 @@ def test_like_with_like_names_what_the_method_gets_wrong():
     assert "beyond its budget: nothing the error bars resolve" in s and "optimistic" in s and "24,000" not in s
     s = story.like_with_like("cryoDRGN", budgets, None, None, None, None)
     assert "cannot be told apart" in s and "no training record" in s and "true poses" not in s
+    # RECOVAR's record (recovar.add_recovar_entry): no epochs, its two commands' times
+    rec = {"zdim": 4, "n_clusters": 20, "pipeline_s": 854.5, "analyze_s": 3420.0}
+    s = story.like_with_like("RECOVAR", {**budgets, "RECOVAR": {"n_images": 2000, "box": 32}}, m,
+                             "Recon. 2000 img @32", None, None, rec)
+    assert ("RECOVAR ran on 2,000 images at 32 px (a 4-D latent, 20 k-means maps, `pipeline` 14 min, `analyze` "
+            "57 min on this machine) with the true poses") in s
 
 
 def test_method_placement_and_nyquist():
@@ -76,6 +82,9 @@ def test_method_placement_and_nyquist():
     b.loc["cryoDRGN", ["nyquist_limited", "resolution_A"]] = [False, 12.0]
     assert "12.00 Å is above that limit" in story.method_nyquist("cryoDRGN", run, b, vol)
     assert story.method_nyquist("cryoDRGN", {}, b, vol) == ""
+    assert story.method_nyquist("cryoDRGN", {**run, "epochs": 12}, b, vol).startswith("It was trained on images")
+    assert story.method_nyquist("cryoDRGN", {**run, "zdim": 4}, b, vol).startswith("It ran on images downsampled "
+                                                                                     "to 32 px (4.29 Å/px)")
 
 
 def test_defects_separate_rescued_from_lost_misses():

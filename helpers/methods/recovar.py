@@ -277,7 +277,8 @@ def run_recovar(star, datadir, out, zdim: int = 4, n_clusters: int = 20, box: in
     --n-clusters`` (no UMAP; ``n_bins``: its kernel-regression bins, RECOVAR's default 50) into
     ``<out>/pipeline/analysis_<zdim>`` (recovar 1.0.5 writes to ``<pipeline>/Analyze/`` unless
     told ``-o``). At zdim ≥ 4 analyze is given a coarse latent density (:func:`_coarse_density`).
-    An existing finished run is reused. Returns the options and times (s)."""
+    An existing finished run is reused. Returns the options and times (s: this call's wall time
+    of each command, or RECOVAR's own record of a reused one, :func:`job_seconds`)."""
     exe, out = find_recovar(exe), Path(out)
     res = out / "pipeline"
     times = {}
@@ -292,8 +293,20 @@ def run_recovar(star, datadir, out, zdim: int = 4, n_clusters: int = 20, box: in
         extra = ["--density", _coarse_density(res, zdim)] if zdim >= 4 else []
         times["analyze_s"] = _run([exe, "analyze", res, "-o", analysis, "--zdim", zdim, "--n-clusters", n_clusters,
                                    "--skip-umap", *(["--n-bins", n_bins] if n_bins else []), *extra], res)
+    for key, folder in (("pipeline_s", res), ("analyze_s", analysis)):
+        times.setdefault(key, job_seconds(folder))  # a reused step: RECOVAR's own record of it
     return {"result_dir": res, "zdim": zdim, "n_clusters": n_clusters, "box": box, "n_bins": n_bins,
-            "very_low_memory": very_low_memory, **{k: round(v, 1) for k, v in times.items()}}
+            "very_low_memory": very_low_memory, **{k: round(v, 1) for k, v in times.items() if v is not None}}
+
+
+def job_seconds(folder) -> float | None:
+    """How long the RECOVAR command that wrote ``folder`` ran (s): ``timing.duration_seconds`` of
+    its ``job.json`` (recovar ≥ 1.0), or None when absent."""
+    f = Path(folder) / "job.json"
+    try:
+        return float(json.loads(f.read_text())["timing"]["duration_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def add_recovar_entry(data_dir, zdim: int = 4, n_clusters: int = 20, box: int | None = 32, name: str = "recovar",

@@ -94,8 +94,9 @@ def add_matched_control(data_dir, box: int = 32, n_maps: int = 80, name: str = M
 def budgets(data_dir) -> dict:
     """{label: dict(n_images, box)}: the particle images each entry of a generated data folder was
     made from — the mocks with a recorded image count (``hetbook_truth``), the matched control
-    (``hetbook_provenance``) and a real method trained on the stack (``cryodrgn/run.json``: its
-    box; the stack's size from ``manifest.json``). Entries without a record are left out."""
+    (``hetbook_provenance``) and the real methods run on the stack (``cryodrgn/run.json``,
+    ``recovar/run.json``: the box; the stack's size from ``manifest.json``). Entries without a
+    record are left out."""
     import json
 
     data = Path(data_dir)
@@ -108,11 +109,13 @@ def budgets(data_dir) -> dict:
         rec = {**v.get("hetbook_truth", {}), **v.get("hetbook_provenance", {})}
         if "n_images" in rec:
             out[v["flavor_name"]] = {"n_images": int(rec["n_images"]), "box": int(rec.get("box", v["box_size"]))}
-    run, man = data / "cryodrgn" / "run.json", data / "manifest.json"
-    if run.is_file() and man.is_file():
-        r, m = json.loads(run.read_text()), json.loads(man.read_text()).get("params", {})
-        if "n_images" in m:
-            out[r["label"]] = {"n_images": int(m["n_images"]), "box": int(r["box"])}
+    man = data / "manifest.json"
+    m = json.loads(man.read_text()).get("params", {}) if man.is_file() else {}
+    for run in (data / "cryodrgn" / "run.json", data / "recovar" / "run.json"):
+        if run.is_file() and "n_images" in m:
+            r = json.loads(run.read_text())
+            if r.get("box"):
+                out[r["label"]] = {"n_images": int(m["n_images"]), "box": int(r["box"])}
     return out
 
 

@@ -114,13 +114,29 @@ def method_nyquist(label: str, run: dict, board: pd.DataFrame, vol: pd.DataFrame
     nyq = 2 * run["voxel_size_A"]
     limited = bool(board.get("nyquist_limited", pd.Series(False, index=board.index)).fillna(False).get(label, False))
     res = board.loc[label, "resolution_A"]
-    return (f"It was trained on images downsampled to {run['box']} px ({run['voxel_size_A']:.2f} Å/px), so its maps "
+    return (f"It {'was trained' if 'epochs' in run else 'ran'} on images downsampled to {run['box']} px ({run['voxel_size_A']:.2f} Å/px), so its maps "
             f"hold nothing finer than the Nyquist limit {nyq:.2f} Å: "
             + (f"its FSC crossed at {vol.loc[label, 'best_res_median_raw_A']:.2f} Å (median of its maps), finer than "
                "that limit, so its resolution is reported as Nyquist-limited at the limit — the budget, not the "
                "method, caps it." if limited else
                f"its resolution of {res:.2f} Å is " + ("at that limit — the budget, not the method, caps it."
                                                         if res < 1.1 * nyq else "above that limit.")))
+
+
+def _how_run(run: dict) -> str:
+    """"trained on" for a network (a record with ``epochs``), "ran on" otherwise."""
+    return "trained on" if "epochs" in run else "ran on"
+
+
+def _run_cost(run: dict) -> str:
+    """What a real method's run cost on this machine, from its record: cryoDRGN's epochs and
+    training time, RECOVAR's latent dimension, k-means maps and the times of its two commands."""
+    if "epochs" in run:
+        return f"{run['epochs']} epochs, {run['train_s']:.0f} s on this machine"
+    parts = [f"a {run['zdim']}-D latent"] if "zdim" in run else []
+    parts += [f"{run['n_clusters']} k-means maps"] if "n_clusters" in run else []
+    parts += [f"`{k[:-2]}` {run[k] / 60:.0f} min" for k in ("pipeline_s", "analyze_s") if run.get(k)]
+    return ", ".join(parts) + (" on this machine" if any(run.get(k) for k in ("pipeline_s", "analyze_s")) else "")
 
 
 def like_with_like(label: str, budgets: dict, vs_matched: pd.DataFrame | None, matched: str | None,
@@ -136,8 +152,8 @@ def like_with_like(label: str, budgets: dict, vs_matched: pd.DataFrame | None, m
         b = budgets.get(k, {})
         return f"{b['n_images']:,} images at {b['box']} px" if "n_images" in b and "box" in b else "an unknown budget"
 
-    txt = [f"**Like with like.** {label} trained on {budget(label)} ({run['epochs']} epochs, {run['train_s']:.0f} s on "
-           "this machine) with the true poses, and had to find each image's state itself" if run else
+    txt = [f"**Like with like.** {label} {_how_run(run)} {budget(label)} ({_run_cost(run)}) with the true poses, and "
+           "had to find each image's state itself" if run else
            f"**Like with like.** {label} has no training record here (its images, box and poses are not known)"]
     if matched and vs_matched is not None:
         txt.append(f"*{matched}* had exactly those images at that box, the true poses and each image's true state, "

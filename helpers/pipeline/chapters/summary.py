@@ -239,17 +239,18 @@ def method_context(data_dir, results_dir, methods) -> dict:
     """What the real-method section needs besides the board: ``matched`` (the label of the
     data-budget-matched control, or None), ``budgets`` (:func:`matched.budgets`), ``images``
     (chapter 6's scored images: n, stack size, held out from the methods' training stack; None
-    when image_metrics/images.json is absent) and ``runs`` {label: the demo's record of its
-    cryoDRGN training (data/cryodrgn/run.json) when it is that label's, else {}}."""
+    when image_metrics/images.json is absent) and ``runs`` {label: the demo's record of that
+    method's run (data/cryodrgn/run.json, data/recovar/run.json) when one is that label's, else {}}."""
     data, out = Path(data_dir), Path(results_dir)
     ifile = out / "image_metrics" / "images.json"
     scored = json.loads(ifile.read_text()) if ifile.is_file() else {}
     images = {"n": scored["n_images"], "stack": scored["n_stack"],
               "heldout": scored["particles"] != "particles/particles.star"} if scored else None
-    rec = data / "cryodrgn" / "run.json"  # the demo's record of its cryoDRGN training (adapters.add_cryodrgn_entry)
-    run = json.loads(rec.read_text()) if rec.is_file() else {}
+    # the demo's records of its real methods' runs (adapters.add_cryodrgn_entry, recovar.add_recovar_entry)
+    recs = [json.loads(f.read_text()) for f in (data / "cryodrgn" / "run.json", data / "recovar" / "run.json")
+            if f.is_file()]
     return {"matched": matched.matched_label_in(data), "budgets": matched.budgets(data), "images": images,
-            "runs": {lab: run if run.get("label") == lab else {} for lab in methods}}
+            "runs": {lab: next((r for r in recs if r.get("label") == lab), {}) for lab in methods}}
 
 
 def trust_table(results_dir, better: dict, link: str = "07_robustness.html#what-the-demo-shows-which-metric-to-trust-for-what"):
