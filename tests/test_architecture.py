@@ -110,17 +110,24 @@ def test_recording_a_run_copies_its_headlines_and_never_overwrites(tmp_path):
     (res / "summary" / "headline.md").write_text("On this run, A leads.\n")
     (res / "per_particle" / "story.md").write_text("On 10 particles ...\n")
     (res / "per_particle" / "summary.csv").write_text("entry,au_fsc_mean\nA,0.4\n")
-    (data / "recovar" / "run.json").write_text('{"zdim": 4}')
+    (data / "recovar" / "run.json").write_text('{"zdim": 4, "label": "RECOVAR"}')
+    (res / "summary" / "leaderboard.csv").write_text(
+        "label,mean_rank,mean_rank_lo,mean_rank_hi,resolution_A,resolution_A_err,rank_resolution_A\n"
+        "Reconstructed,1.5,1.0,2.0,6.3314,0.4581,1.0\nRECOVAR,2.5,2.0,3.0,8.584,1e-15,2.0\n")
 
     def run(*extra):
         return subprocess.run([sys.executable, str(REPO / "tools/record_run.py"), str(res), str(dest),
                                "--data", str(data), *extra], capture_output=True, text=True)
     r = run()
-    assert r.returncode == 0 and "4 files recorded" in r.stdout, r.stderr
+    assert r.returncode == 0 and "6 files recorded" in r.stdout, r.stderr
+    table = (dest / "methods.md").read_text().splitlines()
+    assert table[0] == "|  | RECOVAR | Reconstructed |"
+    assert table[2] == "| overall place | 2 of 2 | 1 of 2 |"
+    assert table[4] == "| resolution (Å), lower is better | 8.58 (rank 2) | 6.33 ± 0.46 (rank 1) |"
     assert (dest / "summary_headline.md").read_text() == "On this run, A leads.\n"
     assert (dest / "per_particle_story.md").read_text() == "On 10 particles ...\n"
     assert (dest / "per_particle_summary.csv").read_text() == "entry,au_fsc_mean\nA,0.4\n"
-    assert (dest / "recovar_run.json").read_text() == '{"zdim": 4}'
+    assert (dest / "recovar_run.json").read_text() == '{"zdim": 4, "label": "RECOVAR"}'
     assert "| `per_particle_story.md` |" in (dest / "README.md").read_text()
     (res / "summary" / "headline.md").write_text("On this run, B leads.\n")
     r = run()

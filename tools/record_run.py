@@ -17,7 +17,9 @@ RESULTS is a folder ``hetbook run`` wrote (e.g. ``results/demo_recovar``); DEST 
     run_time.md                -> run_time.md                the runner's per-chapter times
 
 and, with ``--data DATA``, the real methods' run records ``DATA/<method>/run.json`` as
-``<method>_run.json``. A ``README.md`` lists what came from where, the commit and the date
+``<method>_run.json`` and ``methods.md``: a Markdown table of the leaderboard (rows: overall
+place and each metric, value ± error and rank; columns: the real methods, the control with their
+images and box, and Reconstructed). A ``README.md`` lists what came from where, the commit and the date
 (``--note``: a sentence on how the run was made). DEST is never overwritten unless ``--replace``
 (then it is replaced whole, so no file of an older run survives beside the new ones).
 """
@@ -45,6 +47,32 @@ def _commit() -> str:
     return r.stdout.strip() if r.returncode == 0 else "unknown"
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers, run from a checkout
+
+
+def _cell(v, e, r) -> str:
+    if v != v:  # NaN: not measured for this entry
+        return "—"
+    return f"{v:.3g}" + (f" ± {e:.2g}" if e == e and e > 1e-9 * max(abs(v), 1) else "") + (f" (rank {r:g})" if r == r else "")
+
+
+def methods_table(board, labels) -> str:
+    """``methods.md``: chapter 8's leaderboard (DataFrame, index = label, board order) for
+    ``labels``, transposed: one row per metric, "value ± error (rank k)" in each column."""
+    from helpers.core import catalogue
+
+    labels = [k for k in labels if k in board.index]
+    rows = [["overall place"] + [f"{board.index.get_loc(k) + 1} of {len(board)}" for k in labels],
+            ["mean rank (interval)"] + [f"{board.loc[k, 'mean_rank']:.2f} ({board.loc[k, 'mean_rank_lo']:.2f}–"
+                                        f"{board.loc[k, 'mean_rank_hi']:.2f})" for k in labels]]
+    for m in [m for m in catalogue.METRICS if m in board.columns]:
+        rows.append([f"{catalogue.label(m)}, {'lower' if catalogue.better(m) == 'low' else 'higher'} is better"]
+                    + [_cell(board.loc[k, m], board.get(f"{m}_err", {}).get(k, float("nan")),
+                             board.get(f"rank_{m}", {}).get(k, float("nan"))) for k in labels])
+    head = ["", *labels]
+    return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *rows]) + "\n"
+
+
 def record(results: Path, dest: Path, data: Path | None = None, note: str = "", replace: bool = False) -> list:
     """Copy the files above; returns the (source, name) pairs copied. Raises SystemExit with the
     fix when RESULTS has none of them or DEST exists without ``replace``."""
@@ -64,6 +92,19 @@ def record(results: Path, dest: Path, data: Path | None = None, note: str = "", 
     tmp.mkdir(parents=True)
     for src, name in pairs:
         shutil.copy2(src, tmp / name)
+    board_file = results / "summary" / "leaderboard.csv"
+    if data is not None and board_file.is_file():
+        import json
+
+        import pandas as pd
+
+        from helpers.pipeline.matched import matched_label_in
+
+        labels = [json.loads(f.read_text()).get("label") for f, _ in pairs if f.name == "run.json"]
+        if labels:
+            board = pd.read_csv(board_file, index_col=0)
+            (tmp / "methods.md").write_text(methods_table(board, [*labels, matched_label_in(data), "Reconstructed"]))
+            pairs.append((board_file, "methods.md"))
     rows = "\n".join(f"| `{name}` | `{src}` |" for src, name in pairs)
     (tmp / "README.md").write_text(
         f"# Recorded results: {dest.name}\n\nCopied by `tools/record_run.py` from `{results}` at commit "
