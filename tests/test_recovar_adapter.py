@@ -344,6 +344,26 @@ def test_chapter9_scores_recovars_latent_like_cryodrgns(tmp_path):
     assert set(ch9.latent_summary(lat, 3).index.get_level_values(0)) >= {"RECOVAR latent", "random"}
 
 
+def test_the_latent_browser_offers_every_methods_latent(tmp_path):
+    """With cryoDRGN's and RECOVAR's latents the browser holds each latent in each colouring
+    (2 × 3 frames, named "<latent>: <colour>"); with one latent only the colourings (red when
+    colour_by keeps only the first method's latent)."""
+    from helpers.pipeline.chapters import per_particle as ch9
+    from helpers.report import figures_per_particle as figs
+
+    inp, z, _ = chapter9_inputs(tmp_path)
+    latents = {"cryoDRGN latent": z[:, :1], "RECOVAR latent": z, "GT conformation": z[:, :1]}
+    shown, conf, colour = ch9.colour_by(inp, latents)
+    assert list(shown) == ["cryoDRGN latent", "RECOVAR latent"] and len(colour) == 3
+    box = figs.latent_browser(shown, conf, colour)
+    labels = [o[0] for o in box.children[0].options]
+    assert len(labels) == 6 and len(box.children[1].children) == 6
+    assert labels[3] == "RECOVAR latent: GT conformation (MD-PC1, Å)"
+    one = figs.latent_browser({"RECOVAR latent": z}, conf, colour)
+    assert [o[0] for o in one.children[0].options] == list(colour)
+    assert list(ch9.colour_by(inp, {"GT conformation": z[:, :1]})[0]) == ["GT conformation"]
+
+
 def test_chapter9_without_recovar_run_record_or_submission_has_no_recovar_entry(tmp_path):
     from helpers.pipeline.chapters import per_particle as ch9
 

@@ -94,30 +94,38 @@ COLOUR_BY = {"GT conformation (MD-PC1, Å)": "conformation", "defocus (Å)": "de
              "viewing direction: tilt (°)": "tilt"}
 
 
-def latent_browser(z: np.ndarray, conformation: np.ndarray, colour: dict, latent_name: str):
-    """A dropdown browser (static page: pre-rendered frames) of the latent embedding coloured by
-    each variable of ``colour`` {title: (n,) values}. A 1-D latent is drawn against the GT
-    conformation; a latent of ≥ 2 dimensions on its first two principal axes."""
-    z = np.asarray(z, float).reshape(len(z), -1)
-    if z.shape[1] == 1:
-        x, y, xl, yl = conformation, z[:, 0], "GT conformation: MD-PC1 (Å)", f"{latent_name} (latent units)"
-    else:
+def latent_browser(latents: dict, conformation: np.ndarray, colour: dict):
+    """A dropdown browser (static page: pre-rendered frames) of each latent embedding of
+    ``latents`` {name: (n, d)} coloured by each variable of ``colour`` {title: (n,) values}. A 1-D
+    latent is drawn against the GT conformation; a latent of ≥ 2 dimensions on its first two
+    principal axes. With several latents each choice reads "<latent>: <colour>"."""
+    def axes(name, z):
+        z = np.asarray(z, float).reshape(len(z), -1)
+        if z.shape[1] == 1:
+            return conformation, z[:, 0], "GT conformation: MD-PC1 (Å)", f"{name} (latent units)"
         zc = z - z.mean(0)
         u = np.linalg.svd(zc, full_matrices=False)[2][:2]
-        x, y, xl, yl = zc @ u[0], zc @ u[1], "latent PC1", "latent PC2"
+        return zc @ u[0], zc @ u[1], f"{name}: PC1", f"{name}: PC2"
+
+    views = [(name, axes(name, z), title, v) for name, z in latents.items() for title, v in colour.items()]
 
     def draw(i):
-        title, v = list(colour.items())[i]
+        name, (x, y, xl, yl), title, v = views[i]
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         sc = ax.scatter(x, y, c=v, s=6, cmap="viridis")
         fig.colorbar(sc, ax=ax, label=title)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
-        ax.set_title(f"{latent_name}, coloured by {title.split(' (')[0]}")
+        ax.set_title(f"{name}, coloured by {title.split(' (')[0]}")
         fig.tight_layout()
         return fig
-    frames = widgets.render_frames(len(colour), draw, tight=False)
-    return widgets.dropdown_browser(list(colour), frames, description="colour by")
+    frames = widgets.render_frames(len(views), draw, tight=False)
+    options = [t if len(latents) == 1 else f"{n}: {t}" for n, _, t, _ in views]
+    if len(latents) == 1:
+        return widgets.dropdown_browser(options, frames, description="colour by")
+    box = widgets.dropdown_browser(options, frames, description="latent, colour")
+    box.children[0].layout.width, box.children[0].style.description_width = "460px", "initial"
+    return box
 
 
 def neighbourhood(lat: pd.DataFrame):

@@ -371,15 +371,15 @@ frequencies = pi.frequencies  # cycles/px of FSC(0) and each shell (the curves' 
 
 
 def colour_by(inp: dict, latents: dict) -> tuple:
-    """(latent (n, d), GT conformation (n,) Å, {title: values (n,)}, its name) for the latent
-    browser: the method's latent when there is one, else the GT conformation; coloured by the
-    conformation, defocus (Å) and the viewing direction's tilt (°)."""
+    """({name: latent (n, d)}, GT conformation (n,) Å, {title: values (n,)}) for the latent
+    browser: every method's latent (names ending in " latent"), else the GT conformation; coloured
+    by the conformation, defocus (Å) and the viewing direction's tilt (°)."""
     tab = inp["table"]
     conf = inp["pc1"][tab.hetbookTrueMapIndex.to_numpy().astype(int)]
-    name = next((k for k in latents if k.endswith(" latent")), "GT conformation")
+    names = [k for k in latents if k.endswith(" latent")] or ["GT conformation"]
     colour = {"GT conformation (MD-PC1, Å)": conf, "defocus (Å)": nuisances(tab)["defocus"][:, 0],
               "viewing direction: tilt (°)": tab.rlnAngleTilt.to_numpy(float)}
-    return latents[name], conf, colour, name
+    return {k: latents[k] for k in names}, conf, colour
 
 
 def latent_summary(lat: pd.DataFrame, k: int) -> pd.DataFrame:
