@@ -136,8 +136,8 @@ fig = figs.au_fsc_along_pc1(res["by_state"], list(summary.index))
 
 # %% [markdown]
 # ## The latent space
-# Each particle's latent coordinate (each method's, when several ran) coloured by the variable chosen (the conformation it should
-# follow; defocus and viewing direction it should ignore).
+# Each particle's latent coordinate (each method's, when several ran) coloured by the variable
+# chosen (the conformation it should follow; defocus and viewing direction it should ignore).
 
 # %%
 figs.latent_browser(*ch9.colour_by(inp, latents)) if latents else None
