@@ -207,6 +207,22 @@ def test_voxel_size_from_headers_or_given(run):
         rc.from_recovar(res, voxel_size=3.0)
 
 
+def test_map_voxel_size_replaces_the_headers_and_keeps_the_images_nyquist(run):
+    """map_voxel_size: the maps' voxel size in place of the headers' (recovar 1.0.5 on CPU), the
+    header's value kept in the provenance; the native voxel (the images', metadata.json) is
+    unchanged, and a non-positive size is refused (red without the override)."""
+    res, _, _, maps, _ = run
+    plain = rc.from_recovar(res).volumes
+    half = rc.from_recovar(res, map_voxel_size=plain.voxel_size / 2).volumes
+    assert half.voxel_size == pytest.approx(plain.voxel_size / 2)
+    assert half.provenance["header_voxel_size_A"] == pytest.approx(plain.voxel_size)
+    assert half.native_voxel_size == plain.native_voxel_size and "header_voxel_size_A" not in plain.provenance
+    np.testing.assert_array_equal(half.maps, plain.maps)
+    assert rc.recovar_kmeans(res, map_voxel_size=1.5).voxel_size == 1.5
+    with pytest.raises(InputError, match="is not a voxel size"):
+        rc.from_recovar(res, map_voxel_size=-1.0)
+
+
 FAKE = """#!{python}
 import sys; sys.path.insert(0, {tests!r})
 from pathlib import Path

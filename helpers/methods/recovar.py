@@ -146,12 +146,18 @@ def _metadata(result_dir) -> dict:
 
 
 def from_recovar(result_dir, zdim: int | None = None, analysis=None, images=None, label: str = "RECOVAR",
-                 voxel_size: float | None = None, noreg: bool = False) -> PerParticle:
+                 voxel_size: float | None = None, noreg: bool = False,
+                 map_voxel_size: float | None = None) -> PerParticle:
     """RECOVAR's per-particle output: z (n, d) from ``model/zdim_<d>/``, state (n,) = k-means
     cluster of ``<analysis>/data/kmeans_result.pkl`` and volumes = the cluster-centre maps
     ``kmeans/centerNNN.mrc`` with populations = bincount(labels) / n. ``analysis``: the folder
     ``recovar analyze`` wrote (default ``<result_dir>/analysis_<d>``). ``images``: the data set
-    (or its image count) whose count the particles must match."""
+    (or its image count) whose count the particles must match. ``map_voxel_size`` (Å): the maps'
+    voxel size in place of their headers' (recorded in the provenance). recovar 1.0.5 on CPU wrote
+    32-px maps whose content is at half the header's voxel size, the central half of the field:
+    its own simulated data set came back at 0.98 correlation with the input magnified twice, 0.26
+    at the header's scale (``benchmarks/RESULTS.md``); the images' Nyquist stays that of the
+    header (``native_voxel_size``)."""
     result_dir = _folder(result_dir)
     d = find_zdim(result_dir, zdim)
     z, zf = read_latents(result_dir, d, noreg)
@@ -169,16 +175,22 @@ def from_recovar(result_dir, zdim: int | None = None, analysis=None, images=None
     prov = {"source": str(a / "kmeans"), "method": "RECOVAR", "files": [f.name for f in files], "steps": [],
             "labels": str(kf), "n_particles": int(len(labels)), "zdim": d, "kmeans": len(centers),
             "recovar_version": meta.get("recovar_version"), "regularised_z": not noreg}
-    vols = MapSet(maps, pops, vs, label, prov, native_voxel_size=meta.get("voxel_size") or vs)
+    native = meta.get("voxel_size") or vs
+    if map_voxel_size:
+        if not map_voxel_size > 0:
+            raise InputError(a / "kmeans", f"map_voxel_size = {map_voxel_size} Å is not a voxel size.",
+                             "Give a positive size in Å, or none to keep the headers'.")
+        prov["header_voxel_size_A"], vs = vs, float(map_voxel_size)
+    vols = MapSet(maps, pops, vs, label, prov, native_voxel_size=native)
     out = PerParticle(label, z=z, state=labels, volumes=vols, provenance={**prov, "per_particle_file": str(zf)})
     out.check_images(images, kf)
     return out
 
 
 def recovar_kmeans(result_dir, zdim: int | None = None, analysis=None, label: str = "RECOVAR",
-                   voxel_size: float | None = None, images=None) -> MapSet:
+                   voxel_size: float | None = None, images=None, map_voxel_size: float | None = None) -> MapSet:
     """The k-means centre maps of a RECOVAR analysis with their cluster fractions (:func:`from_recovar`)."""
-    return from_recovar(result_dir, zdim, analysis, images, label, voxel_size).volumes
+    return from_recovar(result_dir, zdim, analysis, images, label, voxel_size, map_voxel_size=map_voxel_size).volumes
 
 
 def recovar_trajectory(result_dir, zdim: int | None = None, traj: int = 0, analysis=None, label: str = "RECOVAR",
@@ -310,11 +322,13 @@ def job_seconds(folder) -> float | None:
 
 
 def add_recovar_entry(data_dir, zdim: int = 4, n_clusters: int = 20, box: int | None = 32, name: str = "recovar",
-                      label: str = "RECOVAR", exe=None, n_bins: int | None = None, very_low_memory: bool = False) -> dict:
+                      label: str = "RECOVAR", exe=None, n_bins: int | None = None, very_low_memory: bool = False,
+                      map_voxel_size: float | None = None) -> dict:
     """A real method's entry in a data folder with ``particles/`` and ``submissions/``: RECOVAR
     run on ``particles/particles.star`` (:func:`run_recovar`; ``box`` px, 32 by default: at the
     demo's 64 px RECOVAR takes over 30 min on 2 cores; 32 px is not yet timed), its k-means centre
-    maps with the cluster fractions (:func:`recovar_kmeans`) added as submission ``name`` with ``align=True``.
+    maps with the cluster fractions (:func:`recovar_kmeans`; ``map_voxel_size``: see :func:`from_recovar`)
+    added as submission ``name`` with ``align=True``.
     Files go to ``<data_dir>/recovar/``; ``recovar/run.json`` records the version, options and
     times (s) and is returned. An existing entry is left alone (its record returned); nothing is
     overwritten. Raises :class:`InputError` when RECOVAR is absent."""
@@ -328,9 +342,11 @@ def add_recovar_entry(data_dir, zdim: int = 4, n_clusters: int = 20, box: int | 
     parts = data / "particles"
     run = run_recovar(parts / "particles.star", parts, data / "recovar", zdim, n_clusters, box, exe, n_bins,
                       very_low_memory)
-    ms = recovar_kmeans(run["result_dir"], zdim, label=label, images=_count(parts / "particles.star"))
+    ms = recovar_kmeans(run["result_dir"], zdim, label=label, images=_count(parts / "particles.star"),
+                        map_voxel_size=map_voxel_size)
     rec = {"name": name, "label": label, "recovar_version": recovar_version(exe), "zdim": zdim,
-           "n_clusters": n_clusters, "voxel_size_A": ms.voxel_size, "mask": "sphere",
+           "n_clusters": n_clusters, "voxel_size_A": ms.native_voxel_size, "map_voxel_size_A": ms.voxel_size,
+           "mask": "sphere",
            "workdir": str(Path(run.pop("result_dir")).relative_to(data)), **run}
     write_submission(ms, data / "submissions", name=name, align=True)
     tmp = record.with_suffix(".json.tmp")
