@@ -224,6 +224,30 @@ def test_alignment_of_an_unrelated_map_is_called_doubtful(tiny_data):
     assert rep["alignment_doubtful"] and rep["score"] < align.MIN_SCORE
 
 
+def test_a_set_at_half_its_stated_voxel_size_is_named(tiny_data):
+    """Maps holding the reference magnified twice (the central half of the field at half the voxel,
+    as RECOVAR 1.0.5 wrote them) under the reference's voxel size: the alignment is doubtful, the
+    check aligns them at half the voxel size above MIN_SCORE and says so; a set whose alignment is
+    fine is not checked (red without voxel_size_check)."""
+    from helpers.kernels import preprocess
+    from helpers.kernels.fourier import crop_or_pad, resample_stack
+    from helpers.io.mapset import MapSet
+
+    ref, vs = io.read_mrc(tiny_data / "gt/reference.mrc")
+    n = ref.shape[-1]
+    big = crop_or_pad(resample_stack(ref[None].astype(np.float32), 2 * n)[0], n).numpy()  # 2x finer, centre kept
+    maps = np.stack([big, big]).astype(np.float32)
+    kw = dict(box_ds=n, n_directions=200, n_inplane=12)
+    with pytest.warns(UserWarning, match=r"at [0-9.]+ Å per voxel \(half the stated"):
+        _, rep = preprocess.preprocess_submission(MapSet(maps, [0.5, 0.5], vs, "magnified"), n, vs, align=True,
+                                                  reference=ref, align_kwargs=kw)
+    assert rep["alignment_doubtful"] and rep["score_at_half_voxel"] >= align.MIN_SCORE > rep["score"]
+    assert rep["score_at_double_voxel"] < rep["score_at_half_voxel"]
+    _, fine = preprocess.preprocess_submission(MapSet(np.stack([ref, ref]).astype(np.float32), [0.5, 0.5], vs, "ok"),
+                                               n, vs, align=True, reference=ref, align_kwargs=kw)
+    assert not fine["alignment_doubtful"] and "score_at_half_voxel" not in fine
+
+
 @pytest.mark.parametrize("flip", [False, True])
 def test_preprocess_submission_aligns_without_touching_the_callers_maps(tiny_data, flip):
     """Grid → flip → align equals flip_hand then rotate_volume with the rotation it reports (the

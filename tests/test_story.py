@@ -51,6 +51,15 @@ def test_preprocessing_sentence_follows_the_report():
     assert "1.2° from the known rotation — doubtful, check it above" in s
     assert "was aligned 12.0° from the identity (score 0.910): check the conventions of its adapter" in s
     assert s.endswith("1 failed (table above) and is left out of every later chapter.")
+    # kernels.preprocess.voxel_size_check after a doubtful alignment (RECOVAR 1.0.5's maps)
+    rep.loc[4, ["alignment_doubtful", "score"]] = [True, 0.307]
+    rep["score_at_half_voxel"], rep["score_at_double_voxel"] = np.nan, np.nan
+    rep.loc[4, ["score_at_half_voxel", "score_at_double_voxel"]] = [0.988, 0.052]
+    s = story.preprocessing(rep, 5, 64, 2.146)
+    assert ("cryoDRGN's alignment was doubtful (score 0.307); at half its stated voxel size (2.146 Å) it aligns at "
+            "0.988, so the voxel size in its header or config is probably wrong") in s
+    rep.loc[4, "score_at_half_voxel"] = 0.35
+    assert "it aligns at 0.350, no better: the voxel size is not the problem" in story.preprocessing(rep, 5, 64, 2.146)
 
 
 def _vol_summary():

@@ -97,6 +97,7 @@ def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool =
             notice(ms.label, f"alignment doubtful: score {res['score']:.3f} < {MIN_SCORE} (correlation with the "
                              "reference after the best rotation and translation); check the maps side by side "
                              "in the preprocessing chapter before trusting its metrics.")
+            report.update(voxel_size_check(ms, gt_box, gt_voxel, bool(flip), reference, align_kwargs, res["score"]))
         out.provenance["rotation_matrix"] = np.asarray(res["rotation"]).tolist()
         report.update({k: v for k, v in res.items() if k != "rotation"})
         report["rotation_matrix"] = np.asarray(res["rotation"]).tolist()
@@ -112,3 +113,40 @@ def preprocess_submission(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool =
                              "contrast (protein dark)? Its scores compare it as it is; multiply the maps by −1 "
                              "(e.g. relion_image_handler --multiply_constant -1) if the method writes protein dark.")
     return out, report
+
+
+VOXEL_FACTORS = {"half": 0.5, "double": 2.0}
+
+
+def voxel_size_check(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool, reference, align_kwargs, score: float,
+                     margin: float = 0.1) -> dict:
+    """After a doubtful alignment: align the set again as if its voxel size were half and twice
+    the stated one (a wrong pixel size in a header or config is a common slip; RECOVAR 1.0.5 wrote
+    maps at half their header's). Returns ``{"score_at_half_voxel", "score_at_double_voxel"}`` and
+    warns when one reaches :data:`~helpers.kernels.align.MIN_SCORE` and beats ``score`` by
+    ``margin``: the metrics still use the stated size."""
+    import dataclasses
+    import warnings
+
+    from helpers.io.schema import notice
+    from helpers.kernels.align import MIN_SCORE, align_to_reference
+
+    out = {}
+    for name, f in VOXEL_FACTORS.items():
+        try:
+            with warnings.catch_warnings():  # its "coarser than the GT" notice is about a trial size
+                warnings.simplefilter("ignore")
+                grid = to_gt_grid(dataclasses.replace(ms, voxel_size=ms.voxel_size * f), gt_box, gt_voxel)
+        except InputError:  # that box cannot match the GT's
+            out[f"score_at_{name}_voxel"] = float("nan")
+            continue
+        maps = np.ascontiguousarray(np.asarray(grid.maps)[..., ::-1]) if flip else grid.maps
+        out[f"score_at_{name}_voxel"] = float(align_to_reference(maps, reference, **(align_kwargs or {}))["score"])
+    best = max(out, key=lambda k: -1 if out[k] != out[k] else out[k])
+    if out[best] >= MIN_SCORE and out[best] > score + margin:
+        size = ms.voxel_size * VOXEL_FACTORS[best.split("_")[2]]
+        notice(ms.label, f"at {size:.4f} Å per voxel ({best.split('_')[2]} the stated {ms.voxel_size:.4f} Å) its "
+                         f"maps align at score {out[best]:.3f} instead of {score:.3f}: the voxel size in its header "
+                         "or config is probably wrong. Its metrics use the stated size; correct pixel_size in the "
+                         "submission config (or the adapter's voxel size) and run again.")
+    return out

@@ -13,6 +13,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from helpers.kernels.align import MIN_SCORE
+
 CONTROLS = ("Averaged GT", "Sampled GT")  # the demo's GT-derived, noise-free controls
 BASE = "Reconstructed"  # the demo's realistic submission, which the other mocks degrade
 WHAT = {  # what each demo mock is (helpers.datagen.mocks.build_mocks)
@@ -128,6 +130,17 @@ def preprocessing(report: pd.DataFrame, n_entries: int, gt_box: int, gt_voxel: f
                        + f", was aligned {angle:.1f}° from the identity (score {r['score']:.3f}): "
                        + ("its maps come in the GT's frame, as the project's cryoDRGN conventions test predicts"
                           if angle < 3 else "check the conventions of its adapter"))
+        for _, r in report.iterrows():  # kernels.preprocess.voxel_size_check, after a doubtful alignment
+            checks = {k: r.get(f"score_at_{k}_voxel", np.nan) for k in ("half", "double")}
+            checks = {k: v for k, v in checks.items() if pd.notna(v)}
+            if checks:
+                k = max(checks, key=checks.get)
+                size = r["input_voxel_A"] * (0.5 if k == "half" else 2.0)
+                txt.append(f"{r['label']}'s alignment was doubtful (score {r['score']:.3f}); at {k} its stated voxel "
+                           f"size ({size:.3f} Å) it aligns at {checks[k]:.3f}, "
+                           + ("so the voxel size in its header or config is probably wrong: its metrics below use the "
+                              "stated size" if checks[k] >= MIN_SCORE and checks[k] > r["score"] + 0.1 else
+                              "no better: the voxel size is not the problem"))
     if n_failed:
         txt.append(f"{n_failed} failed (table above) and {'is' if n_failed == 1 else 'are'} left out of every later chapter")
     return "; ".join(txt) + "."
