@@ -81,10 +81,24 @@ METHODS = {
 }
 
 
+def method_problems(opts, key: str) -> list[str]:
+    """``dataset.<key>`` (a real method, :data:`METHODS`) must be null or a mapping of its entry
+    function's keyword options (``data_dir`` and ``exe`` excepted); the problems as text."""
+    import importlib
+    import inspect
+
+    if not opts:
+        return []
+    method, module, add, _, _ = METHODS[key]
+    allowed = set(inspect.signature(getattr(importlib.import_module(module), add)).parameters) - {"data_dir", "exe"}
+    if isinstance(opts, dict) and not set(opts) - allowed:
+        return []
+    return [f"dataset.{key} should be a mapping with keys among {sorted(allowed)}, got {opts!r} "
+            f"(or null for no {method} entry)"]
+
+
 def _check_options(opts, key: str) -> None:
     """Stop with the fix when ``dataset.<key>`` is not a mapping of the adapter's options."""
-    from helpers.pipeline.params import method_problems
-
     for problem in method_problems(opts, key):
         raise SystemExit(f"{problem}.\nFix: correct it in the parameters file.")
 

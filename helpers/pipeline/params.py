@@ -159,24 +159,6 @@ def check_section(section: str, model: type[BaseModel], values, declared: dict) 
         return _lines(exc, section, declared)
 
 
-def method_problems(opts, key: str) -> list[str]:
-    """``dataset.<key>`` (a real method, :data:`helpers.pipeline.demo_data.METHODS`) must be null or
-    a mapping of its entry function's keyword options (``data_dir`` and ``exe`` excepted)."""
-    import importlib
-    import inspect
-
-    from helpers.pipeline.demo_data import METHODS
-
-    if not opts:
-        return []
-    method, module, add, _, _ = METHODS[key]
-    allowed = set(inspect.signature(getattr(importlib.import_module(module), add)).parameters) - {"data_dir", "exe"}
-    if isinstance(opts, dict) and not set(opts) - allowed:
-        return []
-    return [f"dataset.{key} should be a mapping with keys among {sorted(allowed)}, got {opts!r} "
-            f"(or null for no {method} entry)"]
-
-
 def validate(cfg: dict, notebooks: list[Path], source: str) -> None:
     """Check every parameter the runner would pass (each notebook's own section and the
     ``common`` values it declares) and the ``dataset`` section: all problems listed at once
@@ -188,6 +170,8 @@ def validate(cfg: dict, notebooks: list[Path], source: str) -> None:
         from helpers.datagen.simulate import DEFAULTS
 
         problems += check_section("dataset", dataset_model(), cfg["dataset"], DEFAULTS)
+        from helpers.pipeline.demo_data import method_problems
+
         problems += [p for key in ("cryodrgn", "recovar") for p in method_problems(cfg["dataset"].get(key), key)]
     for path in notebooks:
         declared = declared_parameters(jupytext.read(path))
