@@ -242,7 +242,7 @@ def test_a_set_at_half_its_stated_voxel_size_is_named(tiny_data):
         _, rep = preprocess.preprocess_submission(MapSet(maps, [0.5, 0.5], vs, "magnified"), n, vs, align=True,
                                                   reference=ref, align_kwargs=kw)
     assert rep["alignment_doubtful"] and rep["score_at_half_voxel"] >= align.MIN_SCORE > rep["score"]
-    assert rep["score_at_double_voxel"] < rep["score_at_half_voxel"]
+    assert rep["score_at_double_voxel"] < rep["score_at_half_voxel"] and rep["voxel_size_suggested_A"] == vs / 2
     _, fine = preprocess.preprocess_submission(MapSet(np.stack([ref, ref]).astype(np.float32), [0.5, 0.5], vs, "ok"),
                                                n, vs, align=True, reference=ref, align_kwargs=kw)
     assert not fine["alignment_doubtful"] and "score_at_half_voxel" not in fine

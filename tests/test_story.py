@@ -54,11 +54,12 @@ def test_preprocessing_sentence_follows_the_report():
     # kernels.preprocess.voxel_size_check after a doubtful alignment (RECOVAR 1.0.5's maps)
     rep.loc[4, ["alignment_doubtful", "score"]] = [True, 0.307]
     rep["score_at_half_voxel"], rep["score_at_double_voxel"] = np.nan, np.nan
-    rep.loc[4, ["score_at_half_voxel", "score_at_double_voxel"]] = [0.988, 0.052]
+    rep["voxel_size_suggested_A"] = np.nan
+    rep.loc[4, ["score_at_half_voxel", "score_at_double_voxel", "voxel_size_suggested_A"]] = [0.988, 0.052, 2.146]
     s = story.preprocessing(rep, 5, 64, 2.146)
     assert ("cryoDRGN's alignment was doubtful (score 0.307); at half its stated voxel size (2.146 Å) it aligns at "
             "0.988, so the voxel size in its header or config is probably wrong") in s
-    rep.loc[4, "score_at_half_voxel"] = 0.35
+    rep.loc[4, ["score_at_half_voxel", "voxel_size_suggested_A"]] = [0.35, np.nan]
     assert "it aligns at 0.350, no better: the voxel size is not the problem" in story.preprocessing(rep, 5, 64, 2.146)
 
 

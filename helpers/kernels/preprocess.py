@@ -122,9 +122,10 @@ def voxel_size_check(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool, refer
                      margin: float = 0.1) -> dict:
     """After a doubtful alignment: align the set again as if its voxel size were half and twice
     the stated one (a wrong pixel size in a header or config is a common slip; RECOVAR 1.0.5 wrote
-    maps at half their header's). Returns ``{"score_at_half_voxel", "score_at_double_voxel"}`` and
-    warns when one reaches :data:`~helpers.kernels.align.MIN_SCORE` and beats ``score`` by
-    ``margin``: the metrics still use the stated size."""
+    maps at half their header's). Returns ``{"score_at_half_voxel", "score_at_double_voxel",
+    "voxel_size_suggested_A"}``: the size (Å) whose score reaches
+    :data:`~helpers.kernels.align.MIN_SCORE` and beats ``score`` by ``margin`` (NaN when neither
+    does), which is also named in a warning; the metrics still use the stated size."""
     import dataclasses
     import warnings
 
@@ -143,8 +144,9 @@ def voxel_size_check(ms: MapSet, gt_box: int, gt_voxel: float, flip: bool, refer
         maps = np.ascontiguousarray(np.asarray(grid.maps)[..., ::-1]) if flip else grid.maps
         out[f"score_at_{name}_voxel"] = float(align_to_reference(maps, reference, **(align_kwargs or {}))["score"])
     best = max(out, key=lambda k: -1 if out[k] != out[k] else out[k])
+    out["voxel_size_suggested_A"] = float("nan")
     if out[best] >= MIN_SCORE and out[best] > score + margin:
-        size = ms.voxel_size * VOXEL_FACTORS[best.split("_")[2]]
+        size = out["voxel_size_suggested_A"] = ms.voxel_size * VOXEL_FACTORS[best.split("_")[2]]
         notice(ms.label, f"at {size:.4f} Å per voxel ({best.split('_')[2]} the stated {ms.voxel_size:.4f} Å) its "
                          f"maps align at score {out[best]:.3f} instead of {score:.3f}: the voxel size in its header "
                          "or config is probably wrong. Its metrics use the stated size; correct pixel_size in the "

@@ -13,8 +13,6 @@ import re
 import numpy as np
 import pandas as pd
 
-from helpers.kernels.align import MIN_SCORE
-
 CONTROLS = ("Averaged GT", "Sampled GT")  # the demo's GT-derived, noise-free controls
 BASE = "Reconstructed"  # the demo's realistic submission, which the other mocks degrade
 WHAT = {  # what each demo mock is (helpers.datagen.mocks.build_mocks)
@@ -139,7 +137,7 @@ def preprocessing(report: pd.DataFrame, n_entries: int, gt_box: int, gt_voxel: f
                 txt.append(f"{r['label']}'s alignment was doubtful (score {r['score']:.3f}); at {k} its stated voxel "
                            f"size ({size:.3f} Å) it aligns at {checks[k]:.3f}, "
                            + ("so the voxel size in its header or config is probably wrong: its metrics below use the "
-                              "stated size" if checks[k] >= MIN_SCORE and checks[k] > r["score"] + 0.1 else
+                              "stated size" if pd.notna(r.get("voxel_size_suggested_A", np.nan)) else
                               "no better: the voxel size is not the problem"))
     if n_failed:
         txt.append(f"{n_failed} failed (table above) and {'is' if n_failed == 1 else 'are'} left out of every later chapter")
