@@ -295,7 +295,7 @@ def test_chapter_9_speaks_of_every_methods_latent_and_compares_two():
     assert "Δ(latent → conformation) = 0.80" in text
     # 0.05 ± 0.004·√2 = 0.00566: z = 8.8
     assert "cryoDRGN latent follows the conformation more closely than RECOVAR latent: 0.050 ± 0.006" in text
-    assert "z = 8.8" in text
+    assert "z = 8.8; z-test, the two standard errors over interleaved subsets combined as if independent" in text
     lat.loc[lat.latent == "RECOVAR latent", "sem"] = 0.04
     assert "are not told apart on the conformation (0.050 ± 0.040, z = 1.2 < 2)" in story.latent(
         lat, 20, ["cryoDRGN latent", "RECOVAR latent"])

@@ -102,7 +102,9 @@ def latent(lat: pd.DataFrame, k: int, method_latent=None) -> str:
         diff, se = rows.value[a] - rows.value[b], float(np.hypot(rows["sem"][a], rows["sem"][b]))
         z = diff / se if se > 0 else np.inf
         out.append(f"At k = {k}, {a} follows the conformation more closely than {b}: {_f(diff)} ± {_f(se)} more "
-                   f"neighbours shared (z = {z:.1f}, independent interleaved subsets)." if z > 2 else
+                   f"neighbours shared (z = {z:.1f}; z-test, the two standard errors over interleaved subsets combined "
+                   "as if independent, although both latents are scored on the same subsets)."
+                   if z > 2 else
                    f"At k = {k}, {a} and {b} are not told apart on the conformation ({_f(diff)} ± {_f(se)}, "
                    f"z = {z:.1f} < 2).")
     return " ".join(out)

@@ -3,8 +3,8 @@ hand and frame (:func:`helpers.kernels.preprocess.preprocess_submission`), saved
 ``preprocessed/<label>.npz`` and listed in the run's manifest; ``preprocessing_report.csv`` (one
 row per submission: label, input_box, input_voxel_A, native_voxel_A, flip, align, score,
 rotation_error_deg (° against the mock's recorded rotation, where there is one), seconds,
-alignment_doubtful, and after a doubtful alignment score_at_half_voxel, score_at_double_voxel, voxel_size_suggested_A (Å or empty):
-:func:`helpers.kernels.preprocess.voxel_size_check`)."""
+alignment_doubtful, and after a doubtful alignment score_at_half_voxel, score_at_double_voxel,
+voxel_size_suggested_A (Å or empty): :func:`helpers.kernels.preprocess.voxel_size_check`)."""
 from __future__ import annotations
 
 import time
